@@ -1,0 +1,28 @@
+use std::{env, error::Error, path::PathBuf};
+
+const PROTOS: &[&str] = &["proto/conduit/v1/users.proto"];
+
+fn main() -> Result<(), Box<dyn Error>> {
+    // protoc ships inside protoc-bin-vendored so a fresh machine needs no system install;
+    // an explicit $PROTOC still wins (e.g. a distro build with its own protoc).
+    if env::var_os("PROTOC").is_none() {
+        // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
+        unsafe { env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
+    }
+    let well_known = protoc_bin_vendored::include_path()?;
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    let protos: Vec<PathBuf> = PROTOS.iter().map(PathBuf::from).collect();
+
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("conduit_descriptor.bin"))
+        .build_client(true)
+        // Clients (used by the tests) take a Channel built by the caller; the server
+        // binary does not link tonic's client transport.
+        .build_transport(false)
+        .build_server(true)
+        .compile_protos(&protos, &[PathBuf::from("proto"), well_known])?;
+
+    println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-env-changed=PROTOC");
+    Ok(())
+}

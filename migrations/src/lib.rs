@@ -1,0 +1,16 @@
+//! Schema migrations, applied in order by `conduit migrate up` or at startup when
+//! `database.migrate_on_start` is set. A new migration is a new file here plus one line in
+//! `Migrator::migrations`; an applied migration is never edited.
+
+pub use sea_orm_migration::{MigrationStatus, prelude::*};
+
+mod m20261124_000001_create_users;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261124_000001_create_users::Migration)]
+    }
+}

@@ -1,0 +1,506 @@
+//! Typed settings, layered: built-in defaults → `config/default.toml` →
+//! `config/{APP_ENV}.toml` → environment (`CONDUIT__SECTION__KEY`, plus `*_FILE` secret mounts).
+//!
+//! Every section denies unknown keys so that a typo fails at startup, naming the key,
+//! instead of silently running with a default.
+
+use std::{
+    collections::HashMap, fmt, net::ToSocketAddrs, path::Path, str::FromStr, time::Duration,
+};
+
+use config::{Config, Environment, File, FileFormat};
+use serde::{Deserialize, Serialize};
+
+/// Built into the binary so `cargo run` works with no setup; refused when `APP_ENV=prod`.
+pub const DEV_JWT_SECRET: &str = "conduit-development-secret-do-not-use-in-production";
+const ENV_PREFIX: &str = "CONDUIT";
+const ENV_SEPARATOR: &str = "__";
+/// Keys whose environment values are comma-separated lists.
+const LIST_KEYS: &[&str] = &["cors.allowed_origins", "docs.servers"];
+const REDACTED: &str = "<redacted>";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppEnv {
+    Local,
+    Dev,
+    Prod,
+}
+
+impl AppEnv {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppEnv::Local => "local",
+            AppEnv::Dev => "dev",
+            AppEnv::Prod => "prod",
+        }
+    }
+}
+
+impl FromStr for AppEnv {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "local" => Ok(AppEnv::Local),
+            "dev" => Ok(AppEnv::Dev),
+            "prod" => Ok(AppEnv::Prod),
+            other => Err(ConfigError(format!(
+                "APP_ENV: unknown environment {other:?} (expected local, dev or prod)"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Selected by `APP_ENV`, not by a config key.
+    #[serde(skip)]
+    pub environment: Option<AppEnv>,
+    pub server: ServerSettings,
+    pub cors: CorsSettings,
+    pub database: DatabaseSettings,
+    pub auth: AuthSettings,
+    pub docs: DocsSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// `host:port`; port 0 picks a free port (tests).
+    pub addr: String,
+    /// Path prefix a reverse proxy forwards without stripping (e.g. `/conduit`); stripped
+    /// from requests and prepended to the OpenAPI server URL.
+    pub base_path: String,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Largest request body accepted, in bytes (REST JSON and gRPC messages alike).
+    pub body_limit_bytes: usize,
+    /// Time between turning NOT_SERVING and closing the listener, so load balancers
+    /// notice before connections are refused.
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
+    /// Upper bound for in-flight requests to finish after the listener closes.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    pub tcp_nodelay: bool,
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_timeout: Duration,
+    pub http2_max_concurrent_streams: u32,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:8080".into(),
+            base_path: String::new(),
+            request_timeout: Duration::from_secs(30),
+            body_limit_bytes: 1024 * 1024,
+            drain_delay: Duration::ZERO,
+            shutdown_timeout: Duration::from_secs(30),
+            tcp_nodelay: true,
+            http2_keepalive_interval: Duration::from_secs(20),
+            http2_keepalive_timeout: Duration::from_secs(20),
+            http2_max_concurrent_streams: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsSettings {
+    /// Origins allowed to call the API from a browser; `*` allows any origin
+    /// (credentials are sent as an Authorization header, never cookies).
+    pub allowed_origins: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for CorsSettings {
+    fn default() -> Self {
+        Self {
+            allowed_origins: vec!["*".into()],
+            max_age: Duration::from_secs(3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// `sqlite://path?mode=rwc` or `postgres://user:pass@host:port/db`.
+    pub url: String,
+    pub max_connections: u32,
+    /// Per connection attempt.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Retry connecting until this much time has passed, then exit non-zero.
+    #[serde(with = "humantime_serde")]
+    pub startup_deadline: Duration,
+    pub migrate_on_start: bool,
+    #[serde(with = "humantime_serde")]
+    pub sqlite_busy_timeout: Duration,
+    /// How often readiness re-checks the database.
+    #[serde(with = "humantime_serde")]
+    pub health_check_interval: Duration,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/conduit.db?mode=rwc".into(),
+            max_connections: 10,
+            connect_timeout: Duration::from_secs(3),
+            startup_deadline: Duration::from_secs(30),
+            migrate_on_start: true,
+            sqlite_busy_timeout: Duration::from_secs(5),
+            health_check_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    pub jwt_secret: String,
+    pub jwt_issuer: String,
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+}
+
+impl fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("jwt_secret", &REDACTED)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("token_ttl", &self.token_ttl)
+            .finish()
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            jwt_secret: DEV_JWT_SECRET.into(),
+            jwt_issuer: "conduit".into(),
+            token_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DocsSettings {
+    pub enabled: bool,
+    /// Extra server URLs listed in the OpenAPI document, after the relative one that
+    /// follows the request's proxy prefix.
+    pub servers: Vec<String>,
+}
+
+impl Default for DocsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            servers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON in dev and prod, human-readable locally.
+    Auto,
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySettings {
+    pub log_format: LogFormat,
+    /// Default filter; `RUST_LOG` overrides it.
+    pub log_level: String,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Auto,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// Where the layers come from; `from_process` for the binary, explicit maps for tests.
+pub struct Sources<'a> {
+    pub config_dir: &'a Path,
+    pub app_env: Option<String>,
+    pub env: HashMap<String, String>,
+}
+
+impl Sources<'static> {
+    pub fn from_process() -> Self {
+        // A missing .env is normal; values already in the environment win over it.
+        let _ = dotenvy::dotenv();
+        Sources {
+            config_dir: Path::new("config"),
+            app_env: std::env::var("APP_ENV").ok(),
+            env: std::env::vars().collect(),
+        }
+    }
+}
+
+impl Settings {
+    pub fn load(sources: Sources<'_>) -> Result<Settings, ConfigError> {
+        let app_env: AppEnv = sources.app_env.as_deref().unwrap_or("local").parse()?;
+        let defaults = Config::try_from(&Settings::default()).map_err(err)?;
+        let env = resolve_secret_files(sources.env)?;
+
+        let mut environment = Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator(ENV_SEPARATOR)
+            .separator(ENV_SEPARATOR)
+            .list_separator(",")
+            .try_parsing(true)
+            .source(Some(env.into_iter().collect()));
+        for key in LIST_KEYS {
+            environment = environment.with_list_parse_key(key);
+        }
+
+        let layered = Config::builder()
+            .add_source(defaults)
+            .add_source(file(sources.config_dir, "default"))
+            .add_source(file(sources.config_dir, app_env.as_str()))
+            .add_source(environment)
+            .build()
+            .map_err(err)?;
+        let mut settings: Settings = layered.try_deserialize().map_err(err)?;
+        settings.environment = Some(app_env);
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn app_env(&self) -> AppEnv {
+        self.environment.unwrap_or(AppEnv::Local)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, why: String| Err(ConfigError(format!("{key}: {why}")));
+        if let Err(e) = self.server.addr.to_socket_addrs() {
+            return invalid(
+                "server.addr",
+                format!("{:?} is not host:port ({e})", self.server.addr),
+            );
+        }
+        let base = &self.server.base_path;
+        if !base.is_empty() && (!base.starts_with('/') || base.ends_with('/')) {
+            return invalid(
+                "server.base_path",
+                format!("{base:?} must start with '/' and not end with '/'"),
+            );
+        }
+        if self.server.body_limit_bytes == 0 {
+            return invalid("server.body_limit_bytes", "must be greater than 0".into());
+        }
+        if self.server.request_timeout.is_zero() {
+            return invalid("server.request_timeout", "must be greater than 0".into());
+        }
+        let url = &self.database.url;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return invalid(
+                "database.url",
+                "must start with sqlite:, postgres:// or postgresql://".into(),
+            );
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "must be greater than 0".into());
+        }
+        if self.auth.jwt_secret.len() < 32 {
+            return invalid("auth.jwt_secret", "must be at least 32 bytes".into());
+        }
+        if self.app_env() == AppEnv::Prod && self.auth.jwt_secret == DEV_JWT_SECRET {
+            return invalid(
+                "auth.jwt_secret",
+                "the built-in development secret is refused in prod; set CONDUIT__AUTH__JWT_SECRET or CONDUIT__AUTH__JWT_SECRET_FILE".into(),
+            );
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).is_err() {
+            return invalid(
+                "telemetry.log_level",
+                format!("{:?} is not a valid filter", self.telemetry.log_level),
+            );
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, with secrets replaced.
+    pub fn redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.auth.jwt_secret = REDACTED.into();
+        shown.database.url = redact_url_password(&self.database.url);
+        let mut out = format!("# APP_ENV = {}\n", self.app_env().as_str());
+        out.push_str(
+            &toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n")),
+        );
+        out
+    }
+}
+
+fn file(dir: &Path, name: &str) -> File<config::FileSourceFile, FileFormat> {
+    File::from(dir.join(format!("{name}.toml")))
+        .format(FileFormat::Toml)
+        .required(false)
+}
+
+fn err(e: config::ConfigError) -> ConfigError {
+    ConfigError(e.to_string())
+}
+
+/// `CONDUIT__AUTH__JWT_SECRET_FILE=/run/secrets/jwt` becomes `CONDUIT__AUTH__JWT_SECRET`
+/// with the file's content (trailing newline trimmed), as Kubernetes secret mounts expect.
+fn resolve_secret_files(
+    env: HashMap<String, String>,
+) -> Result<HashMap<String, String>, ConfigError> {
+    let prefix = format!("{ENV_PREFIX}{ENV_SEPARATOR}");
+    let mut resolved = HashMap::with_capacity(env.len());
+    for (name, value) in env {
+        if !name.starts_with(&prefix) {
+            continue;
+        }
+        match name.strip_suffix("_FILE") {
+            Some(target) => {
+                let content = std::fs::read_to_string(&value).map_err(|e| {
+                    ConfigError(format!("{name}: cannot read secret file {value:?}: {e}"))
+                })?;
+                resolved.insert(
+                    target.to_string(),
+                    content.trim_end_matches(['\n', '\r']).to_string(),
+                );
+            }
+            None => {
+                resolved.entry(name).or_insert(value);
+            }
+        }
+    }
+    Ok(resolved)
+}
+
+pub(crate) fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:{REDACTED}@{host}"),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(app_env: Option<&str>, vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::load(Sources {
+            config_dir: Path::new("/nonexistent"),
+            app_env: app_env.map(str::to_string),
+            env: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn env_vars_override_defaults() {
+        let s = load(
+            None,
+            &[
+                ("CONDUIT__SERVER__ADDR", "0.0.0.0:9999"),
+                ("CONDUIT__CORS__ALLOWED_ORIGINS", "http://a,http://b"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(s.server.addr, "0.0.0.0:9999");
+        assert_eq!(s.cors.allowed_origins, vec!["http://a", "http://b"]);
+        assert_eq!(s.app_env(), AppEnv::Local);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = load(None, &[("CONDUIT__SERVER__ADRESS", "x")]).expect_err("unknown key");
+        assert!(e.to_string().contains("adress"), "{e}");
+    }
+
+    #[test]
+    fn invalid_value_is_named() {
+        let e =
+            load(None, &[("CONDUIT__SERVER__REQUEST_TIMEOUT", "soon")]).expect_err("bad duration");
+        assert!(e.to_string().contains("request_timeout"), "{e}");
+        let e = load(None, &[("CONDUIT__SERVER__ADDR", "nope")]).expect_err("bad addr");
+        assert!(e.to_string().contains("server.addr"), "{e}");
+    }
+
+    #[test]
+    fn prod_refuses_the_development_secret() {
+        let e = load(Some("prod"), &[]).expect_err("dev secret in prod");
+        assert!(e.to_string().contains("auth.jwt_secret"), "{e}");
+        let secret = "x".repeat(40);
+        assert!(load(Some("prod"), &[("CONDUIT__AUTH__JWT_SECRET", &secret)]).is_ok());
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_are_redacted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("jwt");
+        std::fs::write(&path, format!("{}\n", "s".repeat(48))).expect("write");
+        let s = load(
+            Some("dev"),
+            &[
+                (
+                    "CONDUIT__AUTH__JWT_SECRET_FILE",
+                    path.to_str().expect("utf8"),
+                ),
+                (
+                    "CONDUIT__DATABASE__URL",
+                    "postgres://app:hunter2@db:5432/conduit",
+                ),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(s.auth.jwt_secret, "s".repeat(48));
+        let shown = s.redacted_toml();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains(&"s".repeat(48)),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("postgres://app:<redacted>@db:5432/conduit"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn unknown_app_env_is_rejected() {
+        assert!(load(Some("staging"), &[]).is_err());
+    }
+}

@@ -1,0 +1,138 @@
+//! Database connection and migrations. Only the lifecycle manager and the `migrate` command
+//! call these; feature modules receive the connection through `AppState`.
+
+use std::{path::Path, time::Duration};
+
+use anyhow::{Context, bail};
+use conduit_migrations::{MigrationStatus, Migrator, MigratorTrait};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
+    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+};
+use tokio::time::{Instant, sleep};
+
+use crate::config::DatabaseSettings;
+
+/// Connects, retrying with backoff until `startup_deadline`, then gives up with the last
+/// error so a misconfigured or unreachable database fails the process fast and clearly.
+pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<DatabaseConnection> {
+    ensure_sqlite_dir(&settings.url)?;
+    let deadline = Instant::now() + settings.startup_deadline;
+    let mut backoff = Duration::from_millis(100);
+    let mut attempt = 1u32;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let attempt_timeout = settings
+            .connect_timeout
+            .min(remaining.max(Duration::from_millis(100)));
+        let result =
+            tokio::time::timeout(attempt_timeout, try_connect(settings, attempt_timeout)).await;
+        let error = match result {
+            Ok(Ok(db)) => return Ok(db),
+            Ok(Err(e)) => format!("{e}"),
+            Err(_) => format!("no answer within {attempt_timeout:?}"),
+        };
+        if Instant::now() + backoff >= deadline {
+            bail!(
+                "database unreachable at {} after {attempt} attempt(s) within {:?}: {error}",
+                crate::config::redact_url_password(&settings.url),
+                settings.startup_deadline
+            );
+        }
+        tracing::warn!(attempt, error = %error, retry_in_ms = backoff.as_millis() as u64, "database not reachable yet");
+        sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+        attempt += 1;
+    }
+}
+
+async fn try_connect(
+    settings: &DatabaseSettings,
+    timeout: Duration,
+) -> anyhow::Result<DatabaseConnection> {
+    let mut options = ConnectOptions::new(settings.url.clone());
+    let busy_timeout = settings.sqlite_busy_timeout;
+    options
+        .max_connections(settings.max_connections)
+        .connect_timeout(timeout)
+        .acquire_timeout(timeout.max(Duration::from_secs(5)))
+        .sqlx_logging(false)
+        // WAL lets readers proceed during a write; busy_timeout makes a writer wait for the
+        // lock instead of failing with SQLITE_BUSY under concurrent requests.
+        .map_sqlx_sqlite_opts(move |o| {
+            o.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(busy_timeout)
+                .foreign_keys(true)
+        });
+    let db = Database::connect(options).await?;
+    db.ping().await?;
+    Ok(db)
+}
+
+/// Applies pending migrations. On Postgres an advisory lock, held on its own connection,
+/// serialises replicas that start together so each migration runs once.
+pub async fn migrate(db: &DatabaseConnection, settings: &DatabaseSettings) -> anyhow::Result<()> {
+    match db.get_database_backend() {
+        DbBackend::Postgres => {
+            let lock_conn = Database::connect(
+                ConnectOptions::new(settings.url.clone())
+                    .max_connections(1)
+                    .sqlx_logging(false)
+                    .to_owned(),
+            )
+            .await
+            .context("opening the migration lock connection")?;
+            lock_conn
+                .execute_unprepared(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
+                .await
+                .context("taking the migration lock")?;
+            let result = Migrator::up(db, None).await;
+            let _ = lock_conn
+                .execute_unprepared(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
+                .await;
+            let _ = lock_conn.close().await;
+            result.context("applying migrations")
+        }
+        _ => Migrator::up(db, None).await.context("applying migrations"),
+    }
+}
+
+/// Arbitrary but fixed: every replica must use the same key.
+const MIGRATION_LOCK_KEY: i64 = 0x636f_6e64_7569_74;
+
+pub async fn rollback_last(db: &DatabaseConnection) -> anyhow::Result<()> {
+    Migrator::down(db, Some(1))
+        .await
+        .context("rolling back the last migration")
+}
+
+/// `(name, applied)` for every migration the binary knows.
+pub async fn migration_status(db: &DatabaseConnection) -> anyhow::Result<Vec<(String, bool)>> {
+    let migrations = Migrator::get_migration_with_status(db).await?;
+    Ok(migrations
+        .iter()
+        .map(|m| (m.name().to_string(), m.status() == MigrationStatus::Applied))
+        .collect())
+}
+
+/// `sqlite://data/conduit.db` needs `data/` to exist before SQLite can create the file.
+fn ensure_sqlite_dir(url: &str) -> anyhow::Result<()> {
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return Ok(());
+    };
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    if let Some(dir) = Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(())
+}

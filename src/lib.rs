@@ -1,0 +1,20 @@
+//! conduit: the RealWorld API as gRPC, gRPC-Web and REST on one port.
+//! `docs/ARCHITECTURE.md` maps each responsibility to its module.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod docs;
+pub mod entities;
+pub mod error;
+pub mod lifecycle;
+pub mod middleware;
+pub mod modules;
+pub mod probes;
+pub mod proto;
+pub mod rest;
+pub mod server;
+pub mod state;
+pub mod telemetry;
+pub mod validation;

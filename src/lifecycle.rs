@@ -1,0 +1,212 @@
+//! The lifecycle manager: the single owner of long-lived resources (the database
+//! connection, readiness, background workers) and of the order in which they start and stop.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use sea_orm::DatabaseConnection;
+use tokio::sync::watch;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{config::Settings, db, state::AppState};
+
+/// What readiness depends on. Ready = the database answers and we are not draining.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadyState {
+    pub database_up: bool,
+    pub draining: bool,
+}
+
+impl ReadyState {
+    pub fn is_ready(self) -> bool {
+        self.database_up && !self.draining
+    }
+
+    /// Why the service is not ready, for `/readyz` bodies and logs.
+    pub fn reason(self) -> Option<&'static str> {
+        if self.draining {
+            Some("draining: the service is shutting down")
+        } else if !self.database_up {
+            Some("database unreachable")
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Readiness(Arc<watch::Sender<ReadyState>>);
+
+impl Readiness {
+    fn new() -> Self {
+        Readiness(Arc::new(watch::Sender::new(ReadyState {
+            database_up: true,
+            draining: false,
+        })))
+    }
+
+    pub fn current(&self) -> ReadyState {
+        *self.0.borrow()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut ReadyState)) {
+        self.0.send_if_modified(|state| {
+            let before = *state;
+            change(state);
+            before != *state
+        });
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<ReadyState> {
+        self.0.subscribe()
+    }
+}
+
+pub struct Lifecycle {
+    settings: Arc<Settings>,
+    db: DatabaseConnection,
+    readiness: Readiness,
+    workers: TaskTracker,
+    stop_workers: CancellationToken,
+}
+
+impl Lifecycle {
+    /// Startup hooks, in order; any failure aborts startup with the reason.
+    pub async fn start(settings: Arc<Settings>) -> anyhow::Result<Lifecycle> {
+        let db = db::connect(&settings.database).await?;
+        tracing::info!(backend = ?db.get_database_backend(), "database connected");
+        if settings.database.migrate_on_start {
+            db::migrate(&db, &settings.database).await?;
+            tracing::info!("migrations applied");
+        }
+        let lifecycle = Lifecycle {
+            settings,
+            db,
+            readiness: Readiness::new(),
+            workers: TaskTracker::new(),
+            stop_workers: CancellationToken::new(),
+        };
+        lifecycle.spawn_database_watch();
+        Ok(lifecycle)
+    }
+
+    pub fn app_state(&self) -> AppState {
+        AppState::new(
+            self.settings.clone(),
+            self.db.clone(),
+            self.readiness.clone(),
+        )
+    }
+
+    /// Runs `job` until shutdown; the lifecycle waits for it before closing the database.
+    pub fn spawn_worker<F>(&self, name: &'static str, job: impl FnOnce(CancellationToken) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let future = job(self.stop_workers.child_token());
+        self.workers.spawn(async move {
+            future.await;
+            tracing::debug!(worker = name, "worker stopped");
+        });
+    }
+
+    /// Periodic database check that drives readiness, so probes and gRPC health report
+    /// NOT_SERVING within one interval of losing the database, and recover on their own.
+    fn spawn_database_watch(&self) {
+        let db = self.db.clone();
+        let readiness = self.readiness.clone();
+        let interval = self.settings.database.health_check_interval;
+        self.spawn_worker("database-watch", move |stop| async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = ticker.tick() => {}
+                }
+                let up = matches!(tokio::time::timeout(interval, db.ping()).await, Ok(Ok(())));
+                if up != readiness.current().database_up {
+                    if up {
+                        tracing::info!("database reachable again");
+                    } else {
+                        tracing::error!("database check failed; reporting not ready");
+                    }
+                }
+                readiness.update(|s| s.database_up = up);
+            }
+        });
+    }
+
+    /// Mirrors readiness into gRPC health for the overall status ("") and each service.
+    pub fn mirror_health(&self, reporter: HealthReporter, services: Vec<&'static str>) {
+        let mut changes = self.readiness.subscribe();
+        self.spawn_worker("grpc-health", move |stop| async move {
+            loop {
+                let status = if changes.borrow_and_update().is_ready() {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                for service in std::iter::once("").chain(services.iter().copied()) {
+                    reporter.set_service_status(service, status).await;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    changed = changes.changed() => if changed.is_err() { break },
+                }
+            }
+        });
+    }
+
+    /// First step of shutdown: report not ready (HTTP and gRPC health), then give load
+    /// balancers `server.drain_delay` to stop sending before the listener closes.
+    pub async fn begin_drain(&self) {
+        self.readiness.update(|s| s.draining = true);
+        tracing::info!(drain_delay = ?self.settings.server.drain_delay, "draining");
+        tokio::time::sleep(self.settings.server.drain_delay).await;
+    }
+
+    /// Last step: stop workers, then close the database. Called after the server drained.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.stop_workers.cancel();
+        self.workers.close();
+        if tokio::time::timeout(self.settings.server.shutdown_timeout, self.workers.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background workers did not stop in time");
+        }
+        self.db.close().await.context("closing the database")?;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}

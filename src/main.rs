@@ -1,0 +1,51 @@
+//! The entrypoint orchestrates; it does no work of its own. Read it as the table of
+//! contents of the service: configuration, telemetry, lifecycle, routes, stack, serve,
+//! drain, shutdown.
+
+use std::{process::ExitCode, sync::Arc};
+
+use clap::Parser;
+use conduit::{
+    cli::{self, Cli, Command},
+    config::{Settings, Sources},
+    lifecycle::{self, Lifecycle},
+    server, telemetry,
+};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(Sources::from_process()) {
+        Ok(settings) => Arc::new(settings),
+        Err(e) => {
+            eprintln!("conduit: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings).await,
+        command => cli::run(command, &settings).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "conduit stopped");
+            eprintln!("conduit: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
+    telemetry::init(&settings)?;
+    let lifecycle = Lifecycle::start(settings.clone()).await?; // db, migrations, workers
+    let router = server::router(&settings, &lifecycle)?; // feature modules + health, reflection, probes, docs
+    let app = server::stack(router, &settings, &lifecycle.app_state()); // the one middleware stack
+    let listener = server::bind(&settings.server).await?;
+    server::serve(listener, app, &settings.server, async {
+        lifecycle::shutdown_signal().await;
+        lifecycle.begin_drain().await; // NOT_SERVING first, then stop accepting
+    })
+    .await;
+    lifecycle.shutdown().await // workers, then the database
+}

@@ -1,0 +1,56 @@
+//! Request body limit for both protocols. A declared `content-length` over the limit is
+//! refused before reading; otherwise the body is wrapped so reading past the limit fails:
+//! axum's JSON extractor turns that into 413, and tonic, which downcasts body errors to
+//! `Status`, into RESOURCE_EXHAUSTED.
+
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    http::{StatusCode, header::CONTENT_LENGTH},
+    middleware::Next,
+    response::Response,
+};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use super::{Protocol, layer_error};
+
+pub async fn enforce(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let protocol = Protocol::of(&request);
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return too_large(protocol, limit);
+    }
+    let request = request.map(|body| {
+        let limited = Limited::new(body, limit);
+        if protocol.is_grpc() {
+            Body::new(limited.map_err(move |e| {
+                if e.is::<LengthLimitError>() {
+                    Box::new(grpc_too_large(limit)) as Box<dyn std::error::Error + Send + Sync>
+                } else {
+                    e
+                }
+            }))
+        } else {
+            Body::new(limited)
+        }
+    });
+    next.run(request).await
+}
+
+fn grpc_too_large(limit: usize) -> tonic::Status {
+    tonic::Status::resource_exhausted(format!("request body is larger than {limit} bytes"))
+}
+
+fn too_large(protocol: Protocol, limit: usize) -> Response {
+    layer_error(
+        protocol,
+        grpc_too_large(limit),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body",
+        "is too large",
+    )
+}

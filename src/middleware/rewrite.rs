@@ -1,0 +1,36 @@
+//! Path rewriting behind a reverse proxy that forwards `/prefix/api/...` without stripping
+//! the prefix: `server.base_path` is removed before routing, so routes stay prefix-free.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Request, State},
+    http::Uri,
+    middleware::Next,
+    response::Response,
+};
+
+pub async fn strip_base_path(
+    State(base): State<Arc<str>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if !base.is_empty()
+        && let Some(rest) = request.uri().path().strip_prefix(&*base)
+        && (rest.is_empty() || rest.starts_with('/'))
+    {
+        let rest = if rest.is_empty() { "/" } else { rest };
+        let path_and_query = match request.uri().query() {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest.to_string(),
+        };
+        let mut parts = request.uri().clone().into_parts();
+        if let Ok(pq) = path_and_query.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *request.uri_mut() = uri;
+            }
+        }
+    }
+    next.run(request).await
+}

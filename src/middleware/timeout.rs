@@ -1,0 +1,79 @@
+//! Request deadline: the configured timeout, or the caller's `grpc-timeout` when shorter.
+//! tower-http's TimeoutLayer answers a bare status that gRPC clients read as a transport
+//! error, so this layer answers DEADLINE_EXCEEDED (gRPC) or 504 (REST) itself.
+
+use std::time::Duration;
+
+use axum::{
+    extract::{Request, State},
+    http::{HeaderMap, StatusCode},
+    middleware::Next,
+    response::Response,
+};
+
+use super::{Protocol, layer_error};
+
+pub async fn enforce(State(default): State<Duration>, request: Request, next: Next) -> Response {
+    let protocol = Protocol::of(&request);
+    let deadline = match grpc_timeout(request.headers()) {
+        Some(asked) if protocol.is_grpc() => asked.min(default),
+        _ => default,
+    };
+    match tokio::time::timeout(deadline, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(
+                timeout_ms = deadline.as_millis() as u64,
+                "request timed out"
+            );
+            layer_error(
+                protocol,
+                tonic::Status::deadline_exceeded("deadline exceeded"),
+                StatusCode::GATEWAY_TIMEOUT,
+                "request",
+                "timed out",
+            )
+        }
+    }
+}
+
+/// `grpc-timeout: <up to 8 digits><unit>`, unit one of H M S m u n.
+pub fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.checked_mul(3600)?),
+        "M" => Duration::from_secs(amount.checked_mul(60)?),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: &str) -> Option<Duration> {
+        let mut h = HeaderMap::new();
+        h.insert("grpc-timeout", v.parse().expect("header"));
+        grpc_timeout(&h)
+    }
+
+    #[test]
+    fn parses_grpc_timeout_units() {
+        assert_eq!(parse("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse("100n"), Some(Duration::from_nanos(100)));
+        assert_eq!(parse("S"), None);
+        assert_eq!(parse("5x"), None);
+        assert_eq!(parse("123456789S"), None, "at most 8 digits");
+    }
+}

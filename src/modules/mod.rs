@@ -1,0 +1,73 @@
+//! Feature modules. Each registers a REST router (whose annotated handlers make up the
+//! OpenAPI document) and its gRPC services. `server` assembles the modules `enabled`
+//! returns, so shortening that list removes a module from routing, docs, health and
+//! reflection alike.
+
+pub mod users;
+
+use std::convert::Infallible;
+
+use axum::{body::Body, http::Request};
+use tonic::server::NamedService;
+use tower::{Service, ServiceExt};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::{config::Settings, state::AppState};
+
+pub struct Module {
+    pub name: &'static str,
+    /// Routes relative to `/api`, with their OpenAPI paths. Needs no state, so the
+    /// document can be printed without a database.
+    pub rest: fn() -> OpenApiRouter<AppState>,
+    pub grpc: fn(&AppState) -> GrpcServices,
+}
+
+pub const ALL: &[Module] = &[users::MODULE];
+
+pub fn enabled(_settings: &Settings) -> impl Iterator<Item = &'static Module> {
+    ALL.iter()
+}
+
+/// A module's tonic services as axum routes.
+#[derive(Default)]
+pub struct GrpcServices {
+    pub router: axum::Router,
+    pub names: Vec<&'static str>,
+}
+
+impl GrpcServices {
+    /// Mounts a service at `/{package.Service}/*` as tonic's own `Routes` does, minus
+    /// `Routes`' catch-all fallback: the merged router must have exactly one.
+    pub fn add<S>(mut self, service: S) -> Self
+    where
+        S: Service<
+                Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = Infallible,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.router = self.router.route_service(
+            &format!("/{}/{{*rest}}", S::NAME),
+            service.map_request(|r: Request<Body>| r.map(tonic::body::Body::new)),
+        );
+        self.names.push(S::NAME);
+        self
+    }
+}
+
+/// What tonic's own `Server` would configure per service: decoded messages bounded by the
+/// body limit, gzip accepted from and offered to clients that ask for it.
+macro_rules! tune_grpc {
+    ($server:expr, $state:expr) => {
+        $server
+            .max_decoding_message_size($state.settings.server.body_limit_bytes)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+    };
+}
+pub(crate) use tune_grpc;

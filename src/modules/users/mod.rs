@@ -1,0 +1,19 @@
+//! Users: registration, login, the current user.
+
+mod grpc;
+mod repo;
+mod rest;
+pub mod service;
+
+use super::{GrpcServices, Module, tune_grpc};
+
+pub const MODULE: Module = Module {
+    name: "users",
+    rest: rest::router,
+    grpc: |state| {
+        GrpcServices::default().add(tune_grpc!(
+            grpc::server(service::UserService::new(state)),
+            state
+        ))
+    },
+};

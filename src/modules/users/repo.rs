@@ -1,0 +1,75 @@
+//! Queries on the users table. Nothing else touches it directly.
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set, SqlErr,
+};
+
+use crate::{
+    entities::users::{ActiveModel, Column, Entity as Users, Model},
+    error::{AppError, AppResult},
+};
+
+pub async fn find_by_id(db: &impl ConnectionTrait, id: i64) -> Result<Option<Model>, DbErr> {
+    Users::find_by_id(id).one(db).await
+}
+
+pub async fn find_by_email(db: &impl ConnectionTrait, email: &str) -> Result<Option<Model>, DbErr> {
+    Users::find().filter(Column::Email.eq(email)).one(db).await
+}
+
+/// Whether `value` is already used in `column` by a user other than `except`.
+pub async fn is_taken(
+    db: &impl ConnectionTrait,
+    column: Column,
+    value: &str,
+    except: Option<i64>,
+) -> Result<bool, DbErr> {
+    let mut query = Users::find().filter(column.eq(value));
+    if let Some(id) = except {
+        query = query.filter(Column::Id.ne(id));
+    }
+    Ok(query.one(db).await?.is_some())
+}
+
+pub struct NewRow {
+    pub username: String,
+    pub email: String,
+    pub password_hash: String,
+}
+
+pub async fn insert(db: &impl ConnectionTrait, row: NewRow) -> AppResult<Model> {
+    let now = chrono::Utc::now();
+    ActiveModel {
+        username: Set(row.username),
+        email: Set(row.email),
+        password_hash: Set(row.password_hash),
+        bio: Set(None),
+        image: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    }
+    .insert(db)
+    .await
+    .map_err(unique_violation)
+}
+
+pub async fn save(db: &impl ConnectionTrait, mut row: ActiveModel) -> AppResult<Model> {
+    row.updated_at = Set(chrono::Utc::now());
+    row.update(db).await.map_err(unique_violation)
+}
+
+/// A concurrent writer can take a username or email between our check and our write; the
+/// unique index catches it, and the index name says which field.
+fn unique_violation(e: DbErr) -> AppError {
+    match e.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(detail)) => {
+            if detail.contains("email") {
+                AppError::Conflict("email")
+            } else {
+                AppError::Conflict("username")
+            }
+        }
+        _ => AppError::from(e),
+    }
+}

@@ -1,0 +1,314 @@
+//! One port, one router, one tower stack. `router` merges the feature modules' REST and
+//! gRPC routes with probes, docs, health and reflection; `stack` wraps the result in the
+//! middleware every request passes through; `serve` accepts HTTP/1.1 and h2c on one socket.
+
+use std::{convert::Infallible, future::Future, sync::Arc};
+
+use anyhow::Context;
+use axum::{
+    Router,
+    body::Body,
+    extract::Request,
+    http::{HeaderName, HeaderValue, Method, StatusCode, header},
+    middleware::{from_fn, from_fn_with_state},
+    response::{IntoResponse, Response},
+};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use tokio::net::TcpListener;
+use tower::{ServiceBuilder, ServiceExt, util::BoxCloneService};
+use tower_http::{
+    compression::{
+        CompressionLayer, Predicate,
+        predicate::{DefaultPredicate, NotForContentType},
+    },
+    cors::{AllowOrigin, CorsLayer},
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+};
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::{
+    auth,
+    config::{CorsSettings, ServerSettings, Settings},
+    docs,
+    lifecycle::Lifecycle,
+    middleware::{self, Protocol, layer_error},
+    modules::{self, GrpcServices},
+    probes,
+    proto::FILE_DESCRIPTOR_SET,
+    state::AppState,
+};
+
+/// The fully assembled application: what one connection serves.
+pub type App = BoxCloneService<Request, Response, Infallible>;
+
+/// REST routes of the enabled modules under `/api`, and the OpenAPI document they make.
+pub fn rest_routes(settings: &Settings) -> (Router<AppState>, OpenApi) {
+    let api = modules::enabled(settings).fold(OpenApiRouter::new(), |api, module| {
+        api.merge((module.rest)())
+    });
+    OpenApiRouter::with_openapi(docs::base())
+        .nest("/api", api)
+        .split_for_parts()
+}
+
+pub fn openapi(settings: &Settings) -> OpenApi {
+    docs::with_servers(
+        &rest_routes(settings).1,
+        &settings.server.base_path,
+        &settings.docs.servers,
+    )
+}
+
+/// Everything routable: feature modules (REST + gRPC), gRPC health and reflection,
+/// probes and docs, with one fallback for both protocols.
+pub fn router(settings: &Settings, lifecycle: &Lifecycle) -> anyhow::Result<Router> {
+    let state = lifecycle.app_state();
+    let (rest, document) = rest_routes(settings);
+
+    let grpc = modules::enabled(settings).fold(GrpcServices::default(), |all, module| {
+        let services = (module.grpc)(&state);
+        GrpcServices {
+            router: all.router.merge(services.router),
+            names: [all.names, services.names].concat(),
+        }
+    });
+    let services = grpc.names.clone();
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    lifecycle.mirror_health(health_reporter, services.clone());
+    let grpc = grpc
+        .add(health)
+        .add(
+            reflection(&services)
+                .build_v1()
+                .context("building reflection v1")?,
+        )
+        .add(
+            reflection(&services)
+                .build_v1alpha()
+                .context("building reflection v1alpha")?,
+        );
+
+    let mut router = rest
+        .with_state(state.clone())
+        .merge(grpc.router)
+        .merge(probes::router(state.readiness.clone()));
+    if settings.docs.enabled {
+        router = router.merge(docs::router(document, settings));
+    }
+    Ok(router
+        .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed))
+}
+
+/// Reflection lists the enabled conduit services (plus health and reflection itself).
+/// grpcurl and Python's grpcio-reflection still speak v1alpha only, hence both versions.
+fn reflection<'a>(services: &[&'static str]) -> tonic_reflection::server::Builder<'a> {
+    services
+        .iter()
+        .chain(&["grpc.health.v1.Health"])
+        .fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+            |builder, name| builder.with_service_name(*name),
+        )
+        .with_service_name("grpc.reflection.v1.ServerReflection")
+        .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+}
+
+async fn fallback(request: Request) -> Response {
+    let message = format!("unknown method {}", request.uri().path());
+    layer_error(
+        Protocol::of(&request),
+        tonic::Status::unimplemented(message),
+        StatusCode::NOT_FOUND,
+        "route",
+        "not found",
+    )
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    layer_error(
+        Protocol::of(&request),
+        tonic::Status::unimplemented("method not allowed"),
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method",
+        "not allowed",
+    )
+}
+
+/// The one middleware stack, outermost first. Every request — gRPC, gRPC-Web, REST,
+/// probes, docs — passes through every layer, so order is behaviour:
+pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
+    let server = &settings.server;
+    let base_path: Arc<str> = Arc::from(server.base_path.as_str());
+    ServiceBuilder::new()
+        // 1. request id: keep the caller's x-request-id or mint a UUID, before anything logs
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        // 2. echo it on every response (gRPC: response metadata), including errors below
+        .layer(PropagateRequestIdLayer::x_request_id())
+        // 3. span + access log; the outcome is read from grpc-status (header or trailer)
+        .layer(from_fn(middleware::observe::observe))
+        // 4. a panicking handler becomes INTERNAL / 500 for that request only; inside the
+        //    log layer so the failure is logged with its request id
+        .layer(from_fn(middleware::panic::catch))
+        // 5. CORS: answers preflights before timeouts, limits or auth get involved
+        .layer(cors(&settings.cors))
+        // 6. proxies that keep server.base_path in the URL: strip it before routing
+        .layer(from_fn_with_state(
+            base_path,
+            middleware::rewrite::strip_base_path,
+        ))
+        // 7. deadline: server.request_timeout, or a shorter grpc-timeout
+        .layer(from_fn_with_state(
+            server.request_timeout,
+            middleware::timeout::enforce,
+        ))
+        // 8. body limit → 413 / RESOURCE_EXHAUSTED
+        .layer(from_fn_with_state(
+            server.body_limit_bytes,
+            middleware::body_limit::enforce,
+        ))
+        // 9. gzip for REST only: compressing gRPC or gRPC-Web frames breaks their framing
+        .layer(
+            CompressionLayer::new()
+                .gzip(true)
+                .compress_when(rest_only()),
+        )
+        // 10. authentication: Authorization header / metadata → Auth extension
+        .layer(from_fn_with_state(state.tokens.clone(), auth::resolve))
+        // 11. gRPC-Web → gRPC translation, innermost so every layer above saw the original
+        .layer(middleware::grpc_web::GrpcWebOnlyLayer)
+        .service(router)
+        .map_response(IntoResponse::into_response)
+        .boxed_clone()
+}
+
+fn rest_only() -> impl Predicate {
+    DefaultPredicate::new().and(NotForContentType::const_new("application/grpc"))
+}
+
+fn cors(settings: &CorsSettings) -> CorsLayer {
+    let origin = if settings.allowed_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            settings
+                .allowed_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
+    };
+    let names = |list: &[&'static str]| {
+        list.iter()
+            .map(|h| HeaderName::from_static(h))
+            .collect::<Vec<_>>()
+    };
+    CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers(
+            [header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT]
+                .into_iter()
+                .chain(names(&[
+                    "x-request-id",
+                    "x-grpc-web",
+                    "x-user-agent",
+                    "grpc-timeout",
+                    "grpc-accept-encoding",
+                    "grpc-encoding",
+                    "traceparent",
+                    "tracestate",
+                ]))
+                .collect::<Vec<_>>(),
+        )
+        .expose_headers(names(&[
+            "grpc-status",
+            "grpc-message",
+            "grpc-status-details-bin",
+            "grpc-encoding",
+            "x-request-id",
+        ]))
+        .max_age(settings.max_age)
+}
+
+pub async fn bind(settings: &ServerSettings) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(&settings.addr)
+        .await
+        .with_context(|| format!("binding {}", settings.addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    Ok(listener)
+}
+
+/// Serves HTTP/1.1 and HTTP/2 (prior knowledge, as gRPC uses) on one socket until
+/// `shutdown` resolves, then stops accepting and lets open requests finish within
+/// `server.shutdown_timeout`.
+pub async fn serve(
+    listener: TcpListener,
+    app: App,
+    settings: &ServerSettings,
+    shutdown: impl Future<Output = ()>,
+) {
+    // Serving tonic through axum loses tonic Server's transport settings; restore them.
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(settings.http2_keepalive_interval))
+        .keep_alive_timeout(settings.http2_keepalive_timeout)
+        .max_concurrent_streams(settings.http2_max_concurrent_streams);
+    builder.http1().timer(TokioTimer::new()).keep_alive(true);
+
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // e.g. EMFILE: back off instead of spinning; the listener stays usable.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        if settings.tcp_nodelay
+            && let Err(e) = stream.set_nodelay(true)
+        {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+            app.clone().oneshot(request.map(Body::new))
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection closed with error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("listener closed; waiting for in-flight requests");
+    if tokio::time::timeout(settings.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(timeout = ?settings.shutdown_timeout, "requests still open at shutdown timeout; closing them");
+    }
+}
