@@ -319,6 +319,18 @@ impl Settings {
         if self.server.request_timeout.is_zero() {
             return invalid("server.request_timeout", "must be greater than 0".into());
         }
+        for origin in &self.cors.allowed_origins {
+            let valid = origin == "*"
+                || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                    && http::HeaderValue::from_str(origin).is_ok()
+                    && !origin.ends_with('/'));
+            if !valid {
+                return invalid(
+                    "cors.allowed_origins",
+                    format!("{origin:?} is not \"*\" or an origin like https://app.example.com"),
+                );
+            }
+        }
         let url = &self.database.url;
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")
@@ -497,6 +509,38 @@ mod tests {
             shown.contains("postgres://app:<redacted>@db:5432/conduit"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn shipped_config_files_load_in_every_environment() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let secret = "p".repeat(40);
+        for env in ["local", "dev", "prod"] {
+            let settings = Settings::load(Sources {
+                config_dir: &dir,
+                app_env: Some(env.into()),
+                env: [("CONDUIT__AUTH__JWT_SECRET".to_string(), secret.clone())].into(),
+            })
+            .unwrap_or_else(|e| panic!("{env}: {e}"));
+            assert_eq!(settings.app_env().as_str(), env);
+        }
+    }
+
+    #[test]
+    fn cors_origins_are_checked() {
+        assert!(
+            load(
+                None,
+                &[("CONDUIT__CORS__ALLOWED_ORIGINS", "https://app.example.com")]
+            )
+            .is_ok()
+        );
+        let e = load(
+            None,
+            &[("CONDUIT__CORS__ALLOWED_ORIGINS", "app.example.com")],
+        )
+        .expect_err("no scheme");
+        assert!(e.to_string().contains("cors.allowed_origins"), "{e}");
     }
 
     #[test]

@@ -99,7 +99,7 @@ pub async fn migrate(db: &DatabaseConnection, settings: &DatabaseSettings) -> an
 }
 
 /// Arbitrary but fixed: every replica must use the same key.
-const MIGRATION_LOCK_KEY: i64 = 0x636f_6e64_7569_74;
+const MIGRATION_LOCK_KEY: i64 = 0x0063_6f6e_6475_6974;
 
 pub async fn rollback_last(db: &DatabaseConnection) -> anyhow::Result<()> {
     Migrator::down(db, Some(1))

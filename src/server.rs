@@ -80,13 +80,13 @@ pub fn router(settings: &Settings, lifecycle: &Lifecycle) -> anyhow::Result<Rout
     let (health_reporter, health) = tonic_health::server::health_reporter();
     lifecycle.mirror_health(health_reporter, services.clone());
     let grpc = grpc
-        .add(health)
-        .add(
+        .with(health)
+        .with(
             reflection(&services)
                 .build_v1()
                 .context("building reflection v1")?,
         )
-        .add(
+        .with(
             reflection(&services)
                 .build_v1alpha()
                 .context("building reflection v1alpha")?,
@@ -113,7 +113,9 @@ fn reflection<'a>(services: &[&'static str]) -> tonic_reflection::server::Builde
         .fold(
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                // google.rpc error details, so reflection clients can decode them
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET),
             |builder, name| builder.with_service_name(*name),
         )
         .with_service_name("grpc.reflection.v1.ServerReflection")

@@ -33,3 +33,52 @@ pub async fn catch(request: Request, next: Next) -> Response {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::{Router, body::Body, http::Request, middleware::from_fn, routing::post};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn boom() -> &'static str {
+        panic!("secret internals")
+    }
+
+    fn app() -> Router {
+        Router::new()
+            .route("/boom", post(boom))
+            .layer(from_fn(catch))
+    }
+
+    async fn call(content_type: &str) -> Response {
+        let request = Request::post("/boom")
+            .header("content-type", content_type)
+            .body(Body::empty())
+            .expect("request");
+        app().oneshot(request).await.expect("infallible")
+    }
+
+    #[tokio::test]
+    async fn rest_panic_is_a_500_without_internals() {
+        let response = call("application/json").await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .expect("body");
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            text.contains("internal error") && !text.contains("secret"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn grpc_panic_is_internal() {
+        let response = call("application/grpc").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["grpc-status"], "13");
+        let message = response.headers()["grpc-message"].to_str().expect("ascii");
+        assert!(!message.contains("secret"), "{message}");
+    }
+}

@@ -38,7 +38,7 @@ pub struct GrpcServices {
 impl GrpcServices {
     /// Mounts a service at `/{package.Service}/*` as tonic's own `Routes` does, minus
     /// `Routes`' catch-all fallback: the merged router must have exactly one.
-    pub fn add<S>(mut self, service: S) -> Self
+    pub fn with<S>(mut self, service: S) -> Self
     where
         S: Service<
                 Request<tonic::body::Body>,

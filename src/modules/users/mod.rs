@@ -11,7 +11,7 @@ pub const MODULE: Module = Module {
     name: "users",
     rest: rest::router,
     grpc: |state| {
-        GrpcServices::default().add(tune_grpc!(
+        GrpcServices::default().with(tune_grpc!(
             grpc::server(service::UserService::new(state)),
             state
         ))

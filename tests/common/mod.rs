@@ -1,0 +1,245 @@
+//! Black-box harness: runs the real `conduit` binary on port 0 against a fresh database
+//! and hands out real clients (reqwest for REST, tonic for gRPC) for its one port.
+//!
+//! The database is a new SQLite file per server, or, when `CONDUIT_TEST_DATABASE_URL`
+//! names a Postgres server, a new database created on it per server and dropped after.
+
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    time::Duration,
+};
+
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::Value;
+use tonic::transport::Channel;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_conduit");
+
+pub struct TestDb {
+    pub url: String,
+    admin: Option<(String, String)>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let dir = tempfile::tempdir().expect("tempdir");
+        match std::env::var("CONDUIT_TEST_DATABASE_URL") {
+            Ok(admin_url) if admin_url.starts_with("postgres") => {
+                let name = format!("conduit_t_{}", uuid::Uuid::new_v4().simple());
+                let admin = Database::connect(&admin_url)
+                    .await
+                    .expect("connect to the Postgres test server");
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create test database");
+                admin.close().await.ok();
+                let base = admin_url
+                    .rsplit_once('/')
+                    .map(|(b, _)| b)
+                    .unwrap_or(&admin_url);
+                TestDb {
+                    url: format!("{base}/{name}"),
+                    admin: Some((admin_url.clone(), name)),
+                    _dir: dir,
+                }
+            }
+            _ => TestDb {
+                url: format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("conduit.db").display()
+                ),
+                admin: None,
+                _dir: dir,
+            },
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.admin.is_some()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.admin.take() else {
+            return;
+        };
+        // Drop runs outside any runtime guarantee: use a private one on a plain thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let admin = Database::connect(&admin_url).await.ok()?;
+                admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .ok();
+                admin.close().await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// Environment every test server gets: an isolated working directory (no repo config/ or
+/// .env), JSON logs so the harness can read them, port 0.
+fn base_command(db_url: &str, workdir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(workdir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("APP_ENV", "local")
+        .env("CONDUIT__SERVER__ADDR", "127.0.0.1:0")
+        .env("CONDUIT__DATABASE__URL", db_url)
+        .env("CONDUIT__TELEMETRY__LOG_FORMAT", "json")
+        .env("CONDUIT__TELEMETRY__LOG_LEVEL", "info");
+    cmd
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    child: Child,
+    logs: Arc<Mutex<Vec<Value>>>,
+    pub db: TestDb,
+    workdir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(env: &[(&str, &str)]) -> TestServer {
+        let db = TestDb::new().await;
+        let workdir = tempfile::tempdir().expect("workdir");
+        let mut cmd = base_command(&db.url, workdir.path());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn conduit");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                    panic!("log line is not JSON: {line}");
+                };
+                if event["message"] == "listening" {
+                    let _ = tx.send(event["addr"].as_str().unwrap_or_default().to_string());
+                }
+                sink.lock().expect("logs").push(event);
+            }
+        });
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("conduit stderr: {line}");
+            }
+        });
+        // A guard against a server that never comes up, not a performance expectation.
+        let addr = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("server did not report its address")
+            .parse()
+            .expect("addr");
+        TestServer {
+            addr,
+            child,
+            logs,
+            db,
+            workdir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn http(&self) -> reqwest::Client {
+        reqwest::Client::new()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url(""))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("grpc connect")
+    }
+
+    pub fn logs(&self) -> Vec<Value> {
+        self.logs.lock().expect("logs").clone()
+    }
+
+    /// Sends SIGTERM, as Kubernetes does.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    pub fn wait(&mut self) -> ExitStatus {
+        self.child.wait().expect("wait")
+    }
+
+    pub fn workdir(&self) -> PathBuf {
+        self.workdir.path().to_path_buf()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary with a command (e.g. `config check`) to completion.
+pub fn run_cli(args: &[&str], env: &[(&str, &str)], db_url: &str) -> std::process::Output {
+    let workdir = tempfile::tempdir().expect("workdir");
+    let mut cmd = base_command(db_url, workdir.path());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.args(args).output().expect("run conduit")
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
+
+/// Authorization metadata / header value for a token.
+pub fn token_header(token: &str) -> String {
+    format!("Token {token}")
+}
+
+pub fn grpc_request<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(t) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", token_header(t).parse().expect("metadata"));
+    }
+    request
+}

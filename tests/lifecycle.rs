@@ -1,0 +1,247 @@
+//! Process lifecycle, from outside: startup failures, configuration errors, operator
+//! commands, and a SIGTERM that drains without failing the request in flight.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestDb, TestServer, run_cli};
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+use tokio_stream::StreamExt;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+async fn read_until(stream: &mut TcpStream, needle: &str) -> String {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(needle) {
+        let n = stream.read(&mut buf).await.expect("read");
+        assert!(
+            n > 0,
+            "connection closed before {needle:?}; got {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_finishes_the_request_in_flight() {
+    let mut server = TestServer::start_with(&[("CONDUIT__SERVER__DRAIN_DELAY", "300ms")]).await;
+    let mut health = HealthClient::new(server.channel().await);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    assert_eq!(
+        watch.next().await.expect("update").expect("ok").status,
+        ServingStatus::Serving as i32
+    );
+
+    // A registration whose body is only half sent. `Expect: 100-continue` makes the server
+    // say when the handler has started reading, so the request is provably in flight.
+    let body =
+        json!({"user": {"username": "inflight", "email": "inflight@x.io", "password": "inflight"}})
+            .to_string();
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+    let head = format!(
+        "POST /api/users HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    read_until(&mut stream, "100 Continue").await;
+    stream
+        .write_all(first.as_bytes())
+        .await
+        .expect("write half");
+
+    server.terminate();
+
+    // Readiness turns first: gRPC health reports NOT_SERVING during the drain delay...
+    let update = watch.next().await.expect("update").expect("ok");
+    assert_eq!(update.status, ServingStatus::NotServing as i32);
+    // ...then the listener closes while our request is still open.
+    loop {
+        if TcpStream::connect(server.addr).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    stream.write_all(rest.as_bytes()).await.expect("write rest");
+    let response = read_until(&mut stream, "\"inflight\"").await;
+    assert!(response.contains("HTTP/1.1 201"), "{response}");
+
+    drop(watch);
+    let status = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .expect("join");
+    assert!(status.success(), "clean exit after drain: {status:?}");
+}
+
+#[tokio::test]
+async fn readiness_reports_draining_over_http() {
+    let server = TestServer::start_with(&[("CONDUIT__SERVER__DRAIN_DELAY", "5s")]).await;
+    server.terminate();
+    let http = server.http();
+    let mut last = None;
+    for _ in 0..100 {
+        let response = http
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .expect("readyz");
+        if response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            last = Some(response.json::<Value>().await.expect("json"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let body = last.expect("readyz turned 503 while draining");
+    assert_eq!(body["status"], "unavailable");
+    assert!(
+        body["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("draining")),
+        "{body}"
+    );
+    // Liveness is unaffected: the process is healthy, just leaving.
+    assert_eq!(
+        http.get(server.url("/livez"))
+            .send()
+            .await
+            .expect("livez")
+            .status(),
+        reqwest::StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn unreachable_database_fails_fast_with_a_clear_message() {
+    let started = Instant::now();
+    let output = run_cli(
+        &["serve"],
+        &[
+            ("CONDUIT__DATABASE__STARTUP_DEADLINE", "2s"),
+            ("CONDUIT__DATABASE__CONNECT_TIMEOUT", "500ms"),
+        ],
+        "postgres://conduit@127.0.0.1:1/conduit",
+    );
+    let elapsed = started.elapsed();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("database unreachable at postgres://"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("within 2s"), "{stderr}");
+    // Generous slack over the 2s deadline: this checks that it gives up, not how fast.
+    assert!(
+        elapsed < Duration::from_secs(30),
+        "gave up after {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_configuration_is_rejected_naming_the_key() {
+    let db = TestDb::new().await;
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[("CONDUIT__SERVER__LISTEN", "0.0.0.0:1")], "listen"),
+        (
+            &[("CONDUIT__SERVER__REQUEST_TIMEOUT", "soon")],
+            "request_timeout",
+        ),
+        (
+            &[("CONDUIT__SERVER__ADDR", "not-an-address")],
+            "server.addr",
+        ),
+        (&[("APP_ENV", "prod")], "auth.jwt_secret"),
+    ];
+    for (env, key) in cases {
+        for args in [&["config", "check"][..], &["serve"][..]] {
+            let output = run_cli(args, env, &db.url);
+            assert_eq!(output.status.code(), Some(2), "{env:?} {args:?}");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(stderr.contains(key), "{env:?}: {stderr}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn config_check_prints_the_effective_configuration_redacted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret_file = dir.path().join("jwt");
+    std::fs::write(&secret_file, "file-secret-that-is-long-enough-for-prod\n").expect("write");
+    let output = run_cli(
+        &["config", "check"],
+        &[
+            ("APP_ENV", "prod"),
+            (
+                "CONDUIT__AUTH__JWT_SECRET_FILE",
+                secret_file.to_str().expect("utf8"),
+            ),
+            ("CONDUIT__SERVER__ADDR", "0.0.0.0:9000"),
+        ],
+        "postgres://app:hunter2@db.internal:5432/conduit",
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("APP_ENV = prod"), "{stdout}");
+    assert!(stdout.contains("addr = \"0.0.0.0:9000\""), "{stdout}");
+    assert!(
+        !stdout.contains("hunter2") && !stdout.contains("file-secret"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("<redacted>"), "{stdout}");
+}
+
+#[tokio::test]
+async fn migrate_commands_apply_list_and_roll_back() {
+    let db = TestDb::new().await;
+    let status = |db: &TestDb| {
+        String::from_utf8_lossy(&run_cli(&["migrate", "status"], &[], &db.url).stdout).into_owned()
+    };
+    assert!(
+        status(&db).contains("pending m20261124_000001_create_users"),
+        "{}",
+        status(&db)
+    );
+    assert!(run_cli(&["migrate", "up"], &[], &db.url).status.success());
+    assert!(status(&db).contains("applied m20261124_000001_create_users"));
+    assert!(run_cli(&["migrate", "down"], &[], &db.url).status.success());
+    assert!(status(&db).contains("pending m20261124_000001_create_users"));
+}
+
+#[tokio::test]
+async fn openapi_command_prints_the_document() {
+    let output = run_cli(&["openapi"], &[], "sqlite::memory:");
+    assert!(output.status.success());
+    let doc: Value = serde_json::from_slice(&output.stdout).expect("JSON document");
+    assert_eq!(doc["openapi"], "3.1.0");
+    for (path, method) in [
+        ("/api/users", "post"),
+        ("/api/users/login", "post"),
+        ("/api/user", "get"),
+        ("/api/user", "put"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+    }
+    assert_eq!(
+        doc["paths"]["/api/user"]["get"]["security"],
+        json!([{"Token": []}])
+    );
+}
