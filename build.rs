@@ -1,6 +1,12 @@
 use std::{env, error::Error, path::PathBuf};
 
-const PROTOS: &[&str] = &["proto/conduit/v1/users.proto"];
+const PROTOS: &[&str] = &[
+    "proto/conduit/v1/users.proto",
+    "proto/conduit/v1/profiles.proto",
+    "proto/conduit/v1/articles.proto",
+    "proto/conduit/v1/comments.proto",
+    "proto/conduit/v1/tags.proto",
+];
 
 fn main() -> Result<(), Box<dyn Error>> {
     // protoc ships inside protoc-bin-vendored so a fresh machine needs no system install;

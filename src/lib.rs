@@ -8,6 +8,7 @@ pub mod db;
 pub mod docs;
 pub mod entities;
 pub mod error;
+pub mod grpc;
 pub mod lifecycle;
 pub mod middleware;
 pub mod modules;

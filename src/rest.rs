@@ -1,6 +1,6 @@
 //! Helpers shared by the REST adapters.
 
-use axum::extract::FromRequest;
+use axum::extract::{FromRequest, FromRequestParts};
 use serde::{Deserialize, Deserializer};
 
 use crate::error::AppError;
@@ -24,4 +24,37 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// `axum::extract::Query`, but a malformed query string is a RealWorld 422, naming the
+/// parameter, rather than axum's plain-text 400.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(AppError))]
+pub struct Query<T>(pub T);
+
+impl From<axum::extract::rejection::QueryRejection> for AppError {
+    fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
+        let detail = rejection.body_text();
+        let detail = detail.trim_start_matches("Failed to deserialize query string: ");
+        // serde_urlencoded says e.g. "limit: invalid digit found in string".
+        match detail.split_once(": ") {
+            Some((field, message)) if QUERY_PARAMS.contains(&field) => {
+                let field = QUERY_PARAMS
+                    .iter()
+                    .find(|p| **p == field)
+                    .copied()
+                    .unwrap_or("query");
+                AppError::Validation(vec![(field, format!("is invalid ({message})"))])
+            }
+            _ => AppError::Validation(vec![("query", detail.to_string())]),
+        }
+    }
+}
+
+/// Query parameters any REST endpoint takes; named in errors about them.
+const QUERY_PARAMS: &[&str] = &["tag", "author", "favorited", "limit", "offset"];
+
+/// RealWorld timestamps: RFC 3339, milliseconds, `Z`.
+pub fn timestamp(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

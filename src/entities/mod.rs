@@ -1,4 +1,10 @@
 //! sea-orm entities, shared by the feature modules' repositories. The schema itself is
 //! owned by the migrations crate; these mirror it.
 
+pub mod article_tags;
+pub mod articles;
+pub mod comments;
+pub mod favorites;
+pub mod follows;
+pub mod tags;
 pub mod users;

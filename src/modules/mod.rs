@@ -3,6 +3,10 @@
 //! returns, so shortening that list removes a module from routing, docs, health and
 //! reflection alike.
 
+pub mod articles;
+pub mod comments;
+pub mod profiles;
+pub mod tags;
 pub mod users;
 
 use std::convert::Infallible;
@@ -22,7 +26,13 @@ pub struct Module {
     pub grpc: fn(&AppState) -> GrpcServices,
 }
 
-pub const ALL: &[Module] = &[users::MODULE];
+pub const ALL: &[Module] = &[
+    users::MODULE,
+    profiles::MODULE,
+    articles::MODULE,
+    comments::MODULE,
+    tags::MODULE,
+];
 
 pub fn enabled(_settings: &Settings) -> impl Iterator<Item = &'static Module> {
     ALL.iter()

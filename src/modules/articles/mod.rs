@@ -1,0 +1,19 @@
+//! Articles: listing (global, filtered, feed), authoring, favorites.
+
+mod grpc;
+mod repo;
+mod rest;
+pub mod service;
+
+use super::{GrpcServices, Module, tune_grpc};
+
+pub const MODULE: Module = Module {
+    name: "articles",
+    rest: rest::router,
+    grpc: |state| {
+        GrpcServices::default().with(tune_grpc!(
+            grpc::server(service::ArticleService::new(state)),
+            state
+        ))
+    },
+};

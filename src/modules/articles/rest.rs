@@ -1,0 +1,376 @@
+//! REST adapter: `/api/articles`, the feed, one article, and favorites.
+
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::service::{
+    ArticleChanges, ArticleFilter, ArticlePage, ArticleService, ArticleView,
+    NewArticle as NewArticleInput, PageRequest,
+};
+use crate::{
+    auth::{MaybePrincipal, Principal},
+    error::{AppResult, GenericErrorModel},
+    modules::profiles::rest::Profile,
+    rest::{Json, Query, timestamp},
+    state::AppState,
+};
+
+const TAG: &str = "Articles";
+const FAVORITES: &str = "Favorites";
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_articles, create_article))
+        .routes(routes!(feed))
+        .routes(routes!(get_article, update_article, delete_article))
+        .routes(routes!(favorite, unfavorite))
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Article {
+    slug: String,
+    title: String,
+    description: String,
+    body: String,
+    tag_list: Vec<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+    favorited: bool,
+    favorites_count: i64,
+    author: Profile,
+}
+
+/// An article in a list: everything but the body.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArticleSummary {
+    slug: String,
+    title: String,
+    description: String,
+    tag_list: Vec<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+    favorited: bool,
+    favorites_count: i64,
+    author: Profile,
+}
+
+impl From<ArticleView> for Article {
+    fn from(a: ArticleView) -> Self {
+        Article {
+            created_at: timestamp(&a.created_at),
+            updated_at: timestamp(&a.updated_at),
+            body: a.body.unwrap_or_default(),
+            slug: a.slug,
+            title: a.title,
+            description: a.description,
+            tag_list: a.tag_list,
+            favorited: a.favorited,
+            favorites_count: a.favorites_count,
+            author: a.author.into(),
+        }
+    }
+}
+
+impl From<ArticleView> for ArticleSummary {
+    fn from(a: ArticleView) -> Self {
+        ArticleSummary {
+            created_at: timestamp(&a.created_at),
+            updated_at: timestamp(&a.updated_at),
+            slug: a.slug,
+            title: a.title,
+            description: a.description,
+            tag_list: a.tag_list,
+            favorited: a.favorited,
+            favorites_count: a.favorites_count,
+            author: a.author.into(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+struct SingleArticleResponse {
+    article: Article,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct MultipleArticlesResponse {
+    articles: Vec<ArticleSummary>,
+    articles_count: u64,
+}
+
+impl From<ArticlePage> for MultipleArticlesResponse {
+    fn from(page: ArticlePage) -> Self {
+        MultipleArticlesResponse {
+            articles: page.articles.into_iter().map(Into::into).collect(),
+            articles_count: page.total,
+        }
+    }
+}
+
+fn single(article: ArticleView) -> Json<SingleArticleResponse> {
+    Json(SingleArticleResponse {
+        article: article.into(),
+    })
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListParams {
+    /// Filter by tag
+    tag: Option<String>,
+    /// Filter by author (username)
+    author: Option<String>,
+    /// Filter by favorites of a user (username)
+    favorited: Option<String>,
+    /// The number of items to skip before starting to collect the result set.
+    #[param(minimum = 0)]
+    offset: Option<i64>,
+    /// The numbers of items to return (1 to 100).
+    #[param(minimum = 1, maximum = 100, default = 20)]
+    limit: Option<i64>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PageParams {
+    #[param(minimum = 0)]
+    offset: Option<i64>,
+    #[param(minimum = 1, maximum = 100, default = 20)]
+    limit: Option<i64>,
+}
+
+/// Missing fields deserialize as empty so the service can answer `can't be blank`.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct NewArticle {
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    body: String,
+    #[serde(default)]
+    tag_list: Vec<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+struct NewArticleRequest {
+    article: NewArticle,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct UpdateArticle {
+    title: Option<String>,
+    description: Option<String>,
+    body: Option<String>,
+    tag_list: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, ToSchema)]
+struct UpdateArticleRequest {
+    article: UpdateArticle,
+}
+
+/// Get recent articles globally
+#[utoipa::path(get, path = "/articles", tag = TAG, operation_id = "GetArticles",
+    params(ListParams),
+    security((), ("Token" = [])),
+    responses(
+        (status = 200, description = "Newest first, without bodies", body = MultipleArticlesResponse),
+        (status = 401, description = "Invalid token", body = GenericErrorModel),
+        (status = 422, description = "Invalid parameters", body = GenericErrorModel),
+    ))]
+async fn list_articles(
+    State(state): State<AppState>,
+    MaybePrincipal(viewer): MaybePrincipal,
+    Query(params): Query<ListParams>,
+) -> AppResult<Json<MultipleArticlesResponse>> {
+    let filter = ArticleFilter {
+        tag: params.tag,
+        author: params.author,
+        favorited: params.favorited,
+    };
+    let page = PageRequest {
+        limit: params.limit,
+        offset: params.offset,
+    };
+    Ok(Json(
+        ArticleService::new(&state)
+            .list(viewer, filter, page)
+            .await?
+            .into(),
+    ))
+}
+
+/// Get recent articles from users you follow
+#[utoipa::path(get, path = "/articles/feed", tag = TAG, operation_id = "GetArticlesFeed",
+    params(PageParams),
+    security(("Token" = [])),
+    responses(
+        (status = 200, description = "Newest first, without bodies", body = MultipleArticlesResponse),
+        (status = 401, description = "Missing or invalid token", body = GenericErrorModel),
+        (status = 422, description = "Invalid parameters", body = GenericErrorModel),
+    ))]
+async fn feed(
+    State(state): State<AppState>,
+    viewer: Principal,
+    Query(params): Query<PageParams>,
+) -> AppResult<Json<MultipleArticlesResponse>> {
+    let page = PageRequest {
+        limit: params.limit,
+        offset: params.offset,
+    };
+    Ok(Json(
+        ArticleService::new(&state).feed(viewer, page).await?.into(),
+    ))
+}
+
+/// Get an article
+#[utoipa::path(get, path = "/articles/{slug}", tag = TAG, operation_id = "GetArticle",
+    params(("slug" = String, Path, description = "Slug of the article to get")),
+    security((), ("Token" = [])),
+    responses(
+        (status = 200, description = "Article", body = SingleArticleResponse),
+        (status = 404, description = "No such article", body = GenericErrorModel),
+    ))]
+async fn get_article(
+    State(state): State<AppState>,
+    MaybePrincipal(viewer): MaybePrincipal,
+    Path(slug): Path<String>,
+) -> AppResult<Json<SingleArticleResponse>> {
+    Ok(single(
+        ArticleService::new(&state).get(viewer, &slug).await?,
+    ))
+}
+
+/// Create an article
+#[utoipa::path(post, path = "/articles", tag = TAG, operation_id = "CreateArticle",
+    request_body = NewArticleRequest,
+    security(("Token" = [])),
+    responses(
+        (status = 201, description = "Article", body = SingleArticleResponse),
+        (status = 401, description = "Missing or invalid token", body = GenericErrorModel),
+        (status = 409, description = "Slug taken by a concurrent request", body = GenericErrorModel),
+        (status = 422, description = "Validation failed", body = GenericErrorModel),
+    ))]
+async fn create_article(
+    State(state): State<AppState>,
+    author: Principal,
+    Json(request): Json<NewArticleRequest>,
+) -> AppResult<(StatusCode, Json<SingleArticleResponse>)> {
+    let a = request.article;
+    let input = NewArticleInput {
+        title: a.title,
+        description: a.description,
+        body: a.body,
+        tag_list: a.tag_list,
+    };
+    Ok((
+        StatusCode::CREATED,
+        single(ArticleService::new(&state).create(author, input).await?),
+    ))
+}
+
+/// Update an article
+#[utoipa::path(put, path = "/articles/{slug}", tag = TAG, operation_id = "UpdateArticle",
+    params(("slug" = String, Path, description = "Slug of the article to update")),
+    request_body = UpdateArticleRequest,
+    security(("Token" = [])),
+    responses(
+        (status = 200, description = "Article (a new title gives a new slug)", body = SingleArticleResponse),
+        (status = 401, description = "Missing or invalid token", body = GenericErrorModel),
+        (status = 403, description = "Not the author", body = GenericErrorModel),
+        (status = 404, description = "No such article", body = GenericErrorModel),
+        (status = 422, description = "Validation failed", body = GenericErrorModel),
+    ))]
+async fn update_article(
+    State(state): State<AppState>,
+    author: Principal,
+    Path(slug): Path<String>,
+    Json(request): Json<UpdateArticleRequest>,
+) -> AppResult<Json<SingleArticleResponse>> {
+    let a = request.article;
+    let changes = ArticleChanges {
+        title: a.title,
+        description: a.description,
+        body: a.body,
+        tag_list: a.tag_list,
+    };
+    Ok(single(
+        ArticleService::new(&state)
+            .update(author, &slug, changes)
+            .await?,
+    ))
+}
+
+/// Delete an article
+#[utoipa::path(delete, path = "/articles/{slug}", tag = TAG, operation_id = "DeleteArticle",
+    params(("slug" = String, Path, description = "Slug of the article to delete")),
+    security(("Token" = [])),
+    responses(
+        (status = 204, description = "Deleted, with its comments, favorites and tags"),
+        (status = 401, description = "Missing or invalid token", body = GenericErrorModel),
+        (status = 403, description = "Not the author", body = GenericErrorModel),
+        (status = 404, description = "No such article", body = GenericErrorModel),
+    ))]
+async fn delete_article(
+    State(state): State<AppState>,
+    author: Principal,
+    Path(slug): Path<String>,
+) -> AppResult<StatusCode> {
+    ArticleService::new(&state).delete(author, &slug).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Favorite an article
+#[utoipa::path(post, path = "/articles/{slug}/favorite", tag = FAVORITES, operation_id = "CreateArticleFavorite",
+    params(("slug" = String, Path, description = "Slug of the article that you want to favorite")),
+    security(("Token" = [])),
+    responses(
+        (status = 200, description = "Article", body = SingleArticleResponse),
+        (status = 401, description = "Missing or invalid token", body = GenericErrorModel),
+        (status = 404, description = "No such article", body = GenericErrorModel),
+    ))]
+async fn favorite(
+    State(state): State<AppState>,
+    viewer: Principal,
+    Path(slug): Path<String>,
+) -> AppResult<Json<SingleArticleResponse>> {
+    Ok(single(
+        ArticleService::new(&state).favorite(viewer, &slug).await?,
+    ))
+}
+
+/// Unfavorite an article
+#[utoipa::path(delete, path = "/articles/{slug}/favorite", tag = FAVORITES, operation_id = "DeleteArticleFavorite",
+    params(("slug" = String, Path, description = "Slug of the article that you want to unfavorite")),
+    security(("Token" = [])),
+    responses(
+        (status = 200, description = "Article", body = SingleArticleResponse),
+        (status = 401, description = "Missing or invalid token", body = GenericErrorModel),
+        (status = 404, description = "No such article", body = GenericErrorModel),
+    ))]
+async fn unfavorite(
+    State(state): State<AppState>,
+    viewer: Principal,
+    Path(slug): Path<String>,
+) -> AppResult<Json<SingleArticleResponse>> {
+    Ok(single(
+        ArticleService::new(&state)
+            .unfavorite(viewer, &slug)
+            .await?,
+    ))
+}

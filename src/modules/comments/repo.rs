@@ -1,0 +1,66 @@
+//! Queries on comments.
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    Set,
+};
+
+use crate::entities::{
+    comments::{self, Entity as Comments},
+    users::{self, Entity as Users},
+};
+
+pub type CommentRow = (comments::Model, users::Model);
+
+/// Newest first, with authors, in one statement.
+pub async fn of_article(
+    db: &impl ConnectionTrait,
+    article_id: i64,
+) -> Result<Vec<CommentRow>, DbErr> {
+    let rows = Comments::find()
+        .filter(comments::Column::ArticleId.eq(article_id))
+        .order_by_desc(comments::Column::CreatedAt)
+        .order_by_desc(comments::Column::Id)
+        .find_also_related(Users)
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(comment, author)| author.map(|a| (comment, a)))
+        .collect())
+}
+
+pub async fn find(
+    db: &impl ConnectionTrait,
+    article_id: i64,
+    id: i64,
+) -> Result<Option<comments::Model>, DbErr> {
+    Comments::find_by_id(id)
+        .filter(comments::Column::ArticleId.eq(article_id))
+        .one(db)
+        .await
+}
+
+pub async fn insert(
+    db: &impl ConnectionTrait,
+    article_id: i64,
+    author_id: i64,
+    body: String,
+) -> Result<comments::Model, DbErr> {
+    let now = chrono::Utc::now();
+    comments::ActiveModel {
+        article_id: Set(article_id),
+        author_id: Set(author_id),
+        body: Set(body),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    }
+    .insert(db)
+    .await
+}
+
+pub async fn delete(db: &impl ConnectionTrait, id: i64) -> Result<(), DbErr> {
+    Comments::delete_by_id(id).exec(db).await?;
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! Profiles and follows, protocol-free. `ProfileView` and `author_views` are also how
+//! articles and comments show their authors.
+
+use std::collections::{HashMap, HashSet};
+
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+
+use super::repo;
+use crate::{
+    auth::Principal,
+    entities::users,
+    error::{AppError, AppResult},
+    state::AppState,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileView {
+    pub username: String,
+    pub bio: Option<String>,
+    pub image: Option<String>,
+    pub following: bool,
+}
+
+impl ProfileView {
+    pub fn of(user: &users::Model, following: bool) -> Self {
+        ProfileView {
+            username: user.username.clone(),
+            bio: user.bio.clone(),
+            image: user.image.clone(),
+            following,
+        }
+    }
+}
+
+/// Profiles of `authors` as `viewer` sees them, keyed by user id; one statement for the
+/// follow flags whatever the number of authors (none for anonymous viewers).
+pub async fn author_views<'a>(
+    db: &impl ConnectionTrait,
+    viewer: Option<Principal>,
+    authors: impl IntoIterator<Item = &'a users::Model>,
+) -> AppResult<HashMap<i64, ProfileView>> {
+    let authors: HashMap<i64, &users::Model> = authors.into_iter().map(|u| (u.id, u)).collect();
+    let followed = match viewer {
+        Some(p) => {
+            repo::followed_among(db, p.user_id, &authors.keys().copied().collect::<Vec<_>>())
+                .await?
+        }
+        None => HashSet::new(),
+    };
+    Ok(authors
+        .into_iter()
+        .map(|(id, user)| (id, ProfileView::of(user, followed.contains(&id))))
+        .collect())
+}
+
+#[derive(Clone)]
+pub struct ProfileService {
+    db: DatabaseConnection,
+}
+
+impl ProfileService {
+    pub fn new(state: &AppState) -> Self {
+        Self {
+            db: state.db.clone(),
+        }
+    }
+
+    pub async fn get(&self, viewer: Option<Principal>, username: &str) -> AppResult<ProfileView> {
+        let user = self.find(username).await?;
+        let following = match viewer {
+            Some(p) => repo::followed_among(&self.db, p.user_id, &[user.id])
+                .await?
+                .contains(&user.id),
+            None => false,
+        };
+        Ok(ProfileView::of(&user, following))
+    }
+
+    pub async fn follow(&self, viewer: Principal, username: &str) -> AppResult<ProfileView> {
+        let user = self.find(username).await?;
+        repo::follow(&self.db, viewer.user_id, user.id).await?;
+        Ok(ProfileView::of(&user, true))
+    }
+
+    pub async fn unfollow(&self, viewer: Principal, username: &str) -> AppResult<ProfileView> {
+        let user = self.find(username).await?;
+        repo::unfollow(&self.db, viewer.user_id, user.id).await?;
+        Ok(ProfileView::of(&user, false))
+    }
+
+    async fn find(&self, username: &str) -> AppResult<users::Model> {
+        repo::find_user(&self.db, username)
+            .await?
+            .ok_or(AppError::NotFound("profile"))
+    }
+}
+
+pub async fn user_by_id(db: &impl ConnectionTrait, id: i64) -> AppResult<Option<users::Model>> {
+    Ok(repo::find_user_by_id(db, id).await?)
+}

@@ -1,0 +1,19 @@
+//! Tags in use.
+
+mod grpc;
+mod repo;
+mod rest;
+pub mod service;
+
+use super::{GrpcServices, Module, tune_grpc};
+
+pub const MODULE: Module = Module {
+    name: "tags",
+    rest: rest::router,
+    grpc: |state| {
+        GrpcServices::default().with(tune_grpc!(
+            grpc::server(service::TagService::new(state)),
+            state
+        ))
+    },
+};
