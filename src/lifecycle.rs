@@ -38,8 +38,15 @@ impl ReadyState {
 #[derive(Clone)]
 pub struct Readiness(Arc<watch::Sender<ReadyState>>);
 
+impl Default for Readiness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Readiness {
-    fn new() -> Self {
+    /// Ready until told otherwise.
+    pub fn new() -> Self {
         Readiness(Arc::new(watch::Sender::new(ReadyState {
             database_up: true,
             draining: false,

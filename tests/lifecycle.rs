@@ -215,15 +215,35 @@ async fn migrate_commands_apply_list_and_roll_back() {
     let status = |db: &TestDb| {
         String::from_utf8_lossy(&run_cli(&["migrate", "status"], &[], &db.url).stdout).into_owned()
     };
+    let before = status(&db);
     assert!(
-        status(&db).contains("pending m20261124_000001_create_users"),
-        "{}",
-        status(&db)
+        before.contains("pending m20261124_000001_create_users"),
+        "{before}"
+    );
+    assert!(
+        before.contains("pending m20261124_000002_create_content"),
+        "{before}"
     );
     assert!(run_cli(&["migrate", "up"], &[], &db.url).status.success());
-    assert!(status(&db).contains("applied m20261124_000001_create_users"));
+    let applied = status(&db);
+    assert!(
+        applied.contains("applied m20261124_000001_create_users"),
+        "{applied}"
+    );
+    assert!(
+        applied.contains("applied m20261124_000002_create_content"),
+        "{applied}"
+    );
     assert!(run_cli(&["migrate", "down"], &[], &db.url).status.success());
-    assert!(status(&db).contains("pending m20261124_000001_create_users"));
+    let rolled_back = status(&db);
+    assert!(
+        rolled_back.contains("applied m20261124_000001_create_users"),
+        "{rolled_back}"
+    );
+    assert!(
+        rolled_back.contains("pending m20261124_000002_create_content"),
+        "{rolled_back}"
+    );
 }
 
 #[tokio::test]

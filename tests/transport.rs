@@ -40,7 +40,14 @@ async fn probes_and_grpc_health() {
     );
 
     let mut health = HealthClient::new(server.channel().await);
-    for service in ["", "conduit.v1.UserService"] {
+    for service in [
+        "",
+        "conduit.v1.UserService",
+        "conduit.v1.ProfileService",
+        "conduit.v1.ArticleService",
+        "conduit.v1.CommentService",
+        "conduit.v1.TagService",
+    ] {
         let status = health
             .check(HealthCheckRequest {
                 service: service.into(),
@@ -137,6 +144,10 @@ async fn reflection_v1_and_v1alpha_list_every_service() {
     ] {
         for expected in [
             "conduit.v1.UserService",
+            "conduit.v1.ProfileService",
+            "conduit.v1.ArticleService",
+            "conduit.v1.CommentService",
+            "conduit.v1.TagService",
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
             "grpc.reflection.v1alpha.ServerReflection",

@@ -243,3 +243,98 @@ pub fn grpc_request<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
     }
     request
 }
+
+/// A thin REST client: JSON in, status and JSON out (`Null` for empty bodies).
+pub struct Rest {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Rest {
+    pub fn new(server: &TestServer) -> Rest {
+        Rest {
+            base: server.url(""),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (reqwest::StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            request = request.header("authorization", token_header(t));
+        }
+        if let Some(b) = body {
+            request = request.json(&b);
+        }
+        let response = request.send().await.expect("send");
+        let status = response.status();
+        let bytes = response.bytes().await.expect("body");
+        let json = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("{path}: body is not JSON ({e}): {bytes:?}"))
+        };
+        (status, json)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (reqwest::StatusCode, Value) {
+        self.call(reqwest::Method::GET, path, token, None).await
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (reqwest::StatusCode, Value) {
+        self.call(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    pub async fn put(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (reqwest::StatusCode, Value) {
+        self.call(reqwest::Method::PUT, path, token, Some(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> (reqwest::StatusCode, Value) {
+        self.call(reqwest::Method::DELETE, path, token, None).await
+    }
+
+    /// Registers `username` (email derived) and returns its token.
+    pub async fn register(&self, username: &str) -> String {
+        let (status, body) = self
+            .post(
+                "/api/users",
+                None,
+                serde_json::json!({"user": {"username": username, "email": format!("{username}@example.com"), "password": "password123"}}),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+        body["user"]["token"].as_str().expect("token").to_string()
+    }
+}
+
+/// RFC 3339 with milliseconds and `Z`, as RealWorld clients parse it.
+pub fn is_realworld_timestamp(value: &Value) -> bool {
+    let Some(s) = value.as_str() else {
+        return false;
+    };
+    let bytes = s.as_bytes();
+    s.len() == 24
+        && s.ends_with('Z')
+        && bytes[10] == b'T'
+        && bytes[19] == b'.'
+        && chrono::DateTime::parse_from_rfc3339(s).is_ok()
+}

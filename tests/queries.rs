@@ -1,0 +1,197 @@
+//! List endpoints run a fixed number of SQL statements whatever the page size (no N+1).
+//! In-process, because counting statements needs the connection's metric hook; the
+//! services under test are the ones both adapters call.
+
+mod common;
+
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use common::TestDb;
+use conduit::{
+    auth::Principal,
+    config::{Settings, Sources},
+    db,
+    lifecycle::Readiness,
+    modules::{
+        articles::service::{ArticleFilter, ArticleService, NewArticle, PageRequest},
+        comments::service::CommentService,
+        profiles::service::ProfileService,
+        users::service::{Registration, UserService},
+    },
+    state::AppState,
+};
+
+struct Counted {
+    state: AppState,
+    statements: Arc<AtomicUsize>,
+}
+
+impl Counted {
+    async fn new(db: &TestDb) -> Counted {
+        let settings = Settings::load(Sources {
+            config_dir: Path::new("/nonexistent"),
+            app_env: None,
+            env: [("CONDUIT__DATABASE__URL".to_string(), db.url.clone())].into(),
+        })
+        .expect("settings");
+        let mut conn = db::connect(&settings.database).await.expect("connect");
+        db::migrate(&conn, &settings.database)
+            .await
+            .expect("migrate");
+        let statements = Arc::new(AtomicUsize::new(0));
+        let counter = statements.clone();
+        conn.set_metric_callback(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        Counted {
+            state: AppState::new(Arc::new(settings), conn, Readiness::new()),
+            statements,
+        }
+    }
+
+    /// Statements `f` runs.
+    async fn count<F: Future>(&self, f: F) -> (usize, F::Output) {
+        let before = self.statements.load(Ordering::SeqCst);
+        let out = f.await;
+        (self.statements.load(Ordering::SeqCst) - before, out)
+    }
+}
+
+async fn user(state: &AppState, name: &str) -> Principal {
+    let users = UserService::new(state);
+    users
+        .register(Registration {
+            username: name.into(),
+            email: format!("{name}@example.com"),
+            password: "password123".into(),
+        })
+        .await
+        .expect("register");
+    // The token is what a client would send; resolve it the way the auth layer does.
+    let token = users
+        .login(conduit::modules::users::service::Credentials {
+            email: format!("{name}@example.com"),
+            password: "password123".into(),
+        })
+        .await
+        .expect("login")
+        .token;
+    Principal {
+        user_id: state.tokens.verify(&token).expect("valid token"),
+    }
+}
+
+#[tokio::test]
+async fn list_queries_do_not_grow_with_the_page() {
+    let db = TestDb::new().await;
+    let counted = Counted::new(&db).await;
+    let state = &counted.state;
+    let articles = ArticleService::new(state);
+    let comments = CommentService::new(state);
+
+    let reader = user(state, "reader").await;
+    let mut authors = Vec::new();
+    for i in 0..4 {
+        let author = user(state, &format!("author{i}")).await;
+        ProfileService::new(state)
+            .follow(reader, &format!("author{i}"))
+            .await
+            .expect("follow");
+        authors.push(author);
+    }
+    let mut slugs = Vec::new();
+    for i in 0..24 {
+        let article = articles
+            .create(
+                authors[i % authors.len()],
+                NewArticle {
+                    title: format!("Article {i}"),
+                    description: "d".into(),
+                    body: "b".into(),
+                    tag_list: vec!["common".into(), format!("t{}", i % 3), format!("u{i}")],
+                },
+            )
+            .await
+            .expect("create");
+        if i % 2 == 0 {
+            articles
+                .favorite(reader, &article.slug)
+                .await
+                .expect("favorite");
+        }
+        slugs.push(article.slug);
+    }
+    for i in 0..12 {
+        comments
+            .add(
+                authors[i % authors.len()],
+                &slugs[0],
+                format!("comment {i}"),
+            )
+            .await
+            .expect("comment");
+    }
+    comments
+        .add(authors[0], &slugs[1], "lonely".into())
+        .await
+        .expect("comment");
+
+    let page = |limit| PageRequest {
+        limit: Some(limit),
+        offset: None,
+    };
+    for viewer in [None, Some(reader)] {
+        let (small, one) = counted
+            .count(articles.list(viewer, ArticleFilter::default(), page(1)))
+            .await;
+        let (large, many) = counted
+            .count(articles.list(viewer, ArticleFilter::default(), page(24)))
+            .await;
+        assert_eq!(
+            (
+                one.expect("list").articles.len(),
+                many.expect("list").articles.len()
+            ),
+            (1, 24)
+        );
+        assert_eq!(
+            small, large,
+            "list statements with viewer {viewer:?}: {small} for 1 article, {large} for 24"
+        );
+        assert!(large <= 6, "{large} statements");
+
+        let filtered = ArticleFilter {
+            tag: Some("common".into()),
+            ..Default::default()
+        };
+        let (tagged, _) = counted
+            .count(articles.list(viewer, filtered, page(24)))
+            .await;
+        assert_eq!(
+            tagged, large,
+            "a filter is a subquery, not extra statements"
+        );
+    }
+
+    let (feed_small, _) = counted.count(articles.feed(reader, page(1))).await;
+    let (feed_large, feed) = counted.count(articles.feed(reader, page(24))).await;
+    assert_eq!(feed.expect("feed").articles.len(), 24);
+    assert_eq!(feed_small, feed_large);
+
+    let (few, one) = counted.count(comments.list(Some(reader), &slugs[1])).await;
+    let (lots, twelve) = counted.count(comments.list(Some(reader), &slugs[0])).await;
+    assert_eq!(
+        (one.expect("list").len(), twelve.expect("list").len()),
+        (1, 12)
+    );
+    assert_eq!(
+        few, lots,
+        "comment list statements: {few} for 1, {lots} for 12"
+    );
+}
