@@ -41,9 +41,10 @@ async fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
     let lifecycle = Lifecycle::start(settings.clone()).await?; // db, migrations, workers
     let router = server::router(&settings, &lifecycle)?; // feature modules + health, reflection, probes, docs
     let app = server::stack(router, &settings, &lifecycle.app_state()); // the one middleware stack
+    let shutdown = lifecycle::shutdown_signal(); // handlers in place before the port opens
     let listener = server::bind(&settings.server).await?;
     server::serve(listener, app, &settings.server, async {
-        lifecycle::shutdown_signal().await;
+        shutdown.await;
         lifecycle.begin_drain().await; // NOT_SERVING first, then stop accepting
     })
     .await;

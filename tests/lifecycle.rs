@@ -246,22 +246,189 @@ async fn migrate_commands_apply_list_and_roll_back() {
     );
 }
 
+/// Every RealWorld operation: method, path, operationId (as in the spec), tag, auth.
+const REALWORLD_OPERATIONS: &[(&str, &str, &str, &str, Auth)] = &[
+    (
+        "post",
+        "/api/users/login",
+        "Login",
+        "User and Authentication",
+        Auth::None,
+    ),
+    (
+        "post",
+        "/api/users",
+        "CreateUser",
+        "User and Authentication",
+        Auth::None,
+    ),
+    (
+        "get",
+        "/api/user",
+        "GetCurrentUser",
+        "User and Authentication",
+        Auth::Required,
+    ),
+    (
+        "put",
+        "/api/user",
+        "UpdateCurrentUser",
+        "User and Authentication",
+        Auth::Required,
+    ),
+    (
+        "get",
+        "/api/profiles/{username}",
+        "GetProfileByUsername",
+        "Profile",
+        Auth::Optional,
+    ),
+    (
+        "post",
+        "/api/profiles/{username}/follow",
+        "FollowUserByUsername",
+        "Profile",
+        Auth::Required,
+    ),
+    (
+        "delete",
+        "/api/profiles/{username}/follow",
+        "UnfollowUserByUsername",
+        "Profile",
+        Auth::Required,
+    ),
+    (
+        "get",
+        "/api/articles/feed",
+        "GetArticlesFeed",
+        "Articles",
+        Auth::Required,
+    ),
+    (
+        "get",
+        "/api/articles",
+        "GetArticles",
+        "Articles",
+        Auth::Optional,
+    ),
+    (
+        "post",
+        "/api/articles",
+        "CreateArticle",
+        "Articles",
+        Auth::Required,
+    ),
+    (
+        "get",
+        "/api/articles/{slug}",
+        "GetArticle",
+        "Articles",
+        Auth::Optional,
+    ),
+    (
+        "put",
+        "/api/articles/{slug}",
+        "UpdateArticle",
+        "Articles",
+        Auth::Required,
+    ),
+    (
+        "delete",
+        "/api/articles/{slug}",
+        "DeleteArticle",
+        "Articles",
+        Auth::Required,
+    ),
+    (
+        "get",
+        "/api/articles/{slug}/comments",
+        "GetArticleComments",
+        "Comments",
+        Auth::Optional,
+    ),
+    (
+        "post",
+        "/api/articles/{slug}/comments",
+        "CreateArticleComment",
+        "Comments",
+        Auth::Required,
+    ),
+    (
+        "delete",
+        "/api/articles/{slug}/comments/{id}",
+        "DeleteArticleComment",
+        "Comments",
+        Auth::Required,
+    ),
+    (
+        "post",
+        "/api/articles/{slug}/favorite",
+        "CreateArticleFavorite",
+        "Favorites",
+        Auth::Required,
+    ),
+    (
+        "delete",
+        "/api/articles/{slug}/favorite",
+        "DeleteArticleFavorite",
+        "Favorites",
+        Auth::Required,
+    ),
+    ("get", "/api/tags", "GetTags", "Tags", Auth::None),
+];
+
+#[derive(Clone, Copy, PartialEq)]
+enum Auth {
+    None,
+    Optional,
+    Required,
+}
+
 #[tokio::test]
-async fn openapi_command_prints_the_document() {
+async fn openapi_command_documents_every_operation() {
     let output = run_cli(&["openapi"], &[], "sqlite::memory:");
     assert!(output.status.success());
     let doc: Value = serde_json::from_slice(&output.stdout).expect("JSON document");
     assert_eq!(doc["openapi"], "3.1.0");
-    for (path, method) in [
-        ("/api/users", "post"),
-        ("/api/users/login", "post"),
-        ("/api/user", "get"),
-        ("/api/user", "put"),
-    ] {
-        assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+    assert!(doc["components"]["securitySchemes"]["Token"].is_object());
+    let mut documented = 0;
+    for (method, path, id, tag, auth) in REALWORLD_OPERATIONS {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} undocumented");
+        documented += 1;
+        assert_eq!(op["operationId"], *id, "{method} {path}");
+        assert_eq!(op["tags"], json!([tag]), "{method} {path}");
+        let responses = op["responses"].as_object().expect("responses");
+        assert!(
+            responses.keys().any(|code| code.starts_with('2')),
+            "{id}: no success response"
+        );
+        let security = &op["security"];
+        match auth {
+            Auth::Required => assert_eq!(*security, json!([{"Token": []}]), "{id}"),
+            Auth::Optional => assert_eq!(*security, json!([{}, {"Token": []}]), "{id}"),
+            Auth::None => assert!(security.is_null(), "{id}: {security}"),
+        }
+        if *id != "GetTags" {
+            let error = responses
+                .iter()
+                .find(|(code, _)| code.starts_with('4'))
+                .unwrap_or_else(|| panic!("{id}: no error response"));
+            assert_eq!(
+                error.1["content"]["application/json"]["schema"]["$ref"],
+                "#/components/schemas/GenericErrorModel",
+                "{id}"
+            );
+        }
     }
+    let total: usize = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .values()
+        .map(|p| p.as_object().map_or(0, |m| m.len()))
+        .sum();
     assert_eq!(
-        doc["paths"]["/api/user"]["get"]["security"],
-        json!([{"Token": []}])
+        total, documented,
+        "no undocumented extras, no missing operations"
     );
 }
