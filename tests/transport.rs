@@ -77,70 +77,45 @@ async fn probes_and_grpc_health() {
     assert_eq!(first.status, ServingStatus::Serving as i32);
 }
 
-async fn reflected_services_v1(server: &TestServer) -> Vec<String> {
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
-    let mut client = ServerReflectionClient::new(server.channel().await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = client
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .expect("reflection v1")
-        .into_inner();
-    match responses
-        .next()
-        .await
-        .expect("response")
-        .expect("ok")
-        .message_response
-    {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            list.service.into_iter().map(|s| s.name).collect()
+/// `ListServices` over one reflection version; v1 and v1alpha have identical shapes in
+/// different modules.
+macro_rules! reflected_services {
+    ($version:ident, $server:expr) => {{
+        use tonic_reflection::pb::$version::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let mut client = ServerReflectionClient::new($server.channel().await);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = client
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .expect(stringify!($version))
+            .into_inner();
+        match responses
+            .next()
+            .await
+            .expect("response")
+            .expect("ok")
+            .message_response
+        {
+            Some(MessageResponse::ListServicesResponse(list)) => {
+                list.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
+            }
+            other => panic!("unexpected {other:?}"),
         }
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
-async fn reflected_services_v1alpha(server: &TestServer) -> Vec<String> {
-    use tonic_reflection::pb::v1alpha::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
-    let mut client = ServerReflectionClient::new(server.channel().await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = client
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .expect("reflection v1alpha")
-        .into_inner();
-    match responses
-        .next()
-        .await
-        .expect("response")
-        .expect("ok")
-        .message_response
-    {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            list.service.into_iter().map(|s| s.name).collect()
-        }
-        other => panic!("unexpected {other:?}"),
-    }
+    }};
 }
 
 #[tokio::test]
 async fn reflection_v1_and_v1alpha_list_every_service() {
     let server = TestServer::start().await;
     for services in [
-        reflected_services_v1(&server).await,
-        reflected_services_v1alpha(&server).await,
+        reflected_services!(v1, server),
+        reflected_services!(v1alpha, server),
     ] {
         for expected in [
             "conduit.v1.UserService",
