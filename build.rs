@@ -28,6 +28,23 @@ fn main() -> Result<(), Box<dyn Error>> {
         .build_server(true)
         .compile_protos(&protos, &[PathBuf::from("proto"), well_known])?;
 
+    // Build identity for the conduit_build_info metric; CONDUIT_GIT_SHA wins (release builds
+    // from a tarball have no .git).
+    let sha = env::var("CONDUIT_GIT_SHA").ok().or_else(|| {
+        std::process::Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    });
+    println!(
+        "cargo:rustc-env=CONDUIT_GIT_SHA={}",
+        sha.unwrap_or_else(|| "unknown".into())
+    );
+    println!("cargo:rerun-if-env-changed=CONDUIT_GIT_SHA");
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    println!("cargo:rerun-if-changed=.git/refs/heads");
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-env-changed=PROTOC");
     Ok(())

@@ -81,6 +81,9 @@ pub struct Settings {
 pub struct ServerSettings {
     /// `host:port`; port 0 picks a free port (tests).
     pub addr: String,
+    /// When set, `/metrics` moves off the API port to this `host:port` (with copies of the
+    /// probes), so scrapes never share the API's listener, limits or exposure.
+    pub admin_addr: Option<String>,
     /// Path prefix a reverse proxy forwards without stripping (e.g. `/conduit`); stripped
     /// from requests and prepended to the OpenAPI server URL.
     pub base_path: String,
@@ -107,6 +110,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             addr: "127.0.0.1:8080".into(),
+            admin_addr: None,
             base_path: String::new(),
             request_timeout: Duration::from_secs(30),
             body_limit_bytes: 1024 * 1024,
@@ -235,6 +239,14 @@ pub struct TelemetrySettings {
     pub log_format: LogFormat,
     /// Default filter; `RUST_LOG` overrides it.
     pub log_level: String,
+    /// `service.name` of traces (`OTEL_SERVICE_NAME` overrides it).
+    pub service_name: String,
+    /// OTLP/gRPC collector, e.g. `http://otel-collector:4317`. Unset: traces are exported
+    /// only if `OTEL_EXPORTER_OTLP_ENDPOINT` is set, else not at all (trace ids still
+    /// propagate and appear in logs).
+    pub otlp_endpoint: Option<String>,
+    /// Error tracking (Sentry protocol). Unset: off.
+    pub sentry_dsn: Option<String>,
 }
 
 impl Default for TelemetrySettings {
@@ -242,6 +254,9 @@ impl Default for TelemetrySettings {
         Self {
             log_format: LogFormat::Auto,
             log_level: "info".into(),
+            service_name: "conduit".into(),
+            otlp_endpoint: None,
+            sentry_dsn: None,
         }
     }
 }
@@ -306,6 +321,22 @@ impl Settings {
                 format!("{:?} is not host:port ({e})", self.server.addr),
             );
         }
+        if let Some(admin) = &self.server.admin_addr
+            && let Err(e) = admin.to_socket_addrs()
+        {
+            return invalid(
+                "server.admin_addr",
+                format!("{admin:?} is not host:port ({e})"),
+            );
+        }
+        if let Some(endpoint) = &self.telemetry.otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return invalid(
+                "telemetry.otlp_endpoint",
+                format!("{endpoint:?} must be an http:// or https:// URL"),
+            );
+        }
         let base = &self.server.base_path;
         if !base.is_empty() && (!base.starts_with('/') || base.ends_with('/')) {
             return invalid(
@@ -367,6 +398,9 @@ impl Settings {
         let mut shown = self.clone();
         shown.auth.jwt_secret = REDACTED.into();
         shown.database.url = redact_url_password(&self.database.url);
+        if shown.telemetry.sentry_dsn.is_some() {
+            shown.telemetry.sentry_dsn = Some(REDACTED.into());
+        }
         let mut out = format!("# APP_ENV = {}\n", self.app_env().as_str());
         out.push_str(
             &toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n")),

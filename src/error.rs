@@ -98,7 +98,13 @@ impl AppError {
 
     fn log_if_internal(&self) {
         if let AppError::Internal(e) = self {
-            tracing::error!(error = format!("{e:#}"), "internal error");
+            // Fields, not only span context, so error tracking receives them too.
+            tracing::error!(
+                error = format!("{e:#}"),
+                request_id = request_id::current(),
+                trace_id = crate::telemetry::current_trace_id(),
+                "internal error"
+            );
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod entities;
 pub mod error;
 pub mod grpc;
 pub mod lifecycle;
+pub mod metrics;
 pub mod middleware;
 pub mod modules;
 pub mod probes;

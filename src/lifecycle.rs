@@ -133,6 +133,7 @@ impl Lifecycle {
                     _ = ticker.tick() => {}
                 }
                 let up = matches!(tokio::time::timeout(interval, db.ping()).await, Ok(Ok(())));
+                crate::metrics::job_run("database-watch", up);
                 if up != readiness.current().database_up {
                     if up {
                         tracing::info!("database reachable again");

@@ -37,16 +37,19 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
-    telemetry::init(&settings)?;
+    let telemetry = telemetry::init(&settings)?; // logs, traces, metrics, error tracking
     let lifecycle = Lifecycle::start(settings.clone()).await?; // db, migrations, workers
-    let router = server::router(&settings, &lifecycle)?; // feature modules + health, reflection, probes, docs
-    let app = server::stack(router, &settings, &lifecycle.app_state()); // the one middleware stack
+    let routers = server::routers(&settings, &lifecycle, telemetry.metrics())?; // feature modules + health, reflection, probes, docs, metrics
+    let app = server::stack(routers.api, &settings, &lifecycle.app_state()); // the one middleware stack
     let shutdown = lifecycle::shutdown_signal(); // handlers in place before the port opens
     let listener = server::bind(&settings.server).await?;
-    server::serve(listener, app, &settings.server, async {
+    let admin = server::bind_admin(&settings.server, routers.admin).await?;
+    server::serve(listener, app, admin, &settings.server, async {
         shutdown.await;
         lifecycle.begin_drain().await; // NOT_SERVING first, then stop accepting
     })
     .await;
-    lifecycle.shutdown().await // workers, then the database
+    let stopped = lifecycle.shutdown().await; // workers, then the database
+    telemetry.shutdown(); // flush spans and error events last
+    stopped
 }

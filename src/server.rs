@@ -17,6 +17,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt, util::BoxCloneService};
 use tower_http::{
@@ -35,6 +36,7 @@ use crate::{
     config::{CorsSettings, ServerSettings, Settings},
     docs,
     lifecycle::Lifecycle,
+    metrics,
     middleware::{self, Protocol, layer_error},
     modules::{self, GrpcServices},
     probes,
@@ -63,11 +65,23 @@ pub fn openapi(settings: &Settings) -> OpenApi {
     )
 }
 
+/// What the listeners serve: the API port's router, and the admin port's when
+/// `server.admin_addr` moves `/metrics` there.
+pub struct Routers {
+    pub api: Router,
+    pub admin: Option<Router>,
+}
+
 /// Everything routable: feature modules (REST + gRPC), gRPC health and reflection,
-/// probes and docs, with one fallback for both protocols.
-pub fn router(settings: &Settings, lifecycle: &Lifecycle) -> anyhow::Result<Router> {
+/// probes, docs and metrics, with one fallback for both protocols.
+pub fn routers(
+    settings: &Settings,
+    lifecycle: &Lifecycle,
+    metrics: PrometheusHandle,
+) -> anyhow::Result<Routers> {
     let state = lifecycle.app_state();
     let (rest, document) = rest_routes(settings);
+    let rest = rest.route_layer(from_fn(middleware::observe::record_route));
 
     let grpc = modules::enabled(settings).fold(GrpcServices::default(), |all, module| {
         let services = (module.grpc)(&state);
@@ -92,16 +106,28 @@ pub fn router(settings: &Settings, lifecycle: &Lifecycle) -> anyhow::Result<Rout
                 .context("building reflection v1alpha")?,
         );
 
-    let mut router = rest
+    let probes = probes::router(state.readiness.clone());
+    let metrics = metrics::router(metrics, state.db.clone(), settings.database.max_connections);
+    let mut api = rest
         .with_state(state.clone())
         .merge(grpc.router)
-        .merge(probes::router(state.readiness.clone()));
+        .merge(probes.clone());
     if settings.docs.enabled {
-        router = router.merge(docs::router(document, settings));
+        api = api.merge(docs::router(document, settings));
     }
-    Ok(router
-        .fallback(fallback)
-        .method_not_allowed_fallback(method_not_allowed))
+    let admin = match settings.server.admin_addr {
+        Some(_) => Some(probes.merge(metrics)),
+        None => {
+            api = api.merge(metrics);
+            None
+        }
+    };
+    Ok(Routers {
+        api: api
+            .fallback(fallback)
+            .method_not_allowed_fallback(method_not_allowed),
+        admin,
+    })
 }
 
 /// Reflection lists the enabled conduit services (plus health and reflection itself).
@@ -252,15 +278,43 @@ pub async fn bind(settings: &ServerSettings) -> anyhow::Result<TcpListener> {
     Ok(listener)
 }
 
+/// The admin listener (metrics and probes), when `server.admin_addr` is set.
+pub async fn bind_admin(
+    settings: &ServerSettings,
+    router: Option<Router>,
+) -> anyhow::Result<Option<(TcpListener, Router)>> {
+    let (Some(addr), Some(router)) = (&settings.admin_addr, router) else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the admin port {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "admin listening");
+    Ok(Some((listener, router)))
+}
+
 /// Serves HTTP/1.1 and HTTP/2 (prior knowledge, as gRPC uses) on one socket until
 /// `shutdown` resolves, then stops accepting and lets open requests finish within
 /// `server.shutdown_timeout`.
 pub async fn serve(
     listener: TcpListener,
     app: App,
+    admin: Option<(TcpListener, Router)>,
     settings: &ServerSettings,
     shutdown: impl Future<Output = ()>,
 ) {
+    // The admin port closes with the API port: scrapes and probes see the whole drain.
+    let admin_stop = tokio_util::sync::CancellationToken::new();
+    let admin_task = admin.map(|(listener, router)| {
+        let stop = admin_stop.clone();
+        tokio::spawn(async move {
+            let served =
+                axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
+            if let Err(e) = served.await {
+                tracing::warn!(error = %e, "admin listener failed");
+            }
+        })
+    });
     // Serving tonic through axum loses tonic Server's transport settings; restore them.
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -306,6 +360,10 @@ pub async fn serve(
         });
     }
     drop(listener);
+    admin_stop.cancel();
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
     tracing::info!("listener closed; waiting for in-flight requests");
     if tokio::time::timeout(settings.shutdown_timeout, graceful.shutdown())
         .await

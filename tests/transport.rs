@@ -245,7 +245,12 @@ async fn request_id_is_echoed_on_both_protocols_and_logged() {
     assert_eq!(rest["protocol"], "http");
     let grpc = line("grpc-req-7");
     assert_eq!(grpc["protocol"], "grpc");
-    assert_eq!(grpc["grpc_code"], "Unauthenticated");
+    assert_eq!(grpc["grpc_code"], "UNAUTHENTICATED");
+    assert_eq!(grpc["operation"], "conduit.v1.UserService/Login");
+    assert!(
+        grpc["trace_id"].as_str().is_some_and(|t| t.len() == 32),
+        "{grpc}"
+    );
     assert_eq!(grpc["path"], "/conduit.v1.UserService/Login");
 }
 

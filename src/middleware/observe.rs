@@ -1,7 +1,8 @@
-//! One span and one access-log line per request, for every protocol. The outcome of a gRPC
-//! call is its `grpc-status` — a header on trailers-only responses, otherwise a trailer
-//! that arrives after the body — so the line is written when the response body finishes
-//! (or is dropped because the client went away), not when the headers leave.
+//! One span, one access-log line and one set of RED metrics per request, for every
+//! protocol. The outcome of a gRPC call is its `grpc-status` — a header on trailers-only
+//! responses, otherwise a trailer that arrives after the body — so the line and the
+//! metrics are written when the response body finishes (or is dropped because the client
+//! went away), not when the headers leave.
 
 use std::{
     pin::Pin,
@@ -12,34 +13,88 @@ use std::{
 
 use axum::{
     body::Body,
-    extract::Request,
+    extract::{MatchedPath, Request},
     http::{HeaderMap, Method},
     middleware::Next,
     response::Response,
 };
 use bytes::Bytes;
 use http_body::Frame;
+use opentelemetry::propagation::Extractor;
 use pin_project_lite::pin_project;
 use tracing::{Instrument, Span, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{Protocol, request_id};
+use crate::metrics::{ACTIVE, DURATION, REQUESTS};
 
-/// Paths that probes, scrapers and doc viewers hit: logged at debug, not info.
+/// Probes, scrapes and doc viewers: logged at debug, no span exported, not counted as API
+/// traffic.
 fn is_quiet(path: &str) -> bool {
     matches!(path, "/livez" | "/readyz" | "/metrics")
         || path.starts_with("/grpc.health.v1.Health/")
+        || path.starts_with("/grpc.reflection.")
         || path.starts_with("/api/docs")
         || path == "/api/openapi.json"
 }
 
-/// Filled by the auth layer (deeper in the stack) so the access line can name the caller.
+/// Filled by layers deeper in the stack (auth, routing) so the outer layer can report them.
+#[derive(Default)]
+struct RequestInfo {
+    principal: OnceLock<i64>,
+    route: OnceLock<String>,
+}
+
 #[derive(Clone, Default)]
-struct PrincipalSlot(Arc<OnceLock<i64>>);
+struct InfoSlot(Arc<RequestInfo>);
 
 pub fn record_principal<B>(request: &http::Request<B>, user_id: i64) {
-    if let Some(slot) = request.extensions().get::<PrincipalSlot>() {
-        let _ = slot.0.set(user_id);
+    if let Some(slot) = request.extensions().get::<InfoSlot>() {
+        let _ = slot.0.principal.set(user_id);
     }
+}
+
+/// Route layer on the REST router: the matched template (`/api/articles/{slug}`), never the
+/// raw path, names the operation in metrics and spans.
+pub async fn record_route(route: Option<MatchedPath>, request: Request, next: Next) -> Response {
+    if let (Some(route), Some(slot)) = (route, request.extensions().get::<InfoSlot>()) {
+        let _ = slot.0.route.set(route.as_str().to_string());
+    }
+    next.run(request).await
+}
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+macro_rules! request_span {
+    ($level:expr, $name:expr, $protocol:expr, $method:expr, $path:expr, $request_id:expr) => {
+        tracing::span!(
+            $level,
+            "request",
+            otel.name = %$name,
+            otel.kind = "server",
+            otel.status_code = Empty,
+            protocol = $protocol.as_str(),
+            request_id = %$request_id,
+            trace_id = Empty,
+            http.request.method = %$method,
+            url.path = %$path,
+            http.route = Empty,
+            http.response.status_code = Empty,
+            rpc.system = Empty,
+            rpc.service = Empty,
+            rpc.method = Empty,
+            rpc.grpc.status_code = Empty,
+        )
+    };
 }
 
 pub async fn observe(mut request: Request, next: Next) -> Response {
@@ -47,18 +102,60 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     let request_id = request_id::from_headers(request.headers());
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let span = tracing::info_span!(
-        "request",
-        protocol = protocol.as_str(),
-        method = %method,
-        path = %path,
-        request_id = %request_id,
-        status = Empty,
-        grpc_code = Empty,
-    );
-    let principal = PrincipalSlot::default();
-    request.extensions_mut().insert(principal.clone());
+    let quiet = is_quiet(&path);
+    let name = if protocol.is_grpc() {
+        path.trim_start_matches('/').to_string()
+    } else {
+        method.to_string()
+    };
+    let span = if quiet {
+        request_span!(
+            tracing::Level::DEBUG,
+            name,
+            protocol,
+            method,
+            path,
+            request_id
+        )
+    } else {
+        request_span!(
+            tracing::Level::INFO,
+            name,
+            protocol,
+            method,
+            path,
+            request_id
+        )
+    };
+    // Continue the caller's trace: W3C traceparent/tracestate, from REST headers or gRPC
+    // metadata alike (metadata are HTTP/2 headers).
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&HeaderExtractor(request.headers()))
+    });
+    let _ = span.set_parent(parent);
+    let trace_id = {
+        use opentelemetry::trace::TraceContextExt;
+        let context = span.context();
+        let span_ref = context.span();
+        let ids = span_ref.span_context();
+        ids.is_valid().then(|| ids.trace_id().to_string())
+    };
+    if let Some(id) = &trace_id {
+        span.record("trace_id", id.as_str());
+    }
+    if protocol.is_grpc()
+        && let Some((service, rpc)) = name.split_once('/')
+    {
+        span.record("rpc.system", "grpc");
+        span.record("rpc.service", service);
+        span.record("rpc.method", rpc);
+    }
 
+    let info = InfoSlot::default();
+    request.extensions_mut().insert(info.clone());
+    if !quiet {
+        metrics::gauge!(ACTIVE, "protocol" => protocol.as_str()).increment(1.0);
+    }
     let started = Instant::now();
     let response = request_id::scope(
         request_id.clone(),
@@ -66,22 +163,21 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     )
     .await;
 
-    let status = response.status().as_u16();
-    span.record("status", status);
     let completion = Completion {
         started,
         protocol,
         method,
-        quiet: is_quiet(&path),
+        quiet,
         path,
         request_id,
-        status,
+        trace_id,
+        status: response.status().as_u16(),
         grpc_code: grpc_code(response.headers()),
-        principal,
+        info,
         span,
     };
-    // Even when the outcome is known now (REST, trailers-only gRPC), the line waits for the
-    // body so that latency covers the whole response.
+    // Even when the outcome is known now (REST, trailers-only gRPC), completion waits for
+    // the body so latency covers the whole response.
     response.map(|body| {
         Body::new(ObservedBody {
             inner: body,
@@ -94,6 +190,44 @@ fn grpc_code(headers: &HeaderMap) -> Option<i32> {
     headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
+/// The canonical gRPC code name (`NOT_FOUND`), as grpc-go and the OpenTelemetry
+/// conventions spell it.
+fn grpc_code_name(code: i32) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    usize::try_from(code)
+        .ok()
+        .and_then(|i| NAMES.get(i))
+        .copied()
+        .unwrap_or("UNKNOWN")
+}
+
+/// Server-side failures by the OpenTelemetry RPC and HTTP conventions (a 4xx or a
+/// NOT_FOUND is the caller's problem, not an error of this span).
+fn is_server_error(status: u16, grpc_code: Option<i32>) -> bool {
+    match grpc_code {
+        Some(code) => matches!(code, 2 | 4 | 12 | 13 | 14 | 15),
+        None => status >= 500,
+    }
+}
+
 struct Completion {
     started: Instant,
     protocol: Protocol,
@@ -101,26 +235,78 @@ struct Completion {
     path: String,
     quiet: bool,
     request_id: String,
+    trace_id: Option<String>,
     status: u16,
     grpc_code: Option<i32>,
-    principal: PrincipalSlot,
+    info: InfoSlot,
     span: Span,
+}
+
+impl Completion {
+    /// Bounded label values: a route template or a known gRPC method, never a raw path
+    /// (unknown paths would let any caller mint new series).
+    fn operation(&self, code: Option<i32>) -> String {
+        if self.protocol.is_grpc() {
+            if code == Some(tonic::Code::Unimplemented as i32) {
+                "unknown".into()
+            } else {
+                self.path.trim_start_matches('/').to_string()
+            }
+        } else {
+            match self.info.0.route.get() {
+                Some(route) => format!("{} {route}", self.method),
+                None => format!("{} unmatched", self.method),
+            }
+        }
+    }
 }
 
 impl Drop for Completion {
     /// Runs when the body ends, fails, or is dropped unfinished (client cancelled).
     fn drop(&mut self) {
-        let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = self.started.elapsed();
         // A gRPC body dropped before its trailers means the client went away.
         let code = match self.grpc_code {
             None if self.protocol.is_grpc() => Some(tonic::Code::Cancelled as i32),
             other => other,
         };
-        let grpc_code = code.map(|c| format!("{:?}", tonic::Code::from_i32(c)));
-        if let Some(code) = &grpc_code {
-            self.span.record("grpc_code", code.as_str());
+        let operation = self.operation(code);
+        let outcome = match code {
+            Some(c) => grpc_code_name(c).to_string(),
+            None => self.status.to_string(),
+        };
+
+        self.span.record("http.response.status_code", self.status);
+        if let Some(c) = code {
+            self.span.record("rpc.grpc.status_code", c);
+        } else if let Some(route) = self.info.0.route.get() {
+            use opentelemetry::trace::TraceContextExt;
+            let name = format!("{} {route}", self.method);
+            self.span.record("http.route", route.as_str());
+            self.span.record("otel.name", name.as_str());
+            // The OpenTelemetry span started before routing; `otel.name` only names spans
+            // that have not, so rename the started one directly.
+            self.span.context().span().update_name(name);
         }
-        let principal = self.principal.0.get().copied();
+        if is_server_error(self.status, code) {
+            self.span.record("otel.status_code", "ERROR");
+        }
+
+        if !self.quiet {
+            let protocol = self.protocol.as_str();
+            let labels = [
+                ("protocol", protocol.to_string()),
+                ("operation", operation.clone()),
+                ("outcome", outcome.clone()),
+            ];
+            metrics::counter!(REQUESTS, &labels).increment(1);
+            metrics::histogram!(DURATION, &labels).record(elapsed.as_secs_f64());
+            metrics::gauge!(ACTIVE, "protocol" => protocol).decrement(1.0);
+        }
+
+        let principal = self.info.0.principal.get().copied();
+        let grpc_code = code.map(grpc_code_name);
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
         macro_rules! access {
             ($level:expr) => {
                 tracing::event!(
@@ -130,10 +316,12 @@ impl Drop for Completion {
                     protocol = self.protocol.as_str(),
                     method = %self.method,
                     path = %self.path,
+                    operation = %operation,
                     status = self.status,
-                    grpc_code = grpc_code.as_deref(),
+                    grpc_code,
                     latency_ms,
                     request_id = %self.request_id,
+                    trace_id = self.trace_id.as_deref(),
                     principal,
                     "request finished"
                 )
@@ -195,5 +383,27 @@ impl http_body::Body for ObservedBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_code_names() {
+        assert_eq!(grpc_code_name(0), "OK");
+        assert_eq!(grpc_code_name(5), "NOT_FOUND");
+        assert_eq!(grpc_code_name(16), "UNAUTHENTICATED");
+        assert_eq!(grpc_code_name(99), "UNKNOWN");
+        assert_eq!(grpc_code_name(-1), "UNKNOWN");
+    }
+
+    #[test]
+    fn server_errors_by_convention() {
+        assert!(is_server_error(500, None));
+        assert!(!is_server_error(404, None));
+        assert!(is_server_error(200, Some(13)));
+        assert!(!is_server_error(200, Some(5)), "NOT_FOUND is the caller's");
     }
 }

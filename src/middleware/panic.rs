@@ -18,7 +18,12 @@ pub async fn catch(request: Request, next: Next) -> Response {
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "non-string panic payload".into());
-            tracing::error!(panic = %detail, "handler panicked");
+            tracing::error!(
+                panic = %detail,
+                request_id = request_id::current(),
+                trace_id = crate::telemetry::current_trace_id(),
+                "handler panicked"
+            );
             let message = match request_id::current() {
                 Some(id) => format!("internal error (request id {id})"),
                 None => "internal error".into(),

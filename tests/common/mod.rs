@@ -120,6 +120,9 @@ impl TestServer {
     }
 
     pub async fn start_with(env: &[(&str, &str)]) -> TestServer {
+        // reqwest is built with rustls but no provider of its own (the server's choice);
+        // every test starts a server before it builds a client.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let db = TestDb::new().await;
         let workdir = tempfile::tempdir().expect("workdir");
         let mut cmd = base_command(&db.url, workdir.path());
@@ -337,4 +340,22 @@ pub fn is_realworld_timestamp(value: &Value) -> bool {
         && bytes[10] == b'T'
         && bytes[19] == b'.'
         && chrono::DateTime::parse_from_rfc3339(s).is_ok()
+}
+
+impl TestServer {
+    /// The address logged under `message` (e.g. "admin listening"), waiting for the line.
+    pub async fn logged_addr(&self, message: &str) -> Option<SocketAddr> {
+        for _ in 0..250 {
+            let found = self
+                .logs()
+                .iter()
+                .find(|l| l["message"] == message)
+                .and_then(|l| l["addr"].as_str()?.parse().ok());
+            if found.is_some() {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
 }

@@ -1,0 +1,386 @@
+//! Every request is visible the same way whatever its protocol: Prometheus metrics with
+//! real gRPC codes and route templates, OpenTelemetry spans that continue the caller's
+//! trace (checked with a real OTLP receiver), JSON logs with trace and request ids, and
+//! error tracking of internal errors (checked with a fake Sentry ingest endpoint).
+
+mod common;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use common::{Rest, TestServer, grpc_request, unique};
+use conduit::proto::conduit::v1::{self as pb, article_service_client::ArticleServiceClient};
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_server::{TraceService, TraceServiceServer},
+    },
+    common::v1::any_value::Value as AnyValue,
+    trace::v1::{Span, span::SpanKind},
+};
+use reqwest::StatusCode;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::Value;
+use tonic::Code;
+
+async fn scrape(url: &str) -> String {
+    let response = reqwest::get(url).await.expect("scrape");
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    response.text().await.expect("text")
+}
+
+fn series<'a>(metrics: &'a str, name: &str) -> Vec<&'a str> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .collect()
+}
+
+#[tokio::test]
+async fn metrics_see_grpc_codes_and_route_templates() {
+    let server = TestServer::start().await;
+    let api = Rest::new(&server);
+    let token = api.register(&unique("metrics")).await;
+
+    let mut articles = ArticleServiceClient::new(server.channel().await);
+    let status = articles
+        .get_article(pb::GetArticleRequest {
+            slug: "no-such-article".into(),
+        })
+        .await
+        .expect_err("missing");
+    assert_eq!(status.code(), Code::NotFound);
+    articles
+        .list_articles(grpc_request(
+            pb::ListArticlesRequest::default(),
+            Some(&token),
+        ))
+        .await
+        .expect("list");
+    assert_eq!(
+        api.get("/api/articles/some-raw-slug", None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.get("/api/profiles/someone-else", None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.get("/random/path/xyz", None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    // Probes and the scrape itself are not API traffic.
+    assert_eq!(api.get("/readyz", None).await.0, StatusCode::OK);
+
+    let metrics = scrape(&server.url("/metrics")).await;
+    let requests = series(&metrics, "http_server_requests_total");
+    let has = |needle: &str| requests.iter().any(|l| l.contains(needle));
+    assert!(
+        has(
+            r#"protocol="grpc",operation="conduit.v1.ArticleService/GetArticle",outcome="NOT_FOUND"} 1"#
+        ),
+        "a failed call is counted under its real code: {requests:#?}"
+    );
+    assert!(has(
+        r#"protocol="grpc",operation="conduit.v1.ArticleService/ListArticles",outcome="OK"} 1"#
+    ));
+    assert!(has(
+        r#"protocol="http",operation="POST /api/users",outcome="201"} 1"#
+    ));
+    assert!(has(
+        r#"protocol="http",operation="GET /api/articles/{slug}",outcome="404"} 1"#
+    ));
+    assert!(has(
+        r#"protocol="http",operation="GET /api/profiles/{username}",outcome="404"} 1"#
+    ));
+    assert!(has(
+        r#"protocol="http",operation="GET unmatched",outcome="404"} 1"#
+    ));
+    assert!(
+        !metrics.contains("some-raw-slug") && !metrics.contains("xyz"),
+        "raw paths never become labels"
+    );
+    assert!(
+        !metrics.contains("readyz")
+            && !metrics.contains("/metrics")
+            && !metrics.contains("grpc.health")
+    );
+
+    let histogram = series(&metrics, "http_server_request_duration_seconds_bucket");
+    assert!(
+        histogram.iter().any(
+            |l| l.contains(r#"operation="conduit.v1.ArticleService/GetArticle""#)
+                && l.contains(r#"le="+Inf""#)
+        ),
+        "latency is a histogram with buckets: {histogram:#?}"
+    );
+    for name in [
+        "http_server_active_requests{protocol=\"grpc\"}",
+        "db_client_connections_usage{state=\"idle\"}",
+        "db_client_connections_max",
+        "conduit_job_runs_total{job=\"database-watch\",outcome=\"ok\"}",
+        "conduit_build_info{version=",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_can_move_to_an_admin_port() {
+    let server = TestServer::start_with(&[("CONDUIT__SERVER__ADMIN_ADDR", "127.0.0.1:0")]).await;
+    let admin = server
+        .logged_addr("admin listening")
+        .await
+        .expect("admin address logged");
+    assert_eq!(
+        Rest::new(&server).get("/metrics", None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let metrics = scrape(&format!("http://{admin}/metrics")).await;
+    assert!(metrics.contains("conduit_build_info"));
+    let ready = reqwest::get(format!("http://{admin}/readyz"))
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), StatusCode::OK);
+}
+
+/// An OTLP/gRPC collector that keeps every span it is sent.
+#[derive(Clone, Default)]
+struct Collector(Arc<Mutex<Vec<Span>>>);
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let spans = request
+            .into_inner()
+            .resource_spans
+            .into_iter()
+            .flat_map(|r| r.scope_spans)
+            .flat_map(|s| s.spans);
+        self.0.lock().expect("spans").extend(spans);
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+fn attribute(span: &Span, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            AnyValue::StringValue(s) => Some(s.clone()),
+            AnyValue::IntValue(i) => Some(i.to_string()),
+            AnyValue::BoolValue(b) => Some(b.to_string()),
+            other => Some(format!("{other:?}")),
+        })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn spans_continue_the_callers_trace_on_both_protocols() {
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let collector_addr = listener.local_addr().expect("addr");
+    let service = TraceServiceServer::new(collector.clone());
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+    });
+
+    let endpoint = format!("http://{collector_addr}");
+    let mut server =
+        TestServer::start_with(&[("CONDUIT__TELEMETRY__OTLP_ENDPOINT", &endpoint)]).await;
+    let (rest_trace, rest_parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let (grpc_trace, grpc_parent) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+
+    let rest = reqwest::Client::new()
+        .get(server.url("/api/articles/traced-missing"))
+        .header("traceparent", format!("00-{rest_trace}-{rest_parent}-01"))
+        .send()
+        .await
+        .expect("rest");
+    assert_eq!(rest.status(), StatusCode::NOT_FOUND);
+    let mut request = tonic::Request::new(pb::GetArticleRequest {
+        slug: "traced".into(),
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{grpc_trace}-{grpc_parent}-01")
+            .parse()
+            .expect("meta"),
+    );
+    let status = ArticleServiceClient::new(server.channel().await)
+        .get_article(request)
+        .await
+        .expect_err("missing");
+    assert_eq!(status.code(), Code::NotFound);
+
+    // Shutdown flushes pending spans.
+    server.terminate();
+    let exit = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .expect("join");
+    assert!(exit.success());
+    let spans = collector.0.lock().expect("spans").clone();
+
+    let server_span = |trace: &str| {
+        spans
+            .iter()
+            .find(|s| hex(&s.trace_id) == trace && s.kind == SpanKind::Server as i32)
+            .cloned()
+            .unwrap_or_else(|| panic!("no server span in trace {trace}: {spans:#?}"))
+    };
+    let rest_span = server_span(rest_trace);
+    assert_eq!(
+        hex(&rest_span.parent_span_id),
+        rest_parent,
+        "parent is the caller's span"
+    );
+    assert_eq!(rest_span.name, "GET /api/articles/{slug}");
+    assert_eq!(
+        attribute(&rest_span, "http.request.method").as_deref(),
+        Some("GET")
+    );
+    assert_eq!(
+        attribute(&rest_span, "http.route").as_deref(),
+        Some("/api/articles/{slug}")
+    );
+    assert_eq!(
+        attribute(&rest_span, "http.response.status_code").as_deref(),
+        Some("404")
+    );
+
+    let grpc_span = server_span(grpc_trace);
+    assert_eq!(hex(&grpc_span.parent_span_id), grpc_parent);
+    assert_eq!(grpc_span.name, "conduit.v1.ArticleService/GetArticle");
+    assert_eq!(attribute(&grpc_span, "rpc.system").as_deref(), Some("grpc"));
+    assert_eq!(
+        attribute(&grpc_span, "rpc.service").as_deref(),
+        Some("conduit.v1.ArticleService")
+    );
+    assert_eq!(
+        attribute(&grpc_span, "rpc.method").as_deref(),
+        Some("GetArticle")
+    );
+    assert_eq!(
+        attribute(&grpc_span, "rpc.grpc.status_code").as_deref(),
+        Some("5")
+    );
+
+    // Database calls are children of the request's span.
+    for parent in [&rest_span, &grpc_span] {
+        let db_child = spans.iter().find(|s| {
+            s.trace_id == parent.trace_id
+                && s.parent_span_id == parent.span_id
+                && attribute(s, "db.system").is_some()
+        });
+        assert!(
+            db_child.is_some(),
+            "no database span under {}: {spans:#?}",
+            parent.name
+        );
+    }
+}
+
+/// A Sentry ingest endpoint that keeps every request body.
+async fn fake_sentry() -> (String, Arc<Mutex<Vec<String>>>) {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let sink = received.clone();
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let sink = sink.clone();
+        async move {
+            sink.lock()
+                .expect("events")
+                .push(String::from_utf8_lossy(&body).into_owned());
+            "{}"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://public@{addr}/1"), received)
+}
+
+#[tokio::test]
+async fn internal_errors_are_logged_and_tracked_with_their_ids() {
+    let (dsn, events) = fake_sentry().await;
+    let mut server = TestServer::start_with(&[("CONDUIT__TELEMETRY__SENTRY_DSN", &dsn)]).await;
+
+    // Break the schema under the running server: a real internal error, not a mock.
+    let side = Database::connect(&server.db.url)
+        .await
+        .expect("side connection");
+    let drop = if server.db.is_postgres() {
+        "DROP TABLE tags CASCADE"
+    } else {
+        "DROP TABLE tags"
+    };
+    side.execute_unprepared(drop).await.expect("drop table");
+    side.close().await.ok();
+
+    let response = reqwest::Client::new()
+        .get(server.url("/api/tags"))
+        .header("x-request-id", "broken-tags-1")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body: Value = response.json().await.expect("json");
+    let message = body["errors"]["internal"][0].as_str().expect("message");
+    assert_eq!(message, "internal error (request id broken-tags-1)");
+    assert!(
+        !body.to_string().to_lowercase().contains("tags\""),
+        "no SQL or table names leak: {body}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let logs = server.logs();
+    let error = logs
+        .iter()
+        .find(|l| l["level"] == "ERROR" && l["message"] == "internal error")
+        .unwrap_or_else(|| panic!("no error line: {logs:#?}"));
+    assert_eq!(error["request_id"], "broken-tags-1");
+    assert!(
+        error["trace_id"].as_str().is_some_and(|t| t.len() == 32),
+        "{error}"
+    );
+    assert!(
+        error["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "details stay in the log: {error}"
+    );
+
+    server.terminate();
+    tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .expect("join");
+    let events = events.lock().expect("events").clone();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("broken-tags-1") && e.contains("internal error")),
+        "the error reached error tracking with its request id: {events:#?}"
+    );
+}
