@@ -384,3 +384,34 @@ async fn internal_errors_are_logged_and_tracked_with_their_ids() {
         "the error reached error tracking with its request id: {events:#?}"
     );
 }
+
+#[tokio::test]
+async fn access_lines_name_the_caller_never_the_credentials() {
+    let server = TestServer::start().await;
+    let api = Rest::new(&server);
+    let name = unique("caller");
+    let token = api.register(&name).await;
+    let response = reqwest::Client::new()
+        .get(server.url("/api/user"))
+        .header("authorization", format!("Token {token}"))
+        .header("x-request-id", "who-am-i")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::OK);
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = server.logs();
+    let line = logs
+        .iter()
+        .find(|l| l["target"] == "access" && l["request_id"] == "who-am-i")
+        .unwrap_or_else(|| panic!("no access line: {logs:#?}"));
+    assert!(line["principal"].as_i64().is_some(), "{line}");
+    assert_eq!(line["operation"], "GET /api/user");
+    let everything = serde_json::to_string(&logs).expect("json");
+    assert!(!everything.contains(&token), "a token reached the logs");
+    assert!(
+        !everything.contains("password123"),
+        "a password reached the logs"
+    );
+}
