@@ -76,6 +76,9 @@ pub struct Lifecycle {
     readiness: Readiness,
     workers: TaskTracker,
     stop_workers: CancellationToken,
+    /// Cancelled when the drain delay is over: long-lived streams we own end then, so they
+    /// do not hold connections open until `server.shutdown_timeout`.
+    streams_closing: CancellationToken,
 }
 
 impl Lifecycle {
@@ -93,6 +96,7 @@ impl Lifecycle {
             readiness: Readiness::new(),
             workers: TaskTracker::new(),
             stop_workers: CancellationToken::new(),
+            streams_closing: CancellationToken::new(),
         };
         lifecycle.spawn_database_watch();
         Ok(lifecycle)
@@ -147,20 +151,32 @@ impl Lifecycle {
     }
 
     /// Mirrors readiness into gRPC health for the overall status ("") and each service.
-    pub fn mirror_health(&self, reporter: HealthReporter, services: Vec<&'static str>) {
+    /// When the drain delay is over the statuses are removed, which ends every open
+    /// `Health/Watch` stream (after it has reported NOT_SERVING); otherwise each watcher
+    /// would hold its connection until the shutdown timeout.
+    pub fn mirror_health(&self, mut reporter: HealthReporter, services: Vec<&'static str>) {
         let mut changes = self.readiness.subscribe();
+        let closing = self.streams_closing.clone();
         self.spawn_worker("grpc-health", move |stop| async move {
+            let names: Vec<&'static str> = std::iter::once("").chain(services).collect();
             loop {
                 let status = if changes.borrow_and_update().is_ready() {
                     ServingStatus::Serving
                 } else {
                     ServingStatus::NotServing
                 };
-                for service in std::iter::once("").chain(services.iter().copied()) {
-                    reporter.set_service_status(service, status).await;
+                for service in &names {
+                    reporter.set_service_status(*service, status).await;
                 }
+                crate::metrics::job_run("grpc-health", true);
                 tokio::select! {
                     _ = stop.cancelled() => break,
+                    _ = closing.cancelled() => {
+                        for service in &names {
+                            reporter.clear_service_status(service).await;
+                        }
+                        break;
+                    }
                     changed = changes.changed() => if changed.is_err() { break },
                 }
             }
@@ -173,6 +189,7 @@ impl Lifecycle {
         self.readiness.update(|s| s.draining = true);
         tracing::info!(drain_delay = ?self.settings.server.drain_delay, "draining");
         tokio::time::sleep(self.settings.server.drain_delay).await;
+        self.streams_closing.cancel();
     }
 
     /// Last step: stop workers, then close the database. Called after the server drained.

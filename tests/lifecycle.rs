@@ -33,7 +33,13 @@ async fn read_until(stream: &mut TcpStream, needle: &str) -> String {
 
 #[tokio::test]
 async fn sigterm_drains_and_finishes_the_request_in_flight() {
-    let mut server = TestServer::start_with(&[("CONDUIT__SERVER__DRAIN_DELAY", "300ms")]).await;
+    // A shutdown timeout far beyond the test's patience: exiting proves nothing waited on it
+    // (neither the open Health/Watch stream nor the request in flight).
+    let mut server = TestServer::start_with(&[
+        ("CONDUIT__SERVER__DRAIN_DELAY", "300ms"),
+        ("CONDUIT__SERVER__SHUTDOWN_TIMEOUT", "1h"),
+    ])
+    .await;
     let mut health = HealthClient::new(server.channel().await);
     let mut watch = health
         .watch(HealthCheckRequest {
@@ -82,9 +88,17 @@ async fn sigterm_drains_and_finishes_the_request_in_flight() {
     let response = read_until(&mut stream, "\"inflight\"").await;
     assert!(response.contains("HTTP/1.1 201"), "{response}");
 
-    drop(watch);
-    let status = tokio::task::spawn_blocking(move || server.wait())
+    // The server ends the Watch stream cleanly (OK, no error) once the drain delay is over,
+    // rather than holding it, and with it the connection, until the shutdown timeout.
+    let guard = Duration::from_secs(60);
+    let end = tokio::time::timeout(guard, watch.next()).await;
+    assert!(
+        matches!(end, Ok(None)),
+        "Health/Watch did not end cleanly: {end:?}"
+    );
+    let status = tokio::time::timeout(guard, tokio::task::spawn_blocking(move || server.wait()))
         .await
+        .expect("the process exits without waiting for the shutdown timeout")
         .expect("join");
     assert!(status.success(), "clean exit after drain: {status:?}");
 }
