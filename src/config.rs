@@ -347,8 +347,26 @@ impl Settings {
         if self.server.body_limit_bytes == 0 {
             return invalid("server.body_limit_bytes", "must be greater than 0".into());
         }
-        if self.server.request_timeout.is_zero() {
-            return invalid("server.request_timeout", "must be greater than 0".into());
+        for (key, value) in [
+            ("server.request_timeout", self.server.request_timeout),
+            (
+                "server.http2_keepalive_interval",
+                self.server.http2_keepalive_interval,
+            ),
+            (
+                "server.http2_keepalive_timeout",
+                self.server.http2_keepalive_timeout,
+            ),
+            ("database.connect_timeout", self.database.connect_timeout),
+            (
+                "database.health_check_interval",
+                self.database.health_check_interval,
+            ),
+            ("auth.token_ttl", self.auth.token_ttl),
+        ] {
+            if value.is_zero() {
+                return invalid(key, "must be greater than 0".into());
+            }
         }
         for origin in &self.cors.allowed_origins {
             let valid = origin == "*"
@@ -452,7 +470,8 @@ pub(crate) fn redact_url_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let Some((userinfo, host)) = rest.split_once('@') else {
+    // The host follows the last '@': a password may contain '@' itself.
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
         return url.to_string();
     };
     match userinfo.split_once(':') {
@@ -575,6 +594,24 @@ mod tests {
         )
         .expect_err("no scheme");
         assert!(e.to_string().contains("cors.allowed_origins"), "{e}");
+    }
+
+    #[test]
+    fn zero_durations_are_rejected() {
+        let e = load(None, &[("CONDUIT__DATABASE__HEALTH_CHECK_INTERVAL", "0s")])
+            .expect_err("zero interval");
+        assert!(
+            e.to_string().contains("database.health_check_interval"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn passwords_with_at_signs_are_redacted_whole() {
+        assert_eq!(
+            redact_url_password("postgres://app:p@ss@db:5432/x"),
+            "postgres://app:<redacted>@db:5432/x"
+        );
     }
 
     #[test]

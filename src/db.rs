@@ -136,3 +136,18 @@ fn ensure_sqlite_dir(url: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A transaction that will write. On SQLite it takes the write lock at BEGIN
+/// (`IMMEDIATE`): a deferred transaction that reads first and writes later cannot wait
+/// for the lock (SQLite answers SQLITE_BUSY at once to avoid a deadlock), whereas BEGIN
+/// IMMEDIATE waits up to `database.sqlite_busy_timeout`. Other backends ignore the mode.
+pub async fn begin_write(
+    db: &DatabaseConnection,
+) -> Result<sea_orm::DatabaseTransaction, sea_orm::DbErr> {
+    use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    })
+    .await
+}

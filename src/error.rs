@@ -135,11 +135,14 @@ impl From<AppError> for tonic::Status {
         error.log_if_internal();
         let code = error.grpc_code();
         let violations = error.field_errors();
-        let message = violations
-            .iter()
-            .map(|(field, message)| format!("{field} {message}"))
-            .collect::<Vec<_>>()
-            .join("; ");
+        let message = match &error {
+            AppError::Internal(_) => internal_message(),
+            _ => violations
+                .iter()
+                .map(|(field, message)| format!("{field} {message}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        };
         match error {
             AppError::Validation(_) => {
                 let mut details = ErrorDetails::new();
@@ -175,10 +178,17 @@ impl From<JsonRejection> for AppError {
     }
 }
 
-/// Errors from the database layer are internal unless a caller maps them first.
+/// Errors from the database layer: an unreachable database is UNAVAILABLE / 503 (retry
+/// later, and not a bug to track); anything else is internal unless a caller maps it first.
 impl From<sea_orm::DbErr> for AppError {
     fn from(e: sea_orm::DbErr) -> Self {
-        AppError::Internal(e.into())
+        match e {
+            sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_) => {
+                tracing::warn!(error = %e, "database unavailable");
+                AppError::Unavailable("database")
+            }
+            other => AppError::Internal(other.into()),
+        }
     }
 }
 

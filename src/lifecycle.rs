@@ -79,6 +79,8 @@ pub struct Lifecycle {
     /// Cancelled when the drain delay is over: long-lived streams we own end then, so they
     /// do not hold connections open until `server.shutdown_timeout`.
     streams_closing: CancellationToken,
+    /// Built once: handlers share one set of token keys.
+    state: AppState,
 }
 
 impl Lifecycle {
@@ -90,10 +92,13 @@ impl Lifecycle {
             db::migrate(&db, &settings.database).await?;
             tracing::info!("migrations applied");
         }
+        let readiness = Readiness::new();
+        let state = AppState::new(settings.clone(), db.clone(), readiness.clone());
         let lifecycle = Lifecycle {
             settings,
             db,
-            readiness: Readiness::new(),
+            state,
+            readiness,
             workers: TaskTracker::new(),
             stop_workers: CancellationToken::new(),
             streams_closing: CancellationToken::new(),
@@ -103,11 +108,7 @@ impl Lifecycle {
     }
 
     pub fn app_state(&self) -> AppState {
-        AppState::new(
-            self.settings.clone(),
-            self.db.clone(),
-            self.readiness.clone(),
-        )
+        self.state.clone()
     }
 
     /// Runs `job` until shutdown; the lifecycle waits for it before closing the database.
@@ -123,26 +124,48 @@ impl Lifecycle {
     }
 
     /// Periodic database check that drives readiness, so probes and gRPC health report
-    /// NOT_SERVING within one interval of losing the database, and recover on their own.
+    /// NOT_SERVING within seconds of losing the database, and recover on their own.
+    /// A refused or failed check counts at once; a check that merely found the pool busy
+    /// (no answer within the interval) counts only when it keeps happening, so a
+    /// saturated pool does not take every replica out of rotation at the same moment.
     fn spawn_database_watch(&self) {
+        const INCONCLUSIVE_CHECKS_TOLERATED: u32 = 3;
         let db = self.db.clone();
         let readiness = self.readiness.clone();
         let interval = self.settings.database.health_check_interval;
         self.spawn_worker("database-watch", move |stop| async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut inconclusive = 0u32;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = ticker.tick() => {}
                 }
-                let up = matches!(tokio::time::timeout(interval, db.ping()).await, Ok(Ok(())));
+                let up = match tokio::time::timeout(interval, db.ping()).await {
+                    Ok(Ok(())) => {
+                        inconclusive = 0;
+                        true
+                    }
+                    Ok(Err(sea_orm::DbErr::ConnectionAcquire(
+                        sea_orm::error::ConnAcquireErr::Timeout,
+                    )))
+                    | Err(_) => {
+                        inconclusive += 1;
+                        inconclusive < INCONCLUSIVE_CHECKS_TOLERATED
+                            && readiness.current().database_up
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "database check failed");
+                        false
+                    }
+                };
                 crate::metrics::job_run("database-watch", up);
                 if up != readiness.current().database_up {
                     if up {
                         tracing::info!("database reachable again");
                     } else {
-                        tracing::error!("database check failed; reporting not ready");
+                        tracing::error!("database unreachable; reporting not ready");
                     }
                 }
                 readiness.update(|s| s.database_up = up);
@@ -172,7 +195,12 @@ impl Lifecycle {
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = closing.cancelled() => {
+                        // NOT_SERVING first, unless already sent (this wakeup may have won
+                        // the race with the readiness change), then end the streams.
                         for service in &names {
+                            if status != ServingStatus::NotServing {
+                                reporter.set_service_status(*service, ServingStatus::NotServing).await;
+                            }
                             reporter.clear_service_status(service).await;
                         }
                         break;
@@ -196,17 +224,25 @@ impl Lifecycle {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.stop_workers.cancel();
         self.workers.close();
-        if tokio::time::timeout(self.settings.server.shutdown_timeout, self.workers.wait())
+        if tokio::time::timeout(TEARDOWN_STEP_TIMEOUT, self.workers.wait())
             .await
             .is_err()
         {
             tracing::warn!("background workers did not stop in time");
         }
-        self.db.close().await.context("closing the database")?;
+        // Closing waits for checked-out connections; one stuck on a lock must not hold the
+        // process past its grace period.
+        match tokio::time::timeout(TEARDOWN_STEP_TIMEOUT, self.db.close()).await {
+            Ok(closed) => closed.context("closing the database")?,
+            Err(_) => tracing::warn!("database connections still busy; leaving them to the OS"),
+        }
         tracing::info!("shutdown complete");
         Ok(())
     }
 }
+
+/// Upper bound for each teardown step after the server has drained (workers, database).
+const TEARDOWN_STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C). The handlers are installed when
 /// this is called, not when the future is first polled: call it before the port opens, so

@@ -9,7 +9,8 @@ use conduit::{
     cli::{self, Cli, Command},
     config::{Settings, Sources},
     lifecycle::{self, Lifecycle},
-    server, telemetry,
+    server,
+    telemetry::{self, Telemetry},
 };
 
 #[tokio::main]
@@ -29,7 +30,6 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "conduit stopped");
             eprintln!("conduit: {e:#}");
             ExitCode::FAILURE
         }
@@ -38,18 +38,30 @@ async fn main() -> ExitCode {
 
 async fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
     let telemetry = telemetry::init(&settings)?; // logs, traces, metrics, error tracking
-    let lifecycle = Lifecycle::start(settings.clone()).await?; // db, migrations, workers
-    let routers = server::routers(&settings, &lifecycle, telemetry.metrics())?; // feature modules + health, reflection, probes, docs, metrics
-    let app = server::stack(routers.api, &settings, &lifecycle.app_state()); // the one middleware stack
-    let shutdown = lifecycle::shutdown_signal(); // handlers in place before the port opens
-    let listener = server::bind(&settings.server).await?;
-    let admin = server::bind_admin(&settings.server, routers.admin).await?;
-    server::serve(listener, app, admin, &settings.server, async {
-        shutdown.await;
-        lifecycle.begin_drain().await; // NOT_SERVING first, then stop accepting
-    })
-    .await;
-    let stopped = lifecycle.shutdown().await; // workers, then the database
+    let result = run(&settings, &telemetry).await;
+    if let Err(e) = &result {
+        tracing::error!(error = format!("{e:#}"), "conduit stopped"); // reaches error tracking
+    }
     telemetry.shutdown(); // flush spans and error events last
-    stopped
+    result
+}
+
+async fn run(settings: &Arc<Settings>, telemetry: &Telemetry) -> anyhow::Result<()> {
+    let lifecycle = Lifecycle::start(settings.clone()).await?; // db, migrations, workers
+    let served = async {
+        let routers = server::routers(settings, &lifecycle, telemetry.metrics())?; // modules, health, reflection, probes, docs, metrics
+        let app = server::stack(routers.api, settings, &lifecycle.app_state()); // the one middleware stack
+        let shutdown = lifecycle::shutdown_signal(); // handlers in place before the port opens
+        let listener = server::bind(&settings.server).await?;
+        let admin = server::bind_admin(&settings.server, routers.admin).await?;
+        server::serve(listener, app, admin, &settings.server, async {
+            shutdown.await;
+            lifecycle.begin_drain().await; // NOT_SERVING first, then stop accepting
+        })
+        .await;
+        anyhow::Ok(())
+    }
+    .await;
+    let stopped = lifecycle.shutdown().await; // workers, then the database, even if serving failed
+    served.and(stopped)
 }

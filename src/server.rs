@@ -80,6 +80,8 @@ pub fn routers(
     metrics: PrometheusHandle,
 ) -> anyhow::Result<Routers> {
     let state = lifecycle.app_state();
+    let modules: Vec<&str> = modules::enabled(settings).map(|m| m.name).collect();
+    tracing::info!(?modules, "feature modules enabled");
     let (rest, document) = rest_routes(settings);
     let rest = rest.route_layer(from_fn(middleware::observe::record_route));
 
@@ -108,9 +110,13 @@ pub fn routers(
 
     let probes = probes::router(state.readiness.clone());
     let metrics = metrics::router(metrics, state.db.clone(), settings.database.max_connections);
+    // Names gRPC operations only after a registered service matched (see `observe`).
+    let grpc_router = grpc
+        .router
+        .route_layer(from_fn(middleware::observe::record_route));
     let mut api = rest
         .with_state(state.clone())
-        .merge(grpc.router)
+        .merge(grpc_router)
         .merge(probes.clone());
     if settings.docs.enabled {
         api = api.merge(docs::router(document, settings));
@@ -303,7 +309,8 @@ pub async fn serve(
     settings: &ServerSettings,
     shutdown: impl Future<Output = ()>,
 ) {
-    // The admin port closes with the API port: scrapes and probes see the whole drain.
+    // The admin port stays up through the drain delay (probes report the drain), then
+    // closes with the API port.
     let admin_stop = tokio_util::sync::CancellationToken::new();
     let admin_task = admin.map(|(listener, router)| {
         let stop = admin_stop.clone();
@@ -326,9 +333,14 @@ pub async fn serve(
     builder.http1().timer(TokioTimer::new()).keep_alive(true);
 
     let graceful = GracefulShutdown::new();
+    // Connection tasks are kept so the ones still open at the shutdown timeout can be
+    // aborted rather than outliving the server.
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
+            // Reap finished connections so the set stays the size of the open ones.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -353,7 +365,7 @@ pub async fn serve(
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, error = %e, "connection closed with error");
             }
@@ -361,14 +373,18 @@ pub async fn serve(
     }
     drop(listener);
     admin_stop.cancel();
-    if let Some(task) = admin_task {
-        let _ = task.await;
-    }
     tracing::info!("listener closed; waiting for in-flight requests");
-    if tokio::time::timeout(settings.shutdown_timeout, graceful.shutdown())
+    let drained = async {
+        graceful.shutdown().await;
+        if let Some(task) = admin_task {
+            let _ = task.await;
+        }
+    };
+    if tokio::time::timeout(settings.shutdown_timeout, drained)
         .await
         .is_err()
     {
         tracing::warn!(timeout = ?settings.shutdown_timeout, "requests still open at shutdown timeout; closing them");
+        connections.abort_all();
     }
 }

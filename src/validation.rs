@@ -26,6 +26,16 @@ impl Violations {
         }
     }
 
+    /// Rails' wording, which RealWorld clients display as is.
+    pub fn max_chars(self, field: &'static str, value: Option<&str>, max: usize) -> Self {
+        let ok = value.is_none_or(|v| v.chars().count() <= max);
+        self.check(
+            ok,
+            field,
+            &format!("is too long (maximum is {max} characters)"),
+        )
+    }
+
     pub fn check(mut self, ok: bool, field: &'static str, message: &str) -> Self {
         if !ok && !self.0.iter().any(|(f, _)| *f == field) {
             self.0.push((field, message.into()));

@@ -2,9 +2,24 @@
 
 mod common;
 
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+
 use common::{Rest, TestServer, is_realworld_timestamp, unique};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+
+/// One integer from a side connection to the server's database.
+async fn scalar(db: &DatabaseConnection, sql: &str) -> i64 {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            sql.to_string(),
+        ))
+        .await
+        .expect("query")
+        .expect("a row");
+    row.try_get_by_index::<i64>(0).expect("an integer")
+}
 
 fn new_article(title: &str, tags: &[&str]) -> Value {
     json!({"article": {"title": title, "description": "Ever wonder how?", "body": "You have to believe", "tagList": tags}})
@@ -537,7 +552,18 @@ async fn comments_and_what_deleting_an_article_takes_with_it() {
     let (_, list) = api.get(&comments_path, None).await;
     assert_eq!(list["comments"].as_array().expect("array").len(), 1);
 
-    // Deleting the article removes its comments, favorites and tag links.
+    // Deleting the article removes its comments, favorites and tag links: checked in the
+    // tables themselves, since a missing article already hides them from the API.
+    let side = Database::connect(&server.db.url)
+        .await
+        .expect("side connection");
+    let article_id = scalar(
+        &side,
+        &format!("SELECT id FROM articles WHERE slug = '{slug}'"),
+    )
+    .await;
+    let linked =
+        |table: &str| format!("SELECT COUNT(*) FROM {table} WHERE article_id = {article_id}");
     api.post(
         &format!("/api/articles/{slug}/favorite"),
         Some(&commenter_token),
@@ -551,6 +577,14 @@ async fn comments_and_what_deleting_an_article_takes_with_it() {
         StatusCode::NO_CONTENT
     );
     assert_eq!(api.get(&comments_path, None).await.0, StatusCode::NOT_FOUND);
+    for table in ["comments", "favorites", "article_tags"] {
+        assert_eq!(
+            scalar(&side, &linked(table)).await,
+            0,
+            "{table} rows left behind"
+        );
+    }
+    side.close().await.ok();
     let (_, favorited) = api
         .get(&format!("/api/articles?favorited={commenter}"), None)
         .await;
@@ -605,5 +639,117 @@ async fn a_web_client_on_another_origin_can_call_the_api() {
             .headers()
             .get("access-control-allow-origin")
             .is_none()
+    );
+}
+
+#[tokio::test]
+async fn slugs_stay_unique_and_routable() {
+    let server = TestServer::start().await;
+    let api = Rest::new(&server);
+    let token = api.register(&unique("slugger")).await;
+
+    // "feed" is a route, not a slug: an article titled "Feed" must still be reachable.
+    let (status, created) = api
+        .post("/api/articles", Some(&token), new_article("Feed", &[]))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let slug = created["article"]["slug"]
+        .as_str()
+        .expect("slug")
+        .to_string();
+    assert_ne!(slug, "feed");
+    assert_eq!(
+        api.get(&format!("/api/articles/{slug}"), None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.delete(&format!("/api/articles/{slug}"), Some(&token))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+
+    // Concurrent creates with one title: every one succeeds, each with its own slug.
+    let title = format!("Same title {}", unique(""));
+    let creates = (0..8).map(|_| {
+        let api = Rest::new(&server);
+        let token = token.clone();
+        let body = new_article(&title, &["race"]);
+        async move { api.post("/api/articles", Some(&token), body).await }
+    });
+    let results = futures_util::future::join_all(creates).await;
+    let mut slugs = std::collections::HashSet::new();
+    for (status, body) in results {
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        slugs.insert(body["article"]["slug"].as_str().expect("slug").to_string());
+    }
+    assert_eq!(slugs.len(), 8, "distinct slugs: {slugs:?}");
+}
+
+#[tokio::test]
+async fn oversized_fields_are_422_not_500() {
+    let server = TestServer::start().await;
+    let api = Rest::new(&server);
+    let token = api.register(&unique("limits")).await;
+    let (status, body) = api
+        .post(
+            "/api/articles",
+            Some(&token),
+            new_article(&"t".repeat(300), &[]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        body,
+        json!({"errors": {"title": ["is too long (maximum is 255 characters)"]}})
+    );
+    let many: Vec<String> = (0..50).map(|i| format!("tag{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let (status, body) = api
+        .post("/api/articles", Some(&token), new_article("Tags", &many))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body["errors"]["tagList"].is_array(), "{body}");
+    let (status, body) = api
+        .post(
+            "/api/users",
+            None,
+            json!({"user": {"username": "u".repeat(100), "email": "x@y.z", "password": "p"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body["errors"]["username"].is_array(), "{body}");
+}
+
+#[tokio::test]
+async fn taken_names_on_update_are_422_as_the_spec_says() {
+    let server = TestServer::start().await;
+    let api = Rest::new(&server);
+    let first = unique("first");
+    api.register(&first).await;
+    let token = api.register(&unique("second")).await;
+    let (status, body) = api
+        .put(
+            "/api/user",
+            Some(&token),
+            json!({"user": {"username": first}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        body,
+        json!({"errors": {"username": ["has already been taken"]}})
+    );
+    let (status, body) = api
+        .put(
+            "/api/user",
+            Some(&token),
+            json!({"user": {"email": format!("{first}@example.com")}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        body,
+        json!({"errors": {"email": ["has already been taken"]}})
     );
 }

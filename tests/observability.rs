@@ -415,3 +415,192 @@ async fn access_lines_name_the_caller_never_the_credentials() {
         "a password reached the logs"
     );
 }
+
+fn grpc_web_frame(message: &impl prost::Message) -> Vec<u8> {
+    let payload = message.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+#[tokio::test]
+async fn grpc_web_outcomes_and_the_in_flight_gauge() {
+    let server = TestServer::start().await;
+    let http = reqwest::Client::new();
+    for (slug, _) in [("no-such-article", "NOT_FOUND")] {
+        let response = http
+            .post(server.url("/conduit.v1.ArticleService/GetArticle"))
+            .header("content-type", "application/grpc-web+proto")
+            .header("x-request-id", "web-missing")
+            .body(grpc_web_frame(&pb::GetArticleRequest { slug: slug.into() }))
+            .send()
+            .await
+            .expect("grpc-web");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.bytes().await.expect("body");
+    }
+    let ok = http
+        .post(server.url("/conduit.v1.TagService/ListTags"))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-request-id", "web-ok")
+        .body(grpc_web_frame(&pb::ListTagsRequest {}))
+        .send()
+        .await
+        .expect("grpc-web");
+    ok.bytes().await.expect("body");
+    // A gRPC content type on a REST path must not name a series after the raw path.
+    http.get(server.url("/api/profiles/someone-random"))
+        .header("content-type", "application/grpc")
+        .send()
+        .await
+        .expect("send");
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let metrics = scrape(&server.url("/metrics")).await;
+    let requests = series(&metrics, "http_server_requests_total");
+    let has = |needle: &str| requests.iter().any(|l| l.contains(needle));
+    // tonic-web folds the trailers into the body; the outcome must still be the real one.
+    assert!(
+        has(
+            r#"protocol="grpc-web",operation="conduit.v1.ArticleService/GetArticle",outcome="NOT_FOUND"} 1"#
+        ),
+        "{requests:#?}"
+    );
+    assert!(
+        has(r#"protocol="grpc-web",operation="conduit.v1.TagService/ListTags",outcome="OK"} 1"#),
+        "{requests:#?}"
+    );
+    assert!(!metrics.contains("someone-random"), "{requests:#?}");
+    let logs = server.logs();
+    let line = logs
+        .iter()
+        .find(|l| l["target"] == "access" && l["request_id"] == "web-ok")
+        .unwrap_or_else(|| panic!("no access line: {logs:#?}"));
+    assert_eq!(line["grpc_code"], "OK");
+
+    // Everything finished: nothing is in flight any more.
+    for protocol in ["grpc-web", "grpc"] {
+        let gauge = format!("http_server_active_requests{{protocol=\"{protocol}\"}} 0");
+        assert!(
+            metrics.contains(&gauge),
+            "{gauge} missing from {:#?}",
+            series(&metrics, "http_server_active_requests")
+        );
+    }
+}
+
+#[tokio::test]
+async fn losing_the_database_turns_not_ready_and_recovery_needs_no_restart() {
+    let server =
+        TestServer::start_with(&[("CONDUIT__DATABASE__HEALTH_CHECK_INTERVAL", "200ms")]).await;
+    if !server.db.is_postgres() {
+        eprintln!("skipped: needs CONDUIT_TEST_DATABASE_URL (Postgres) to cut the database off");
+        return;
+    }
+    let admin_url = std::env::var("CONDUIT_TEST_DATABASE_URL").expect("admin url");
+    let name = server
+        .db
+        .url
+        .rsplit('/')
+        .next()
+        .expect("database name")
+        .to_string();
+    let admin = Database::connect(&admin_url)
+        .await
+        .expect("admin connection");
+    let http = reqwest::Client::new();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    let check =
+        |health: &mut tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>| {
+            let mut health = health.clone();
+            async move {
+                health
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .map(|r| r.into_inner().status)
+            }
+        };
+    let ready = || async {
+        http.get(server.url("/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .status()
+    };
+    assert_eq!(ready().await, StatusCode::OK);
+
+    // Cut it off: no new connections, existing ones terminated.
+    admin
+        .execute_unprepared(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        .await
+        .expect("disallow");
+    admin
+        .execute_unprepared(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .await
+        .expect("terminate");
+    let mut down = false;
+    for _ in 0..150 {
+        if ready().await == StatusCode::SERVICE_UNAVAILABLE {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(down, "readyz never reported the outage");
+    let body: Value = http
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["reason"], "database unreachable");
+    assert_eq!(
+        check(&mut health).await.expect("check"),
+        2,
+        "gRPC health NOT_SERVING"
+    );
+    // Requests needing the database get 503, not 500.
+    assert_eq!(
+        http.get(server.url("/api/tags"))
+            .send()
+            .await
+            .expect("tags")
+            .status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    admin
+        .execute_unprepared(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .await
+        .expect("allow");
+    let mut up = false;
+    for _ in 0..150 {
+        if ready().await == StatusCode::OK {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "readyz never recovered");
+    assert_eq!(
+        check(&mut health).await.expect("check"),
+        1,
+        "gRPC health SERVING again"
+    );
+    assert_eq!(
+        http.get(server.url("/api/tags"))
+            .send()
+            .await
+            .expect("tags")
+            .status(),
+        StatusCode::OK
+    );
+    admin.close().await.ok();
+}

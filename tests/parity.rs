@@ -94,96 +94,76 @@ impl Names {
     }
 }
 
+/// The body of a REST answer that must have `expected` status.
+fn answer(expected: u16, (status, body): (reqwest::StatusCode, Value)) -> Value {
+    assert_eq!(status.as_u16(), expected, "{body}");
+    body
+}
+
 async fn over_rest(server: &TestServer, n: &Names) -> Vec<Value> {
     let api = Rest::new(server);
     let mut out = Vec::new();
     let register = |name: &str| json!({"user": {"username": name, "email": format!("{name}@example.com"), "password": "password123"}});
-    let (_, author) = api.post("/api/users", None, register(&n.author)).await;
+    let author = answer(201, api.post("/api/users", None, register(&n.author)).await);
     let author_token = author["user"]["token"].as_str().expect("token").to_string();
     out.push(author);
-    let (_, reader) = api.post("/api/users", None, register(&n.reader)).await;
+    let reader = answer(201, api.post("/api/users", None, register(&n.reader)).await);
     let reader_token = reader["user"]["token"].as_str().expect("token").to_string();
-    out.push(
-        api.put(
-            "/api/user",
-            Some(&author_token),
-            json!({"user": {"bio": "I write"}}),
-        )
-        .await
-        .1,
+    let bio = json!({"user": {"bio": "I write"}});
+    out.push(answer(
+        200,
+        api.put("/api/user", Some(&author_token), bio).await,
+    ));
+    let follow = format!("/api/profiles/{}/follow", n.author);
+    out.push(answer(
+        200,
+        api.post(&follow, Some(&reader_token), json!({})).await,
+    ));
+    let article = json!({"article": {"title": n.title, "description": "desc", "body": "body", "tagList": n.tags}});
+    let created = answer(
+        201,
+        api.post("/api/articles", Some(&author_token), article)
+            .await,
     );
-    out.push(
-        api.post(
-            &format!("/api/profiles/{}/follow", n.author),
-            Some(&reader_token),
-            json!({}),
-        )
-        .await
-        .1,
-    );
-    let (_, created) = api
-        .post(
-            "/api/articles",
-            Some(&author_token),
-            json!({"article": {"title": n.title, "description": "desc", "body": "body", "tagList": n.tags}}),
-        )
-        .await;
     let slug = created["article"]["slug"]
         .as_str()
         .expect("slug")
         .to_string();
     out.push(created);
-    out.push(
-        api.post(
-            &format!("/api/articles/{slug}/favorite"),
-            Some(&reader_token),
-            json!({}),
-        )
-        .await
-        .1,
-    );
-    out.push(
+    let favorite = format!("/api/articles/{slug}/favorite");
+    out.push(answer(
+        200,
+        api.post(&favorite, Some(&reader_token), json!({})).await,
+    ));
+    out.push(answer(
+        200,
         api.get(&format!("/api/articles/{slug}"), Some(&reader_token))
-            .await
-            .1,
-    );
-    out.push(api.get("/api/articles/feed", Some(&reader_token)).await.1);
-    out.push(
+            .await,
+    ));
+    out.push(answer(
+        200,
+        api.get("/api/articles/feed", Some(&reader_token)).await,
+    ));
+    out.push(answer(
+        200,
         api.get(&format!("/api/articles?tag={}", n.tags[0]), None)
-            .await
-            .1,
-    );
-    out.push(
-        api.get(
-            &format!("/api/articles?favorited={}", n.reader),
-            Some(&reader_token),
-        )
-        .await
-        .1,
-    );
-    out.push(
-        api.post(
-            &format!("/api/articles/{slug}/comments"),
-            Some(&reader_token),
-            json!({"comment": {"body": "Great read"}}),
-        )
-        .await
-        .1,
-    );
-    out.push(
-        api.get(
-            &format!("/api/articles/{slug}/comments"),
-            Some(&author_token),
-        )
-        .await
-        .1,
-    );
-    out.push(
+            .await,
+    ));
+    let favorited = format!("/api/articles?favorited={}", n.reader);
+    out.push(answer(200, api.get(&favorited, Some(&reader_token)).await));
+    let comments = format!("/api/articles/{slug}/comments");
+    let comment = json!({"comment": {"body": "Great read"}});
+    out.push(answer(
+        201,
+        api.post(&comments, Some(&reader_token), comment).await,
+    ));
+    out.push(answer(200, api.get(&comments, Some(&author_token)).await));
+    out.push(answer(
+        200,
         api.get(&format!("/api/profiles/{}", n.reader), Some(&author_token))
-            .await
-            .1,
-    );
-    let (_, tags) = api.get("/api/tags", None).await;
+            .await,
+    ));
+    let tags = answer(200, api.get("/api/tags", None).await);
     out.push(json!({"tags": own_tags(&tags, n)}));
     out
 }

@@ -1,17 +1,23 @@
 //! gRPC-Web → gRPC translation for gRPC-Web requests only. tonic-web's layer answers
 //! every other HTTP/1.1 request with 400, so it cannot wrap a router that also serves REST.
+//! Inside the translation, the call's gRPC status is reported to `observe`: tonic-web folds
+//! the trailers into the body, where the outer layers can no longer read them.
 
 use std::{
     convert::Infallible,
+    pin::Pin,
     task::{Context, Poll},
 };
 
 use axum::{body::Body, extract::Request, response::Response};
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use http_body::Frame;
+use pin_project_lite::pin_project;
 use tonic_web::{GrpcWebLayer, GrpcWebService};
 use tower::{Layer, Service, ServiceExt};
 
-use super::Protocol;
+use super::{Protocol, observe::GrpcOutcome};
 
 #[derive(Clone, Copy, Default)]
 pub struct GrpcWebOnlyLayer;
@@ -20,7 +26,7 @@ impl<S: Clone> Layer<S> for GrpcWebOnlyLayer {
     type Service = GrpcWebOnly<S>;
     fn layer(&self, inner: S) -> Self::Service {
         GrpcWebOnly {
-            web: GrpcWebLayer::new().layer(inner.clone()),
+            web: GrpcWebLayer::new().layer(RecordOutcome(inner.clone())),
             plain: inner,
         }
     }
@@ -28,7 +34,7 @@ impl<S: Clone> Layer<S> for GrpcWebOnlyLayer {
 
 #[derive(Clone)]
 pub struct GrpcWebOnly<S> {
-    web: GrpcWebService<S>,
+    web: GrpcWebService<RecordOutcome<S>>,
     plain: S,
 }
 
@@ -59,5 +65,74 @@ where
             let plain = self.plain.clone();
             Box::pin(ServiceExt::<Request>::oneshot(plain, request))
         }
+    }
+}
+
+/// Sits between tonic-web and the router: sees the gRPC response before translation.
+#[derive(Clone)]
+pub struct RecordOutcome<S>(S);
+
+impl<S> Service<http::Request<tonic::body::Body>> for RecordOutcome<S>
+where
+    S: Service<http::Request<tonic::body::Body>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let outcome = GrpcOutcome::of(&request);
+        let future = self.0.call(request);
+        Box::pin(async move {
+            let response = future.await?;
+            let Some(outcome) = outcome else {
+                return Ok(response);
+            };
+            outcome.record_headers(response.headers());
+            Ok(response.map(|inner| Body::new(TrailerTap { inner, outcome })))
+        })
+    }
+}
+
+pin_project! {
+    struct TrailerTap {
+        #[pin]
+        inner: Body,
+        outcome: GrpcOutcome,
+    }
+}
+
+impl http_body::Body for TrailerTap {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(trailers) = frame.trailers_ref()
+        {
+            this.outcome.record_headers(trailers);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -1,4 +1,4 @@
-//! One file per cross-cutting layer. `server::build_stack` applies them in order; each
+//! One file per cross-cutting layer. `server::stack` applies them in order; each
 //! treats gRPC, gRPC-Web and REST requests alike and answers errors in the caller's protocol.
 
 pub mod body_limit;

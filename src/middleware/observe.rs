@@ -43,6 +43,9 @@ fn is_quiet(path: &str) -> bool {
 struct RequestInfo {
     principal: OnceLock<i64>,
     route: OnceLock<String>,
+    /// Set from inside the gRPC-Web translation, where the gRPC trailers still exist
+    /// (tonic-web folds them into the body before they reach this layer).
+    grpc_code: OnceLock<i32>,
 }
 
 #[derive(Clone, Default)]
@@ -54,8 +57,29 @@ pub fn record_principal<B>(request: &http::Request<B>, user_id: i64) {
     }
 }
 
-/// Route layer on the REST router: the matched template (`/api/articles/{slug}`), never the
-/// raw path, names the operation in metrics and spans.
+/// Where a layer inside the gRPC-Web translation reports the call's gRPC status.
+#[derive(Clone)]
+pub struct GrpcOutcome(InfoSlot);
+
+impl GrpcOutcome {
+    pub fn of<B>(request: &http::Request<B>) -> Option<GrpcOutcome> {
+        request
+            .extensions()
+            .get::<InfoSlot>()
+            .cloned()
+            .map(GrpcOutcome)
+    }
+
+    pub fn record_headers(&self, headers: &HeaderMap) {
+        if let Some(code) = grpc_code(headers) {
+            let _ = self.0.0.grpc_code.set(code);
+        }
+    }
+}
+
+/// Route layer on the REST and gRPC routers: the matched template (`/api/articles/{slug}`,
+/// or `/conduit.v1.ArticleService/{*rest}` for a registered gRPC service) names the
+/// operation in metrics and spans, never a raw path a caller chose.
 pub async fn record_route(route: Option<MatchedPath>, request: Request, next: Next) -> Response {
     if let (Some(route), Some(slot)) = (route, request.extensions().get::<InfoSlot>()) {
         let _ = slot.0.route.set(route.as_str().to_string());
@@ -153,29 +177,21 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
 
     let info = InfoSlot::default();
     request.extensions_mut().insert(info.clone());
-    if !quiet {
-        metrics::gauge!(ACTIVE, "protocol" => protocol.as_str()).increment(1.0);
-    }
-    let started = Instant::now();
-    let response = request_id::scope(
-        request_id.clone(),
-        next.run(request).instrument(span.clone()),
-    )
-    .await;
-
-    let completion = Completion {
-        started,
+    // Built before the handler runs: if the caller goes away before the response starts,
+    // dropping this still logs the request, counts it and restores the in-flight gauge.
+    let mut completion = Completion::start(
         protocol,
         method,
-        quiet,
         path,
-        request_id,
+        quiet,
+        request_id.clone(),
         trace_id,
-        status: response.status().as_u16(),
-        grpc_code: grpc_code(response.headers()),
         info,
-        span,
-    };
+        span.clone(),
+    );
+    let response = request_id::scope(request_id, next.run(request).instrument(span)).await;
+    completion.status = response.status().as_u16();
+    completion.grpc_code = grpc_code(response.headers());
     // Even when the outcome is known now (REST, trailers-only gRPC), completion waits for
     // the body so latency covers the whole response.
     response.map(|body| {
@@ -242,20 +258,58 @@ struct Completion {
     span: Span,
 }
 
+/// What a request is while its outcome is unknown: the caller went away first.
+const CLIENT_CLOSED: u16 = 499;
+
 impl Completion {
-    /// Bounded label values: a route template or a known gRPC method, never a raw path
-    /// (unknown paths would let any caller mint new series).
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        protocol: Protocol,
+        method: Method,
+        path: String,
+        quiet: bool,
+        request_id: String,
+        trace_id: Option<String>,
+        info: InfoSlot,
+        span: Span,
+    ) -> Self {
+        if !quiet {
+            metrics::gauge!(ACTIVE, "protocol" => protocol.as_str()).increment(1.0);
+        }
+        Completion {
+            started: Instant::now(),
+            protocol,
+            method,
+            path,
+            quiet,
+            request_id,
+            trace_id,
+            status: CLIENT_CLOSED,
+            grpc_code: None,
+            info,
+            span,
+        }
+    }
+
+    /// Bounded label values: a registered gRPC method or a REST route template, never a
+    /// raw path or method a caller chose (they would let any caller mint new series).
     fn operation(&self, code: Option<i32>) -> String {
+        let route = self.info.0.route.get();
+        let grpc_service_matched = route.is_some_and(|r| r.ends_with("/{*rest}"));
         if self.protocol.is_grpc() {
-            if code == Some(tonic::Code::Unimplemented as i32) {
-                "unknown".into()
-            } else {
+            if grpc_service_matched && code != Some(tonic::Code::Unimplemented as i32) {
                 self.path.trim_start_matches('/').to_string()
+            } else {
+                "unknown".into()
             }
         } else {
-            match self.info.0.route.get() {
-                Some(route) => format!("{} {route}", self.method),
-                None => format!("{} unmatched", self.method),
+            let method = match self.method.as_str() {
+                m @ ("GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS") => m,
+                _ => "OTHER",
+            };
+            match route {
+                Some(route) if !grpc_service_matched => format!("{method} {route}"),
+                _ => format!("{method} unmatched"),
             }
         }
     }
@@ -265,8 +319,12 @@ impl Drop for Completion {
     /// Runs when the body ends, fails, or is dropped unfinished (client cancelled).
     fn drop(&mut self) {
         let elapsed = self.started.elapsed();
-        // A gRPC body dropped before its trailers means the client went away.
-        let code = match self.grpc_code {
+        // gRPC-Web outcomes come from inside the translation; a gRPC body dropped before
+        // its trailers means the client went away.
+        let code = match self
+            .grpc_code
+            .or_else(|| self.info.0.grpc_code.get().copied())
+        {
             None if self.protocol.is_grpc() => Some(tonic::Code::Cancelled as i32),
             other => other,
         };

@@ -244,6 +244,7 @@ async fn feed(
     security((), ("Token" = [])),
     responses(
         (status = 200, description = "Article", body = SingleArticleResponse),
+        (status = 401, description = "Invalid token (a token is optional, a bad one is refused)", body = GenericErrorModel),
         (status = 404, description = "No such article", body = GenericErrorModel),
     ))]
 async fn get_article(

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{DatabaseConnection, IntoActiveModel, Set, SqlErr, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, IntoActiveModel, Set, SqlErr};
 
 use super::repo::{self, ArticleRow, Scope};
 use crate::{
@@ -134,32 +134,35 @@ impl ArticleService {
     }
 
     pub async fn create(&self, author: Principal, input: NewArticle) -> AppResult<ArticleView> {
-        Violations::new()
-            .not_blank("title", &input.title)
-            .not_blank("description", &input.description)
-            .not_blank("body", &input.body)
-            .finish()?;
+        validate_fields(
+            Some(&input.title),
+            Some(&input.description),
+            Some(&input.body),
+            Some(&input.tag_list),
+        )?;
         let tags = normalize_tags(input.tag_list);
-        let slug = self.free_slug(&input.title).await?;
-        let txn = self.db.begin().await?;
-        let article = repo::insert(
-            &txn,
-            repo::NewRow {
+        let title = input.title.trim().to_string();
+        for attempt in 0..SLUG_ATTEMPTS {
+            let txn = crate::db::begin_write(&self.db).await?;
+            let slug = free_slug(&txn, &title, attempt > 0).await?;
+            let row = repo::NewRow {
                 slug,
-                title: input.title.trim().to_string(),
-                description: input.description,
-                body: input.body,
+                title: title.clone(),
+                description: input.description.clone(),
+                body: input.body.clone(),
                 author_id: author.user_id,
-            },
-        )
-        .await
-        .map_err(slug_conflict)?;
-        repo::set_tags(&txn, article.id, &tags).await?;
-        txn.commit().await?;
-        let row = repo::find_by_id(&self.db, article.id)
-            .await?
-            .ok_or(AppError::NotFound("article"))?;
-        self.view(Some(author), row).await
+            };
+            let article = match repo::insert(&txn, row).await {
+                Ok(article) => article,
+                // A concurrent writer took the slug: roll back, try a suffixed one.
+                Err(e) if is_unique_violation(&e) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            repo::set_tags(&txn, article.id, &tags).await?;
+            txn.commit().await?;
+            return self.reload(author, article.id).await;
+        }
+        Err(AppError::Conflict("slug"))
     }
 
     pub async fn update(
@@ -168,42 +171,50 @@ impl ArticleService {
         slug: &str,
         changes: ArticleChanges,
     ) -> AppResult<ArticleView> {
-        Violations::new()
-            .not_blank_if_set("title", changes.title.as_deref())
-            .not_blank_if_set("description", changes.description.as_deref())
-            .not_blank_if_set("body", changes.body.as_deref())
-            .finish()?;
-        let (article, _) = self.find_own(author, slug).await?;
-        let mut row = article.clone().into_active_model();
-        if let Some(title) = changes.title.map(|t| t.trim().to_string())
-            && title != article.title
-        {
-            if slugify(&title) != slugify(&article.title) {
-                row.slug = Set(self.free_slug(&title).await?);
+        validate_fields(
+            changes.title.as_deref(),
+            changes.description.as_deref(),
+            changes.body.as_deref(),
+            changes.tag_list.as_ref(),
+        )?;
+        for attempt in 0..SLUG_ATTEMPTS {
+            // Read and write in one transaction: the checks hold for the row we change.
+            let txn = crate::db::begin_write(&self.db).await?;
+            let (article, _) = owned(find_in(&txn, slug).await?, author)?;
+            let mut row = article.clone().into_active_model();
+            if let Some(title) = changes.title.as_deref().map(str::trim)
+                && title != article.title
+            {
+                if slugify(title) != slugify(&article.title) {
+                    row.slug = Set(free_slug(&txn, title, attempt > 0).await?);
+                }
+                row.title = Set(title.to_string());
             }
-            row.title = Set(title);
+            if let Some(description) = &changes.description {
+                row.description = Set(description.clone());
+            }
+            if let Some(body) = &changes.body {
+                row.body = Set(body.clone());
+            }
+            let saved = match repo::save(&txn, row).await {
+                Ok(saved) => saved,
+                Err(e) if is_unique_violation(&e) => continue,
+                // Deleted by its author between our read and our write.
+                Err(sea_orm::DbErr::RecordNotUpdated) => return Err(AppError::NotFound("article")),
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(tags) = &changes.tag_list {
+                repo::set_tags(&txn, saved.id, &normalize_tags(tags.clone())).await?;
+            }
+            txn.commit().await?;
+            return self.reload(author, saved.id).await;
         }
-        if let Some(description) = changes.description {
-            row.description = Set(description);
-        }
-        if let Some(body) = changes.body {
-            row.body = Set(body);
-        }
-        let txn = self.db.begin().await?;
-        let saved = repo::save(&txn, row).await.map_err(slug_conflict)?;
-        if let Some(tags) = changes.tag_list {
-            repo::set_tags(&txn, saved.id, &normalize_tags(tags)).await?;
-        }
-        txn.commit().await?;
-        let row = repo::find_by_id(&self.db, saved.id)
-            .await?
-            .ok_or(AppError::NotFound("article"))?;
-        self.view(Some(author), row).await
+        Err(AppError::Conflict("slug"))
     }
 
     pub async fn delete(&self, author: Principal, slug: &str) -> AppResult<()> {
-        let (article, _) = self.find_own(author, slug).await?;
-        let txn = self.db.begin().await?;
+        let txn = crate::db::begin_write(&self.db).await?;
+        let (article, _) = owned(find_in(&txn, slug).await?, author)?;
         repo::delete(&txn, article.id).await?;
         txn.commit().await?;
         Ok(())
@@ -211,7 +222,9 @@ impl ArticleService {
 
     pub async fn favorite(&self, viewer: Principal, slug: &str) -> AppResult<ArticleView> {
         let row = self.find(slug).await?;
-        repo::favorite(&self.db, viewer.user_id, row.0.id).await?;
+        repo::favorite(&self.db, viewer.user_id, row.0.id)
+            .await
+            .map_err(article_gone)?;
         self.view(Some(viewer), row).await
     }
 
@@ -223,17 +236,14 @@ impl ArticleService {
 
     /// The article by slug; NOT_FOUND otherwise. Also what comments use to find theirs.
     pub async fn find(&self, slug: &str) -> AppResult<ArticleRow> {
-        repo::find_by_slug(&self.db, slug)
-            .await?
-            .ok_or(AppError::NotFound("article"))
+        find_in(&self.db, slug).await
     }
 
-    async fn find_own(&self, author: Principal, slug: &str) -> AppResult<ArticleRow> {
-        let row = self.find(slug).await?;
-        if row.0.author_id != author.user_id {
-            return Err(AppError::Forbidden("article"));
-        }
-        Ok(row)
+    async fn reload(&self, viewer: Principal, id: i64) -> AppResult<ArticleView> {
+        let row = repo::find_by_id(&self.db, id)
+            .await?
+            .ok_or(AppError::NotFound("article"))?;
+        self.view(Some(viewer), row).await
     }
 
     async fn view(&self, viewer: Option<Principal>, row: ArticleRow) -> AppResult<ArticleView> {
@@ -277,27 +287,92 @@ impl ArticleService {
             })
             .collect())
     }
-
-    /// The title in kebab case, with a random suffix when another article has it already.
-    async fn free_slug(&self, title: &str) -> AppResult<String> {
-        let base = slugify(title);
-        if !repo::slug_taken(&self.db, &base).await? {
-            return Ok(base);
-        }
-        for _ in 0..5 {
-            let candidate = format!("{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
-            if !repo::slug_taken(&self.db, &candidate).await? {
-                return Ok(candidate);
-            }
-        }
-        Err(AppError::Conflict("slug"))
-    }
 }
 
-/// A concurrent writer took the slug between our check and our insert.
-fn slug_conflict(e: sea_orm::DbErr) -> AppError {
+/// Attempts at a unique slug before answering 409: the first is the kebab-case title when
+/// free; a concurrent writer taking it sends the next attempt to a suffixed one.
+const SLUG_ATTEMPTS: usize = 4;
+
+/// Path segments under `/api/articles/` that are routes, not slugs.
+const RESERVED_SLUGS: &[&str] = &["feed"];
+
+pub const MAX_TITLE_CHARS: usize = 255;
+pub const MAX_DESCRIPTION_CHARS: usize = 1_000;
+pub const MAX_TAGS: usize = 20;
+pub const MAX_TAG_CHARS: usize = 64;
+
+/// `Some` fields must not be blank and must fit; tags are bounded in number and length.
+fn validate_fields(
+    title: Option<&str>,
+    description: Option<&str>,
+    body: Option<&str>,
+    tags: Option<&Vec<String>>,
+) -> AppResult<()> {
+    let tags = tags.map(Vec::as_slice).unwrap_or_default();
+    Violations::new()
+        .not_blank_if_set("title", title)
+        .max_chars("title", title, MAX_TITLE_CHARS)
+        .not_blank_if_set("description", description)
+        .max_chars("description", description, MAX_DESCRIPTION_CHARS)
+        .not_blank_if_set("body", body)
+        .check(
+            tags.len() <= MAX_TAGS,
+            "tagList",
+            &format!("is too long (maximum is {MAX_TAGS} tags)"),
+        )
+        .check(
+            tags.iter()
+                .all(|t| t.trim().chars().count() <= MAX_TAG_CHARS),
+            "tagList",
+            &format!("has a tag that is too long (maximum is {MAX_TAG_CHARS} characters)"),
+        )
+        .finish()
+}
+
+async fn find_in(db: &impl ConnectionTrait, slug: &str) -> AppResult<ArticleRow> {
+    repo::find_by_slug(db, slug)
+        .await?
+        .ok_or(AppError::NotFound("article"))
+}
+
+fn owned(row: ArticleRow, author: Principal) -> AppResult<ArticleRow> {
+    if row.0.author_id != author.user_id {
+        return Err(AppError::Forbidden("article"));
+    }
+    Ok(row)
+}
+
+/// The kebab-case title, or with a random suffix when it is taken, reserved, or
+/// `force_suffix` is set (a concurrent writer won the plain one).
+async fn free_slug(
+    db: &impl ConnectionTrait,
+    title: &str,
+    force_suffix: bool,
+) -> AppResult<String> {
+    let base = slugify(title);
+    if !force_suffix
+        && !RESERVED_SLUGS.contains(&base.as_str())
+        && !repo::slug_taken(db, &base).await?
+    {
+        return Ok(base);
+    }
+    for _ in 0..5 {
+        let candidate = format!("{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+        if !repo::slug_taken(db, &candidate).await? {
+            return Ok(candidate);
+        }
+    }
+    Err(AppError::Conflict("slug"))
+}
+
+fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
+    matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
+/// A write that references an article deleted meanwhile: the foreign key says NOT_FOUND.
+pub fn article_gone(e: sea_orm::DbErr) -> AppError {
     match e.sql_err() {
-        Some(SqlErr::UniqueConstraintViolation(_)) => AppError::Conflict("slug"),
+        Some(SqlErr::ForeignKeyConstraintViolation(_)) => AppError::NotFound("article"),
         _ => AppError::from(e),
     }
 }
@@ -353,6 +428,22 @@ mod tests {
             "".into(),
         ]);
         assert_eq!(tags, ["dragons", "training"]);
+    }
+
+    #[test]
+    fn feed_is_not_a_slug() {
+        assert!(RESERVED_SLUGS.contains(&slugify("Feed").as_str()));
+    }
+
+    #[test]
+    fn field_limits() {
+        let long = "x".repeat(MAX_TITLE_CHARS + 1);
+        assert!(validate_fields(Some(&long), None, None, None).is_err());
+        let many: Vec<String> = (0..=MAX_TAGS).map(|i| format!("t{i}")).collect();
+        assert!(validate_fields(None, None, None, Some(&many)).is_err());
+        assert!(
+            validate_fields(Some("ok"), Some("ok"), Some("ok"), Some(&vec!["a".into()])).is_ok()
+        );
     }
 
     #[test]

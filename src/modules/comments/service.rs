@@ -8,12 +8,14 @@ use crate::{
     auth::Principal,
     error::{AppError, AppResult},
     modules::{
-        articles::service::ArticleService,
-        profiles::service::{ProfileView, author_views},
+        articles::service::{ArticleService, article_gone},
+        profiles::service::{ProfileView, author_views, user_by_id},
     },
     state::AppState,
     validation::Violations,
 };
+
+pub const MAX_BODY_CHARS: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommentView {
@@ -46,12 +48,17 @@ impl CommentService {
     }
 
     pub async fn add(&self, author: Principal, slug: &str, body: String) -> AppResult<CommentView> {
-        Violations::new().not_blank("body", &body).finish()?;
+        Violations::new()
+            .not_blank("body", &body)
+            .max_chars("body", Some(&body), MAX_BODY_CHARS)
+            .finish()?;
         let (article, _) = self.articles.find(slug).await?;
-        let comment = repo::insert(&self.db, article.id, author.user_id, body).await?;
-        let user = crate::modules::profiles::service::user_by_id(&self.db, author.user_id)
+        let user = user_by_id(&self.db, author.user_id)
             .await?
             .ok_or(AppError::Unauthorized("token", "invalid"))?;
+        let comment = repo::insert(&self.db, article.id, author.user_id, body)
+            .await
+            .map_err(article_gone)?;
         self.views(Some(author), vec![(comment, user)])
             .await?
             .pop()

@@ -25,7 +25,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[schema(as = Profile)]
 pub struct Profile {
     username: String,
+    #[schema(required = true)]
     bio: Option<String>,
+    #[schema(required = true)]
     image: Option<String>,
     following: bool,
 }

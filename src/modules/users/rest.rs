@@ -78,7 +78,9 @@ struct User {
     email: String,
     token: String,
     username: String,
+    #[schema(required = true)]
     bio: Option<String>,
+    #[schema(required = true)]
     image: Option<String>,
 }
 
@@ -168,8 +170,7 @@ async fn current_user(
     responses(
         (status = 200, description = "User", body = UserResponse),
         (status = 401, description = "Missing or invalid token", body = GenericErrorModel),
-        (status = 409, description = "Username or email already taken", body = GenericErrorModel),
-        (status = 422, description = "Validation failed", body = GenericErrorModel),
+        (status = 422, description = "Validation failed, or username / email already taken", body = GenericErrorModel),
     ))]
 async fn update_user(
     State(state): State<AppState>,

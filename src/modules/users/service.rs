@@ -14,6 +14,24 @@ use crate::{
     validation::{Violations, empty_as_none, looks_like_email},
 };
 
+pub const MAX_USERNAME_CHARS: usize = 64;
+pub const MAX_EMAIL_CHARS: usize = 254;
+/// Bounds the hashing work a request can ask for.
+pub const MAX_PASSWORD_CHARS: usize = 256;
+pub const MAX_BIO_CHARS: usize = 1_000;
+pub const MAX_IMAGE_CHARS: usize = 2_048;
+
+/// The RealWorld spec answers a taken username or email with 409 on registration but 422
+/// on update (UpdateCurrentUser lists no 409).
+fn taken_is_invalid(e: AppError) -> AppError {
+    match e {
+        AppError::Conflict(field) => {
+            AppError::Validation(vec![(field, "has already been taken".into())])
+        }
+        other => other,
+    }
+}
+
 /// A user as shown to itself, with a fresh token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthenticatedUser {
@@ -62,13 +80,16 @@ impl UserService {
     pub async fn register(&self, input: Registration) -> AppResult<AuthenticatedUser> {
         Violations::new()
             .not_blank("username", &input.username)
+            .max_chars("username", Some(&input.username), MAX_USERNAME_CHARS)
             .not_blank("email", &input.email)
+            .max_chars("email", Some(&input.email), MAX_EMAIL_CHARS)
             .check(
                 input.email.trim().is_empty() || looks_like_email(&input.email),
                 "email",
                 "is invalid",
             )
             .not_blank("password", &input.password)
+            .max_chars("password", Some(&input.password), MAX_PASSWORD_CHARS)
             .finish()?;
         let username = input.username.trim().to_string();
         let email = input.email.trim().to_string();
@@ -119,9 +140,15 @@ impl UserService {
         principal: Principal,
         changes: UserChanges,
     ) -> AppResult<AuthenticatedUser> {
+        let bio = changes.bio.as_ref().and_then(|b| b.as_deref());
+        let image = changes.image.as_ref().and_then(|i| i.as_deref());
         Violations::new()
             .not_blank_if_set("username", changes.username.as_deref())
+            .max_chars("username", changes.username.as_deref(), MAX_USERNAME_CHARS)
             .not_blank_if_set("email", changes.email.as_deref())
+            .max_chars("email", changes.email.as_deref(), MAX_EMAIL_CHARS)
+            .max_chars("bio", bio, MAX_BIO_CHARS)
+            .max_chars("image", image, MAX_IMAGE_CHARS)
             .check(
                 changes
                     .email
@@ -131,6 +158,7 @@ impl UserService {
                 "is invalid",
             )
             .not_blank_if_set("password", changes.password.as_deref())
+            .max_chars("password", changes.password.as_deref(), MAX_PASSWORD_CHARS)
             .finish()?;
 
         let user = self.load(principal).await?;
@@ -139,14 +167,16 @@ impl UserService {
             && username != user.username
         {
             self.ensure_free(Column::Username, &username, Some(user.id), "username")
-                .await?;
+                .await
+                .map_err(taken_is_invalid)?;
             row.username = Set(username);
         }
         if let Some(email) = changes.email.map(|e| e.trim().to_string())
             && email != user.email
         {
             self.ensure_free(Column::Email, &email, Some(user.id), "email")
-                .await?;
+                .await
+                .map_err(taken_is_invalid)?;
             row.email = Set(email);
         }
         if let Some(new_password) = changes.password {
@@ -158,7 +188,7 @@ impl UserService {
         if let Some(image) = changes.image {
             row.image = Set(empty_as_none(image));
         }
-        let updated = repo::save(&self.db, row).await?;
+        let updated = repo::save(&self.db, row).await.map_err(taken_is_invalid)?;
         self.authenticated(updated)
     }
 
