@@ -151,3 +151,21 @@ pub async fn begin_write(
     })
     .await
 }
+
+/// A read-only transaction whose statements all see one snapshot: REPEATABLE READ on
+/// Postgres; on SQLite (WAL) any read transaction already does.
+pub async fn begin_snapshot(
+    db: &DatabaseConnection,
+) -> Result<sea_orm::DatabaseTransaction, sea_orm::DbErr> {
+    use sea_orm::{AccessMode, IsolationLevel, TransactionTrait};
+    match db.get_database_backend() {
+        DbBackend::Postgres => {
+            db.begin_with_config(
+                Some(IsolationLevel::RepeatableRead),
+                Some(AccessMode::ReadOnly),
+            )
+            .await
+        }
+        _ => db.begin().await,
+    }
+}

@@ -123,8 +123,12 @@ impl ArticleService {
         limit: u64,
         offset: u64,
     ) -> AppResult<ArticlePage> {
-        let (rows, total) = repo::page(&self.db, scope, limit, offset).await?;
-        let articles = self.views(viewer, rows, false).await?;
+        // One read snapshot, so the total, the page and its counts agree with each other
+        // even while others write.
+        let txn = crate::db::begin_snapshot(&self.db).await?;
+        let (rows, total) = repo::page(&txn, scope, limit, offset).await?;
+        let articles = views(&txn, viewer, rows, false).await?;
+        txn.commit().await?;
         Ok(ArticlePage { articles, total })
     }
 
@@ -247,46 +251,46 @@ impl ArticleService {
     }
 
     async fn view(&self, viewer: Option<Principal>, row: ArticleRow) -> AppResult<ArticleView> {
-        self.views(viewer, vec![row], true)
+        views(&self.db, viewer, vec![row], true)
             .await?
             .pop()
             .ok_or(AppError::NotFound("article"))
     }
+}
 
-    /// Completes rows into views with a fixed number of statements, whatever their number.
-    async fn views(
-        &self,
-        viewer: Option<Principal>,
-        rows: Vec<ArticleRow>,
-        with_body: bool,
-    ) -> AppResult<Vec<ArticleView>> {
-        let ids: Vec<i64> = rows.iter().map(|(a, _)| a.id).collect();
-        let mut tags = repo::tags_of(&self.db, &ids).await?;
-        let counts = repo::favorite_counts(&self.db, &ids).await?;
-        let favorited = match viewer {
-            Some(p) => repo::favorited_among(&self.db, p.user_id, &ids).await?,
-            None => HashSet::new(),
-        };
-        let authors = author_views(&self.db, viewer, rows.iter().map(|(_, u)| u)).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(article, author)| ArticleView {
-                tag_list: tags.remove(&article.id).unwrap_or_default(),
-                favorited: favorited.contains(&article.id),
-                favorites_count: counts.get(&article.id).copied().unwrap_or(0),
-                author: authors
-                    .get(&author.id)
-                    .cloned()
-                    .unwrap_or_else(|| ProfileView::of(&author, false)),
-                body: with_body.then_some(article.body),
-                slug: article.slug,
-                title: article.title,
-                description: article.description,
-                created_at: article.created_at,
-                updated_at: article.updated_at,
-            })
-            .collect())
-    }
+/// Completes rows into views with a fixed number of statements, whatever their number.
+async fn views(
+    db: &impl ConnectionTrait,
+    viewer: Option<Principal>,
+    rows: Vec<ArticleRow>,
+    with_body: bool,
+) -> AppResult<Vec<ArticleView>> {
+    let ids: Vec<i64> = rows.iter().map(|(a, _)| a.id).collect();
+    let mut tags = repo::tags_of(db, &ids).await?;
+    let counts = repo::favorite_counts(db, &ids).await?;
+    let favorited = match viewer {
+        Some(p) => repo::favorited_among(db, p.user_id, &ids).await?,
+        None => HashSet::new(),
+    };
+    let authors = author_views(db, viewer, rows.iter().map(|(_, u)| u)).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(article, author)| ArticleView {
+            tag_list: tags.remove(&article.id).unwrap_or_default(),
+            favorited: favorited.contains(&article.id),
+            favorites_count: counts.get(&article.id).copied().unwrap_or(0),
+            author: authors
+                .get(&author.id)
+                .cloned()
+                .unwrap_or_else(|| ProfileView::of(&author, false)),
+            body: with_body.then_some(article.body),
+            slug: article.slug,
+            title: article.title,
+            description: article.description,
+            created_at: article.created_at,
+            updated_at: article.updated_at,
+        })
+        .collect())
 }
 
 /// Attempts at a unique slug before answering 409: the first is the kebab-case title when
