@@ -108,20 +108,20 @@ async fn readiness_reports_draining_over_http() {
     let server = TestServer::start_with(&[("CONDUIT__SERVER__DRAIN_DELAY", "5s")]).await;
     server.terminate();
     let http = server.http();
-    let mut last = None;
-    for _ in 0..100 {
-        let response = http
-            .get(server.url("/readyz"))
-            .send()
-            .await
-            .expect("readyz");
-        if response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
-            last = Some(response.json::<Value>().await.expect("json"));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let body = last.expect("readyz turned 503 while draining");
+    assert!(
+        server
+            .wait_for_readyz(reqwest::StatusCode::SERVICE_UNAVAILABLE)
+            .await,
+        "readyz turned 503 while draining"
+    );
+    let body: Value = http
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(body["status"], "unavailable");
     assert!(
         body["reason"]

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Rest, TestServer, grpc_request, unique};
+use common::{Rest, TestServer, grpc_frame, grpc_request, unique};
 use conduit::proto::conduit::v1::{self as pb, article_service_client::ArticleServiceClient};
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{
@@ -416,14 +416,6 @@ async fn access_lines_name_the_caller_never_the_credentials() {
     );
 }
 
-fn grpc_web_frame(message: &impl prost::Message) -> Vec<u8> {
-    let payload = message.encode_to_vec();
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&payload);
-    frame
-}
-
 #[tokio::test]
 async fn grpc_web_outcomes_and_the_in_flight_gauge() {
     let server = TestServer::start().await;
@@ -433,7 +425,7 @@ async fn grpc_web_outcomes_and_the_in_flight_gauge() {
             .post(server.url("/conduit.v1.ArticleService/GetArticle"))
             .header("content-type", "application/grpc-web+proto")
             .header("x-request-id", "web-missing")
-            .body(grpc_web_frame(&pb::GetArticleRequest { slug: slug.into() }))
+            .body(grpc_frame(&pb::GetArticleRequest { slug: slug.into() }))
             .send()
             .await
             .expect("grpc-web");
@@ -444,7 +436,7 @@ async fn grpc_web_outcomes_and_the_in_flight_gauge() {
         .post(server.url("/conduit.v1.TagService/ListTags"))
         .header("content-type", "application/grpc-web+proto")
         .header("x-request-id", "web-ok")
-        .body(grpc_web_frame(&pb::ListTagsRequest {}))
+        .body(grpc_frame(&pb::ListTagsRequest {}))
         .send()
         .await
         .expect("grpc-web");
@@ -543,15 +535,12 @@ async fn losing_the_database_turns_not_ready_and_recovery_needs_no_restart() {
         ))
         .await
         .expect("terminate");
-    let mut down = false;
-    for _ in 0..150 {
-        if ready().await == StatusCode::SERVICE_UNAVAILABLE {
-            down = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(down, "readyz never reported the outage");
+    assert!(
+        server
+            .wait_for_readyz(StatusCode::SERVICE_UNAVAILABLE)
+            .await,
+        "readyz never reported the outage"
+    );
     let body: Value = http
         .get(server.url("/readyz"))
         .send()
@@ -580,15 +569,10 @@ async fn losing_the_database_turns_not_ready_and_recovery_needs_no_restart() {
         .execute_unprepared(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
         .await
         .expect("allow");
-    let mut up = false;
-    for _ in 0..150 {
-        if ready().await == StatusCode::OK {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(up, "readyz never recovered");
+    assert!(
+        server.wait_for_readyz(StatusCode::OK).await,
+        "readyz never recovered"
+    );
     assert_eq!(
         check(&mut health).await.expect("check"),
         1,

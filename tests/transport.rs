@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, unique};
+use common::{TestServer, grpc_frame, unique};
 use conduit::proto::conduit::v1::{self as pb, user_service_client::UserServiceClient};
 use prost::Message;
 use reqwest::StatusCode;
@@ -339,7 +339,7 @@ async fn deadlines_answer_in_each_protocol() {
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .header("grpc-timeout", "1m")
-        .body(grpc_web_frame(&pb::RegisterRequest {
+        .body(grpc_frame(&pb::RegisterRequest {
             username: name.clone(),
             email: format!("{name}@x.io"),
             password: "password".into(),
@@ -353,15 +353,6 @@ async fn deadlines_answer_in_each_protocol() {
         "gRPC errors are HTTP 200"
     );
     assert_eq!(response.headers()["grpc-status"], "4", "DEADLINE_EXCEEDED");
-}
-
-/// Length-prefixed message framing, shared by gRPC and gRPC-Web.
-fn grpc_web_frame(message: &impl Message) -> Vec<u8> {
-    let payload = message.encode_to_vec();
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&payload);
-    frame
 }
 
 /// Splits a gRPC-Web response body into its data messages and its trailer block.
@@ -418,7 +409,7 @@ async fn grpc_web_from_a_browser_origin() {
         .header("content-type", "application/grpc-web+proto")
         .header("x-grpc-web", "1")
         .header("accept-encoding", "gzip")
-        .body(grpc_web_frame(&pb::RegisterRequest {
+        .body(grpc_frame(&pb::RegisterRequest {
             username: name.clone(),
             email: format!("{name}@example.com"),
             password: "browserpw".into(),
@@ -454,7 +445,7 @@ async fn grpc_web_from_a_browser_origin() {
     let error = http
         .post(server.url("/conduit.v1.UserService/GetCurrentUser"))
         .header("content-type", "application/grpc-web+proto")
-        .body(grpc_web_frame(&pb::GetCurrentUserRequest {}))
+        .body(grpc_frame(&pb::GetCurrentUserRequest {}))
         .send()
         .await
         .expect("grpc-web call");

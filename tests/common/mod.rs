@@ -359,3 +359,29 @@ impl TestServer {
         None
     }
 }
+
+impl TestServer {
+    /// Polls `/readyz` until it answers `status`; false if it never does (a guard of about
+    /// 15 s against hanging, not a timing expectation).
+    pub async fn wait_for_readyz(&self, status: reqwest::StatusCode) -> bool {
+        let http = reqwest::Client::new();
+        for _ in 0..150 {
+            if let Ok(response) = http.get(self.url("/readyz")).send().await
+                && response.status() == status
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+}
+
+/// Length-prefixed message framing, shared by gRPC and gRPC-Web.
+pub fn grpc_frame(message: &impl prost::Message) -> Vec<u8> {
+    let payload = message.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&payload);
+    frame
+}
