@@ -470,12 +470,15 @@ pub(crate) fn redact_url_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    // The host follows the last '@': a password may contain '@' itself.
-    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+    // Credentials live in the authority, before the path, query or fragment; the host
+    // follows its last '@' (a password may contain '@').
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
         return url.to_string();
     };
     match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:{REDACTED}@{host}"),
+        Some((user, _)) => format!("{scheme}://{user}:{REDACTED}@{host}{tail}"),
         None => url.to_string(),
     }
 }
@@ -611,6 +614,10 @@ mod tests {
         assert_eq!(
             redact_url_password("postgres://app:p@ss@db:5432/x"),
             "postgres://app:<redacted>@db:5432/x"
+        );
+        assert_eq!(
+            redact_url_password("postgres://app:pw@db/x?application_name=a@b"),
+            "postgres://app:<redacted>@db/x?application_name=a@b"
         );
     }
 

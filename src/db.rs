@@ -169,3 +169,25 @@ pub async fn begin_snapshot(
         _ => db.begin().await,
     }
 }
+
+/// `(open, idle)` connections of the pool.
+pub fn pool_usage(db: &DatabaseConnection) -> (u32, usize) {
+    match db.get_database_backend() {
+        DbBackend::Postgres => {
+            let pool = db.get_postgres_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+        DbBackend::Sqlite => {
+            let pool = db.get_sqlite_connection_pool();
+            (pool.size(), pool.num_idle())
+        }
+        _ => (0, 0),
+    }
+}
+
+/// Whether every pooled connection is checked out: a ping that found no connection then
+/// says "busy", not "down".
+pub fn pool_saturated(db: &DatabaseConnection, max_connections: u32) -> bool {
+    let (size, idle) = pool_usage(db);
+    size >= max_connections && idle == 0
+}

@@ -182,13 +182,39 @@ impl From<JsonRejection> for AppError {
 /// later, and not a bug to track); anything else is internal unless a caller maps it first.
 impl From<sea_orm::DbErr> for AppError {
     fn from(e: sea_orm::DbErr) -> Self {
-        match e {
-            sea_orm::DbErr::ConnectionAcquire(_) | sea_orm::DbErr::Conn(_) => {
-                tracing::warn!(error = %e, "database unavailable");
-                AppError::Unavailable("database")
-            }
-            other => AppError::Internal(other.into()),
+        if is_unavailable(&e) {
+            tracing::warn!(error = %e, "database unavailable");
+            AppError::Unavailable("database")
+        } else {
+            AppError::Internal(e.into())
         }
+    }
+}
+
+/// The database could not serve the statement (unreachable, restarting, connection lost
+/// mid-query, SQLite locked past its busy timeout), as opposed to a statement that failed.
+fn is_unavailable(e: &sea_orm::DbErr) -> bool {
+    use sea_orm::{DbErr, RuntimeErr, sqlx::Error as Sqlx};
+    let sqlx = match e {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => return true,
+        DbErr::Query(RuntimeErr::SqlxError(e)) | DbErr::Exec(RuntimeErr::SqlxError(e)) => e,
+        _ => return false,
+    };
+    match sqlx.as_ref() {
+        Sqlx::Io(_)
+        | Sqlx::Protocol(_)
+        | Sqlx::PoolTimedOut
+        | Sqlx::PoolClosed
+        | Sqlx::WorkerCrashed => true,
+        Sqlx::Database(db) => {
+            // Postgres: 08xxx connection exceptions, 57P0x shutdown/restart;
+            // SQLite: 5 (BUSY) and its extended codes, 6 (LOCKED).
+            let code = db.code().unwrap_or_default();
+            code.starts_with("08")
+                || code.starts_with("57P")
+                || matches!(code.as_ref(), "5" | "6" | "261" | "517" | "773")
+        }
+        _ => false,
     }
 }
 

@@ -125,14 +125,16 @@ impl Lifecycle {
 
     /// Periodic database check that drives readiness, so probes and gRPC health report
     /// NOT_SERVING within seconds of losing the database, and recover on their own.
-    /// A refused or failed check counts at once; a check that merely found the pool busy
-    /// (no answer within the interval) counts only when it keeps happening, so a
-    /// saturated pool does not take every replica out of rotation at the same moment.
+    /// A failed check counts at once, and so does one without an answer while the pool had
+    /// room (a refused or unreachable server). Only a check that found every connection
+    /// checked out counts as "busy", and only after it keeps happening, so a saturated
+    /// pool does not take every replica out of rotation at the same moment.
     fn spawn_database_watch(&self) {
         const INCONCLUSIVE_CHECKS_TOLERATED: u32 = 3;
         let db = self.db.clone();
         let readiness = self.readiness.clone();
         let interval = self.settings.database.health_check_interval;
+        let max_connections = self.settings.database.max_connections;
         self.spawn_worker("database-watch", move |stop| async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -150,10 +152,16 @@ impl Lifecycle {
                     Ok(Err(sea_orm::DbErr::ConnectionAcquire(
                         sea_orm::error::ConnAcquireErr::Timeout,
                     )))
-                    | Err(_) => {
+                    | Err(_)
+                        if crate::db::pool_saturated(&db, max_connections) =>
+                    {
                         inconclusive += 1;
                         inconclusive < INCONCLUSIVE_CHECKS_TOLERATED
                             && readiness.current().database_up
+                    }
+                    Err(_) => {
+                        tracing::warn!("database check got no answer");
+                        false
                     }
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "database check failed");

@@ -5,7 +5,7 @@
 
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use sea_orm::{DatabaseConnection, DbBackend};
+use sea_orm::DatabaseConnection;
 
 pub const REQUESTS: &str = "http_server_requests_total";
 pub const DURATION: &str = "http_server_request_duration_seconds";
@@ -72,17 +72,7 @@ pub fn router(handle: PrometheusHandle, db: DatabaseConnection, max_connections:
 
 async fn scrape(State(s): State<Scrape>) -> impl IntoResponse {
     // Pool gauges are sampled when scraped: always current, no sampling task.
-    let (size, idle) = match s.db.get_database_backend() {
-        DbBackend::Postgres => {
-            let pool = s.db.get_postgres_connection_pool();
-            (pool.size(), pool.num_idle())
-        }
-        DbBackend::Sqlite => {
-            let pool = s.db.get_sqlite_connection_pool();
-            (pool.size(), pool.num_idle())
-        }
-        _ => (0, 0),
-    };
+    let (size, idle) = crate::db::pool_usage(&s.db);
     let idle = idle as f64;
     metrics::gauge!(DB_CONNECTIONS, "state" => "idle").set(idle);
     metrics::gauge!(DB_CONNECTIONS, "state" => "used").set((size as f64 - idle).max(0.0));

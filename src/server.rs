@@ -374,9 +374,10 @@ pub async fn serve(
     drop(listener);
     admin_stop.cancel();
     tracing::info!("listener closed; waiting for in-flight requests");
+    let mut admin_task = admin_task;
     let drained = async {
         graceful.shutdown().await;
-        if let Some(task) = admin_task {
+        if let Some(task) = admin_task.as_mut() {
             let _ = task.await;
         }
     };
@@ -386,5 +387,8 @@ pub async fn serve(
     {
         tracing::warn!(timeout = ?settings.shutdown_timeout, "requests still open at shutdown timeout; closing them");
         connections.abort_all();
+        if let Some(task) = admin_task {
+            task.abort();
+        }
     }
 }

@@ -121,7 +121,10 @@ impl Telemetry {
 
     /// Flushes buffered spans and error events; the last step of shutdown.
     pub fn shutdown(self) {
-        if let Err(e) = self.tracer_provider.shutdown() {
+        if let Err(e) = self
+            .tracer_provider
+            .shutdown_with_timeout(std::time::Duration::from_secs(3))
+        {
             eprintln!("conduit: flushing traces: {e}");
         }
         if let Some(sentry) = self.sentry {

@@ -564,12 +564,20 @@ async fn comments_and_what_deleting_an_article_takes_with_it() {
     .await;
     let linked =
         |table: &str| format!("SELECT COUNT(*) FROM {table} WHERE article_id = {article_id}");
-    api.post(
-        &format!("/api/articles/{slug}/favorite"),
-        Some(&commenter_token),
-        json!({}),
-    )
-    .await;
+    let (status, _) = api
+        .post(
+            &format!("/api/articles/{slug}/favorite"),
+            Some(&commenter_token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for table in ["comments", "favorites", "article_tags"] {
+        assert!(
+            scalar(&side, &linked(table)).await > 0,
+            "{table} has rows to delete"
+        );
+    }
     assert_eq!(
         api.delete(&format!("/api/articles/{slug}"), Some(&author_token))
             .await

@@ -347,6 +347,31 @@ async fn grpc_errors_carry_codes_and_field_details() {
     assert_eq!(status.code(), Code::AlreadyExists);
     assert_eq!(status.message(), "username has already been taken");
 
+    // Taking a name on update is ALREADY_EXISTS over gRPC too (REST says 422, per spec).
+    let other_token = users
+        .register(pb::RegisterRequest {
+            username: unique("other"),
+            email: format!("{}@x.io", unique("other")),
+            password: "pw123456".into(),
+        })
+        .await
+        .expect("register")
+        .into_inner()
+        .user
+        .expect("user")
+        .token;
+    let status = users
+        .update_user(grpc_request(
+            pb::UpdateUserRequest {
+                username: Some(name.clone()),
+                ..Default::default()
+            },
+            Some(&other_token),
+        ))
+        .await
+        .expect_err("taken");
+    assert_eq!(status.code(), Code::AlreadyExists);
+
     let status = users
         .login(pb::LoginRequest {
             email: format!("{name}@x.io"),

@@ -43,6 +43,9 @@ fn is_quiet(path: &str) -> bool {
 struct RequestInfo {
     principal: OnceLock<i64>,
     route: OnceLock<String>,
+    /// `package.Service/Method`, recorded when a registered gRPC service matched (after
+    /// any base-path rewrite).
+    grpc_method: OnceLock<String>,
     /// Set from inside the gRPC-Web translation, where the gRPC trailers still exist
     /// (tonic-web folds them into the body before they reach this layer).
     grpc_code: OnceLock<i32>,
@@ -82,7 +85,14 @@ impl GrpcOutcome {
 /// operation in metrics and spans, never a raw path a caller chose.
 pub async fn record_route(route: Option<MatchedPath>, request: Request, next: Next) -> Response {
     if let (Some(route), Some(slot)) = (route, request.extensions().get::<InfoSlot>()) {
-        let _ = slot.0.route.set(route.as_str().to_string());
+        if route.as_str().ends_with("/{*rest}") {
+            let _ = slot
+                .0
+                .grpc_method
+                .set(request.uri().path().trim_start_matches('/').to_string());
+        } else {
+            let _ = slot.0.route.set(route.as_str().to_string());
+        }
     }
     next.run(request).await
 }
@@ -294,22 +304,19 @@ impl Completion {
     /// Bounded label values: a registered gRPC method or a REST route template, never a
     /// raw path or method a caller chose (they would let any caller mint new series).
     fn operation(&self, code: Option<i32>) -> String {
-        let route = self.info.0.route.get();
-        let grpc_service_matched = route.is_some_and(|r| r.ends_with("/{*rest}"));
         if self.protocol.is_grpc() {
-            if grpc_service_matched && code != Some(tonic::Code::Unimplemented as i32) {
-                self.path.trim_start_matches('/').to_string()
-            } else {
-                "unknown".into()
+            match self.info.0.grpc_method.get() {
+                Some(method) if code != Some(tonic::Code::Unimplemented as i32) => method.clone(),
+                _ => "unknown".into(),
             }
         } else {
             let method = match self.method.as_str() {
                 m @ ("GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS") => m,
                 _ => "OTHER",
             };
-            match route {
-                Some(route) if !grpc_service_matched => format!("{method} {route}"),
-                _ => format!("{method} unmatched"),
+            match self.info.0.route.get() {
+                Some(route) => format!("{method} {route}"),
+                None => format!("{method} unmatched"),
             }
         }
     }

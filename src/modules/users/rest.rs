@@ -8,7 +8,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::service::{AuthenticatedUser, Credentials, Registration, UserChanges, UserService};
 use crate::{
     auth::Principal,
-    error::{AppResult, GenericErrorModel},
+    error::{AppError, AppResult, GenericErrorModel},
     rest::{Json, double_option},
     state::AppState,
 };
@@ -103,6 +103,17 @@ impl From<AuthenticatedUser> for UserResponse {
     }
 }
 
+/// The RealWorld spec answers a taken username or email with 409 on registration but 422
+/// on update (UpdateCurrentUser lists no 409). gRPC keeps ALREADY_EXISTS for both.
+fn taken_is_invalid(e: AppError) -> AppError {
+    match e {
+        AppError::Conflict(field) => {
+            AppError::Validation(vec![(field, "has already been taken".into())])
+        }
+        other => other,
+    }
+}
+
 /// Register a new user
 #[utoipa::path(post, path = "/users", tag = TAG, operation_id = "CreateUser",
     request_body = NewUserRequest,
@@ -185,6 +196,9 @@ async fn update_user(
         bio: u.bio,
         image: u.image,
     };
-    let user = UserService::new(&state).update(principal, changes).await?;
+    let user = UserService::new(&state)
+        .update(principal, changes)
+        .await
+        .map_err(taken_is_invalid)?;
     Ok(Json(user.into()))
 }

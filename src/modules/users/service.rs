@@ -21,17 +21,6 @@ pub const MAX_PASSWORD_CHARS: usize = 256;
 pub const MAX_BIO_CHARS: usize = 1_000;
 pub const MAX_IMAGE_CHARS: usize = 2_048;
 
-/// The RealWorld spec answers a taken username or email with 409 on registration but 422
-/// on update (UpdateCurrentUser lists no 409).
-fn taken_is_invalid(e: AppError) -> AppError {
-    match e {
-        AppError::Conflict(field) => {
-            AppError::Validation(vec![(field, "has already been taken".into())])
-        }
-        other => other,
-    }
-}
-
 /// A user as shown to itself, with a fresh token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthenticatedUser {
@@ -167,16 +156,14 @@ impl UserService {
             && username != user.username
         {
             self.ensure_free(Column::Username, &username, Some(user.id), "username")
-                .await
-                .map_err(taken_is_invalid)?;
+                .await?;
             row.username = Set(username);
         }
         if let Some(email) = changes.email.map(|e| e.trim().to_string())
             && email != user.email
         {
             self.ensure_free(Column::Email, &email, Some(user.id), "email")
-                .await
-                .map_err(taken_is_invalid)?;
+                .await?;
             row.email = Set(email);
         }
         if let Some(new_password) = changes.password {
@@ -188,7 +175,7 @@ impl UserService {
         if let Some(image) = changes.image {
             row.image = Set(empty_as_none(image));
         }
-        let updated = repo::save(&self.db, row).await.map_err(taken_is_invalid)?;
+        let updated = repo::save(&self.db, row).await?;
         self.authenticated(updated)
     }
 
