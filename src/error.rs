@@ -48,10 +48,6 @@ pub enum AppError {
 pub type AppResult<T> = Result<T, AppError>;
 
 impl AppError {
-    pub fn blank(field: &'static str) -> Self {
-        AppError::Validation(vec![(field, "can't be blank".into())])
-    }
-
     pub fn internal(e: impl Into<anyhow::Error>) -> Self {
         AppError::Internal(e.into())
     }
@@ -109,7 +105,8 @@ impl AppError {
     }
 }
 
-fn internal_message() -> String {
+/// What a client sees of an internal failure: the id to quote, nothing else.
+pub(crate) fn internal_message() -> String {
     match request_id::current() {
         Some(id) => format!("internal error (request id {id})"),
         None => "internal error".into(),

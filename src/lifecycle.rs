@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use sea_orm::DatabaseConnection;
 use tokio::sync::watch;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic_health::{ServingStatus, server::HealthReporter};
@@ -71,16 +70,14 @@ impl Readiness {
 }
 
 pub struct Lifecycle {
-    settings: Arc<Settings>,
-    db: DatabaseConnection,
-    readiness: Readiness,
+    /// The settings, the database connection and readiness, built once and shared with
+    /// every handler (one set of token keys).
+    state: AppState,
     workers: TaskTracker,
     stop_workers: CancellationToken,
     /// Cancelled when the drain delay is over: long-lived streams we own end then, so they
     /// do not hold connections open until `server.shutdown_timeout`.
     streams_closing: CancellationToken,
-    /// Built once: handlers share one set of token keys.
-    state: AppState,
 }
 
 impl Lifecycle {
@@ -92,13 +89,8 @@ impl Lifecycle {
             db::migrate(&db, &settings.database).await?;
             tracing::info!("migrations applied");
         }
-        let readiness = Readiness::new();
-        let state = AppState::new(settings.clone(), db.clone(), readiness.clone());
         let lifecycle = Lifecycle {
-            settings,
-            db,
-            state,
-            readiness,
+            state: AppState::new(settings, db, Readiness::new()),
             workers: TaskTracker::new(),
             stop_workers: CancellationToken::new(),
             streams_closing: CancellationToken::new(),
@@ -131,10 +123,10 @@ impl Lifecycle {
     /// pool does not take every replica out of rotation at the same moment.
     fn spawn_database_watch(&self) {
         const INCONCLUSIVE_CHECKS_TOLERATED: u32 = 3;
-        let db = self.db.clone();
-        let readiness = self.readiness.clone();
-        let interval = self.settings.database.health_check_interval;
-        let max_connections = self.settings.database.max_connections;
+        let db = self.state.db.clone();
+        let readiness = self.state.readiness.clone();
+        let interval = self.state.settings.database.health_check_interval;
+        let max_connections = self.state.settings.database.max_connections;
         self.spawn_worker("database-watch", move |stop| async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -186,7 +178,7 @@ impl Lifecycle {
     /// `Health/Watch` stream (after it has reported NOT_SERVING); otherwise each watcher
     /// would hold its connection until the shutdown timeout.
     pub fn mirror_health(&self, mut reporter: HealthReporter, services: Vec<&'static str>) {
-        let mut changes = self.readiness.subscribe();
+        let mut changes = self.state.readiness.subscribe();
         let closing = self.streams_closing.clone();
         self.spawn_worker("grpc-health", move |stop| async move {
             let names: Vec<&'static str> = std::iter::once("").chain(services).collect();
@@ -222,9 +214,9 @@ impl Lifecycle {
     /// First step of shutdown: report not ready (HTTP and gRPC health), then give load
     /// balancers `server.drain_delay` to stop sending before the listener closes.
     pub async fn begin_drain(&self) {
-        self.readiness.update(|s| s.draining = true);
-        tracing::info!(drain_delay = ?self.settings.server.drain_delay, "draining");
-        tokio::time::sleep(self.settings.server.drain_delay).await;
+        self.state.readiness.update(|s| s.draining = true);
+        tracing::info!(drain_delay = ?self.state.settings.server.drain_delay, "draining");
+        tokio::time::sleep(self.state.settings.server.drain_delay).await;
         self.streams_closing.cancel();
     }
 
@@ -240,7 +232,7 @@ impl Lifecycle {
         }
         // Closing waits for checked-out connections; one stuck on a lock must not hold the
         // process past its grace period.
-        match tokio::time::timeout(TEARDOWN_STEP_TIMEOUT, self.db.close()).await {
+        match tokio::time::timeout(TEARDOWN_STEP_TIMEOUT, self.state.db.close()).await {
             Ok(closed) => closed.context("closing the database")?,
             Err(_) => tracing::warn!("database connections still busy; leaving them to the OS"),
         }

@@ -135,11 +135,14 @@ impl Telemetry {
 
 /// The current span's trace id (32 hex digits), if there is a valid one.
 pub fn current_trace_id() -> Option<String> {
+    trace_id_of(&tracing::Span::current())
+}
+
+/// `span`'s trace id (32 hex digits), if there is a valid one.
+pub fn trace_id_of(span: &tracing::Span) -> Option<String> {
     use opentelemetry::trace::TraceContextExt;
-    let context = tracing::Span::current().context();
-    let span = context.span();
-    let span_context = span.span_context();
-    span_context
-        .is_valid()
-        .then(|| span_context.trace_id().to_string())
+    let context = span.context();
+    let otel_span = context.span();
+    let ids = otel_span.span_context();
+    ids.is_valid().then(|| ids.trace_id().to_string())
 }

@@ -167,13 +167,7 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         p.extract(&HeaderExtractor(request.headers()))
     });
     let _ = span.set_parent(parent);
-    let trace_id = {
-        use opentelemetry::trace::TraceContextExt;
-        let context = span.context();
-        let span_ref = context.span();
-        let ids = span_ref.span_context();
-        ids.is_valid().then(|| ids.trace_id().to_string())
-    };
+    let trace_id = crate::telemetry::trace_id_of(&span);
     if let Some(id) = &trace_id {
         span.record("trace_id", id.as_str());
     }

@@ -24,10 +24,7 @@ pub async fn catch(request: Request, next: Next) -> Response {
                 trace_id = crate::telemetry::current_trace_id(),
                 "handler panicked"
             );
-            let message = match request_id::current() {
-                Some(id) => format!("internal error (request id {id})"),
-                None => "internal error".into(),
-            };
+            let message = crate::error::internal_message();
             layer_error(
                 protocol,
                 tonic::Status::internal(message.clone()),
