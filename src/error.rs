@@ -34,6 +34,11 @@ pub enum AppError {
     /// 409 / ALREADY_EXISTS: the named field must be unique.
     #[error("{0} has already been taken")]
     Conflict(&'static str),
+    /// 409 / ABORTED: lost a race with a concurrent request (a deadlock or serialization
+    /// failure that bounded retries did not resolve, an idempotency key still in use).
+    /// Nothing was written; the same request may simply be retried.
+    #[error("{0}: concurrent request, retry")]
+    Contention(&'static str),
     /// 413 / RESOURCE_EXHAUSTED.
     #[error("request body is too large")]
     PayloadTooLarge,
@@ -58,7 +63,7 @@ impl AppError {
             AppError::Unauthorized(..) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
-            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::Conflict(_) | AppError::Contention(_) => StatusCode::CONFLICT,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -72,6 +77,7 @@ impl AppError {
             AppError::Forbidden(_) => Code::PermissionDenied,
             AppError::NotFound(_) => Code::NotFound,
             AppError::Conflict(_) => Code::AlreadyExists,
+            AppError::Contention(_) => Code::Aborted,
             AppError::PayloadTooLarge => Code::ResourceExhausted,
             AppError::Unavailable(_) => Code::Unavailable,
             AppError::Internal(_) => Code::Internal,
@@ -86,6 +92,9 @@ impl AppError {
             AppError::Forbidden(resource) => vec![(resource, "forbidden".into())],
             AppError::NotFound(resource) => vec![(resource, "not found".into())],
             AppError::Conflict(field) => vec![(field, "has already been taken".into())],
+            AppError::Contention(what) => {
+                vec![(what, "was changed by a concurrent request; retry".into())]
+            }
             AppError::PayloadTooLarge => vec![("body", "is too large".into())],
             AppError::Unavailable(what) => vec![(what, "unavailable".into())],
             AppError::Internal(_) => vec![("internal", internal_message())],
@@ -179,12 +188,31 @@ impl From<JsonRejection> for AppError {
 /// later, and not a bug to track); anything else is internal unless a caller maps it first.
 impl From<sea_orm::DbErr> for AppError {
     fn from(e: sea_orm::DbErr) -> Self {
-        if is_unavailable(&e) {
+        if lost_a_race(&e) {
+            AppError::Contention("database")
+        } else if is_unavailable(&e) {
             tracing::warn!(error = %e, "database unavailable");
             AppError::Unavailable("database")
         } else {
             AppError::Internal(e.into())
         }
+    }
+}
+
+/// Postgres chose this transaction as a deadlock victim (40P01) or could not serialize it
+/// (40001): nothing it did was kept, and running it again can succeed.
+fn lost_a_race(e: &sea_orm::DbErr) -> bool {
+    use sea_orm::{DbErr, RuntimeErr, sqlx::Error as Sqlx};
+    match e {
+        DbErr::Query(RuntimeErr::SqlxError(e)) | DbErr::Exec(RuntimeErr::SqlxError(e)) => {
+            match e.as_ref() {
+                Sqlx::Database(db) => {
+                    matches!(db.code().as_deref(), Some("40P01") | Some("40001"))
+                }
+                _ => false,
+            }
+        }
+        _ => false,
     }
 }
 

@@ -123,7 +123,7 @@ impl Lifecycle {
     /// pool does not take every replica out of rotation at the same moment.
     fn spawn_database_watch(&self) {
         const INCONCLUSIVE_CHECKS_TOLERATED: u32 = 3;
-        let db = self.state.db.clone();
+        let db = self.state.db().clone();
         let readiness = self.state.readiness.clone();
         let interval = self.state.settings.database.health_check_interval;
         let max_connections = self.state.settings.database.max_connections;
@@ -230,9 +230,17 @@ impl Lifecycle {
         {
             tracing::warn!("background workers did not stop in time");
         }
+        // Units of database work run on after their requests were cut off; let them commit
+        // or roll back before the pool closes.
+        if tokio::time::timeout(TEARDOWN_STEP_TIMEOUT, self.state.store.finish_units())
+            .await
+            .is_err()
+        {
+            tracing::warn!("database work still running at shutdown");
+        }
         // Closing waits for checked-out connections; one stuck on a lock must not hold the
         // process past its grace period.
-        match tokio::time::timeout(TEARDOWN_STEP_TIMEOUT, self.state.db.close()).await {
+        match tokio::time::timeout(TEARDOWN_STEP_TIMEOUT, self.state.db().clone().close()).await {
             Ok(closed) => closed.context("closing the database")?,
             Err(_) => tracing::warn!("database connections still busy; leaving them to the OS"),
         }

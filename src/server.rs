@@ -109,7 +109,11 @@ pub fn routers(
         );
 
     let probes = probes::router(state.readiness.clone());
-    let metrics = metrics::router(metrics, state.db.clone(), settings.database.max_connections);
+    let metrics = metrics::router(
+        metrics,
+        state.db().clone(),
+        settings.database.max_connections,
+    );
     // Names gRPC operations only after a registered service matched (see `observe`).
     let grpc_router = grpc
         .router

@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 
-use crate::{auth::TokenKeys, config::Settings, lifecycle::Readiness};
+use crate::{auth::TokenKeys, config::Settings, db::Store, lifecycle::Readiness};
 
 #[derive(Clone)]
 pub struct AppState {
     pub settings: Arc<Settings>,
-    pub db: DatabaseConnection,
+    /// The database: services run their work in its units.
+    pub store: Store,
     pub readiness: Readiness,
     pub tokens: Arc<TokenKeys>,
 }
@@ -17,11 +18,17 @@ pub struct AppState {
 impl AppState {
     pub fn new(settings: Arc<Settings>, db: DatabaseConnection, readiness: Readiness) -> Self {
         let tokens = Arc::new(TokenKeys::new(&settings.auth));
+        let store = Store::new(db, settings.database.max_connections);
         Self {
             settings,
-            db,
+            store,
             readiness,
             tokens,
         }
+    }
+
+    /// The pool itself, for infrastructure (health checks, pool metrics, shutdown).
+    pub fn db(&self) -> &DatabaseConnection {
+        self.store.connection()
     }
 }

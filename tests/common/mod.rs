@@ -120,10 +120,14 @@ impl TestServer {
     }
 
     pub async fn start_with(env: &[(&str, &str)]) -> TestServer {
+        Self::start_on(TestDb::new().await, env).await
+    }
+
+    /// A server on a database the test prepared (e.g. reached through a relay).
+    pub async fn start_on(db: TestDb, env: &[(&str, &str)]) -> TestServer {
         // reqwest is built with rustls but no provider of its own (the server's choice);
         // every test starts a server before it builds a client.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let db = TestDb::new().await;
         let workdir = tempfile::tempdir().expect("workdir");
         let mut cmd = base_command(&db.url, workdir.path());
         for (k, v) in env {
@@ -384,4 +388,63 @@ pub fn grpc_frame(message: &impl prost::Message) -> Vec<u8> {
     frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     frame.extend_from_slice(&payload);
     frame
+}
+
+/// A TCP relay on loopback that delays every chunk by `latency` in each direction: a
+/// database "across the network", so a request cancelled mid-statement is likely to be
+/// cancelled while a round trip is in flight. Returns the relay's address.
+pub async fn latency_proxy(target: SocketAddr, latency: Duration) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        latency: Duration,
+    ) {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            tokio::time::sleep(latency).await;
+            if to.write_all(&buffer[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind relay");
+    let addr = listener.local_addr().expect("relay addr");
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(upstream) = tokio::net::TcpStream::connect(target).await else {
+                continue;
+            };
+            let (client_read, client_write) = client.into_split();
+            let (upstream_read, upstream_write) = upstream.into_split();
+            tokio::spawn(pump(client_read, upstream_write, latency));
+            tokio::spawn(pump(upstream_read, client_write, latency));
+        }
+    });
+    addr
+}
+
+impl TestDb {
+    /// The Postgres server this database lives on, and the same database's URL with that
+    /// address replaced by `relay` (Postgres only).
+    pub fn postgres_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref()?;
+        let authority = self.url.split('@').nth(1)?.split('/').next()?;
+        std::net::ToSocketAddrs::to_socket_addrs(authority)
+            .ok()?
+            .next()
+    }
+
+    pub fn url_via(&self, relay: SocketAddr) -> Option<String> {
+        self.admin.as_ref()?;
+        let authority = self.url.split('@').nth(1)?.split('/').next()?;
+        Some(self.url.replacen(authority, &relay.to_string(), 1))
+    }
 }

@@ -1,13 +1,17 @@
 //! Queries on articles, their tags and favorites. List queries run a fixed number of
 //! statements whatever the page size: one for the page (authors joined), one for the
 //! total, then one each for tags, favorite counts and the viewer's favorites.
+//!
+//! Lock order for writes: the article row first ([`lock`]), then the rows that hang off it
+//! (tags, favorites, comments), tags in name order. SQLite ignores row locks; its writers
+//! are serialised by `BEGIN IMMEDIATE` instead.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, JoinType, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect, QueryTrait, RelationTrait, Select, Set,
-    sea_query::SelectStatement,
+    sea_query::{LockType, SelectStatement},
 };
 
 use crate::entities::{
@@ -134,6 +138,34 @@ pub async fn find_by_id(db: &impl ConnectionTrait, id: i64) -> Result<Option<Art
     Ok(with_authors(rows).into_iter().next())
 }
 
+/// How a write holds the article it acts on until its transaction ends.
+#[derive(Clone, Copy)]
+pub enum Hold {
+    /// Changing or deleting the article itself.
+    Exclusive,
+    /// Adding or removing what hangs off it (favorites, comments): the article cannot be
+    /// deleted or renamed meanwhile, and such writers do not block each other.
+    Shared,
+}
+
+/// The article by slug, locked as `hold` says. A writer that waited for the lock sees
+/// the row as the previous holder left it: renamed or deleted means `None`.
+pub async fn lock(
+    db: &impl ConnectionTrait,
+    slug: &str,
+    hold: Hold,
+) -> Result<Option<articles::Model>, DbErr> {
+    let lock = match hold {
+        Hold::Exclusive => LockType::Update,
+        Hold::Shared => LockType::KeyShare,
+    };
+    Articles::find()
+        .filter(articles::Column::Slug.eq(slug))
+        .lock(lock)
+        .one(db)
+        .await
+}
+
 pub async fn slug_taken(db: &impl ConnectionTrait, slug: &str) -> Result<bool, DbErr> {
     Ok(Articles::find()
         .filter(articles::Column::Slug.eq(slug))
@@ -231,11 +263,14 @@ pub async fn insert(db: &impl ConnectionTrait, row: NewRow) -> Result<articles::
     .await
 }
 
+/// Saves changes to a locked row. `updatedAt` never goes backwards, even when this
+/// replica's clock is behind the one that wrote last.
 pub async fn save(
     db: &impl ConnectionTrait,
+    previous: &articles::Model,
     mut row: articles::ActiveModel,
 ) -> Result<articles::Model, DbErr> {
-    row.updated_at = Set(chrono::Utc::now());
+    row.updated_at = Set(chrono::Utc::now().max(previous.updated_at));
     row.update(db).await
 }
 
@@ -276,8 +311,9 @@ pub async fn set_tags(
 }
 
 /// Removes the article with everything that hangs off it. Explicit rather than left to
-/// ON DELETE CASCADE, so it holds even where foreign keys are not enforced.
-pub async fn delete(db: &impl ConnectionTrait, article_id: i64) -> Result<(), DbErr> {
+/// ON DELETE CASCADE, so it holds even where foreign keys are not enforced. False when
+/// the article was already gone.
+pub async fn delete(db: &impl ConnectionTrait, article_id: i64) -> Result<bool, DbErr> {
     Comments::delete_many()
         .filter(comments::Column::ArticleId.eq(article_id))
         .exec(db)
@@ -290,8 +326,8 @@ pub async fn delete(db: &impl ConnectionTrait, article_id: i64) -> Result<(), Db
         .filter(article_tags::Column::ArticleId.eq(article_id))
         .exec(db)
         .await?;
-    Articles::delete_by_id(article_id).exec(db).await?;
-    Ok(())
+    let deleted = Articles::delete_by_id(article_id).exec(db).await?;
+    Ok(deleted.rows_affected == 1)
 }
 
 /// Idempotent.

@@ -1,17 +1,20 @@
 //! Articles, the feed and favorites, protocol-free.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::Arc};
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseConnection, IntoActiveModel, Set, SqlErr};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, IntoActiveModel, Set, SqlErr};
 
+pub use super::repo::Hold;
 use super::repo::{self, ArticleRow, Scope};
 use crate::{
     auth::Principal,
+    db::Store,
+    entities::articles,
     error::{AppError, AppResult},
     modules::profiles::service::{ProfileView, author_views},
     state::AppState,
-    validation::Violations,
+    validation::{Violations, lookup_name, normalize_name},
 };
 
 pub const DEFAULT_LIMIT: i64 = 20;
@@ -32,7 +35,7 @@ pub struct ArticleView {
     pub author: ProfileView,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ArticleFilter {
     pub tag: Option<String>,
     pub author: Option<String>,
@@ -85,13 +88,13 @@ pub struct ArticleChanges {
 
 #[derive(Clone)]
 pub struct ArticleService {
-    db: DatabaseConnection,
+    store: Store,
 }
 
 impl ArticleService {
     pub fn new(state: &AppState) -> Self {
         Self {
-            db: state.db.clone(),
+            store: state.store.clone(),
         }
     }
 
@@ -102,39 +105,45 @@ impl ArticleService {
         page: PageRequest,
     ) -> AppResult<ArticlePage> {
         let (limit, offset) = page.validate()?;
-        let scope = Scope::Filtered {
-            tag: filter.tag.as_deref(),
-            author: filter.author.as_deref(),
-            favorited_by: filter.favorited.as_deref(),
-        };
-        self.page(viewer, &scope, limit, offset).await
+        let filter = filter.normalized()?;
+        self.store
+            .read(move |txn| {
+                let filter = filter.clone();
+                Box::pin(async move {
+                    let scope = Scope::Filtered {
+                        tag: filter.tag.as_deref(),
+                        author: filter.author.as_deref(),
+                        favorited_by: filter.favorited.as_deref(),
+                    };
+                    page_in(txn, viewer, &scope, limit, offset).await
+                })
+            })
+            .await
     }
 
     pub async fn feed(&self, viewer: Principal, page: PageRequest) -> AppResult<ArticlePage> {
         let (limit, offset) = page.validate()?;
-        self.page(Some(viewer), &Scope::FeedOf(viewer.user_id), limit, offset)
+        self.store
+            .read(move |txn| {
+                Box::pin(async move {
+                    let scope = Scope::FeedOf(viewer.user_id);
+                    page_in(txn, Some(viewer), &scope, limit, offset).await
+                })
+            })
             .await
     }
 
-    async fn page(
-        &self,
-        viewer: Option<Principal>,
-        scope: &Scope<'_>,
-        limit: u64,
-        offset: u64,
-    ) -> AppResult<ArticlePage> {
-        // One read snapshot, so the total, the page and its counts agree with each other
-        // even while others write.
-        let txn = crate::db::begin_snapshot(&self.db).await?;
-        let (rows, total) = repo::page(&txn, scope, limit, offset).await?;
-        let articles = views(&txn, viewer, rows, false).await?;
-        txn.commit().await?;
-        Ok(ArticlePage { articles, total })
-    }
-
     pub async fn get(&self, viewer: Option<Principal>, slug: &str) -> AppResult<ArticleView> {
-        let row = self.find(slug).await?;
-        self.view(viewer, row).await
+        let slug = lookup_slug(slug)?;
+        self.store
+            .read(move |txn| {
+                let slug = slug.clone();
+                Box::pin(async move {
+                    let row = find_in(txn, &slug).await?;
+                    view_in(txn, viewer, row).await
+                })
+            })
+            .await
     }
 
     pub async fn create(&self, author: Principal, input: NewArticle) -> AppResult<ArticleView> {
@@ -144,27 +153,36 @@ impl ArticleService {
             Some(&input.body),
             Some(&input.tag_list),
         )?;
-        let tags = normalize_tags(input.tag_list);
-        let title = input.title.trim().to_string();
+        let input = Arc::new(NewArticle {
+            title: normalize_name(&input.title),
+            tag_list: normalize_tags(input.tag_list),
+            ..input
+        });
         for attempt in 0..SLUG_ATTEMPTS {
-            let txn = crate::db::begin_write(&self.db).await?;
-            let slug = free_slug(&txn, &title, attempt > 0).await?;
-            let row = repo::NewRow {
-                slug,
-                title: title.clone(),
-                description: input.description.clone(),
-                body: input.body.clone(),
-                author_id: author.user_id,
-            };
-            let article = match repo::insert(&txn, row).await {
-                Ok(article) => article,
-                // A concurrent writer took the slug: roll back, try a suffixed one.
-                Err(e) if is_unique_violation(&e) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            repo::set_tags(&txn, article.id, &tags).await?;
-            txn.commit().await?;
-            return self.reload(author, article.id).await;
+            let input = input.clone();
+            let created = self
+                .store
+                .write(move |txn| {
+                    let input = input.clone();
+                    Box::pin(async move {
+                        let row = repo::NewRow {
+                            slug: free_slug(txn, &input.title, attempt > 0).await?,
+                            title: input.title.clone(),
+                            description: input.description.clone(),
+                            body: input.body.clone(),
+                            author_id: author.user_id,
+                        };
+                        let article = repo::insert(txn, row).await.map_err(slug_taken)?;
+                        repo::set_tags(txn, article.id, &input.tag_list).await?;
+                        reload_in(txn, author, article.id).await
+                    })
+                })
+                .await;
+            match created {
+                // A concurrent writer took the slug: try a suffixed one.
+                Err(AppError::Conflict("slug")) => continue,
+                outcome => return outcome,
+            }
         }
         Err(AppError::Conflict("slug"))
     }
@@ -181,81 +199,158 @@ impl ArticleService {
             changes.body.as_deref(),
             changes.tag_list.as_ref(),
         )?;
+        let slug = lookup_slug(slug)?;
+        let changes = Arc::new(ArticleChanges {
+            title: changes.title.as_deref().map(normalize_name),
+            tag_list: changes.tag_list.map(normalize_tags),
+            ..changes
+        });
         for attempt in 0..SLUG_ATTEMPTS {
-            // Read and write in one transaction: the checks hold for the row we change.
-            let txn = crate::db::begin_write(&self.db).await?;
-            let (article, _) = owned(find_in(&txn, slug).await?, author)?;
-            let mut row = article.clone().into_active_model();
-            if let Some(title) = changes.title.as_deref().map(str::trim)
-                && title != article.title
-            {
-                if slugify(title) != slugify(&article.title) {
-                    row.slug = Set(free_slug(&txn, title, attempt > 0).await?);
-                }
-                row.title = Set(title.to_string());
+            let (slug, changes) = (slug.clone(), changes.clone());
+            let updated = self
+                .store
+                .write(move |txn| {
+                    let (slug, changes) = (slug.clone(), changes.clone());
+                    Box::pin(async move {
+                        // The row is locked from here to commit: what we check is what we
+                        // change, and a concurrent rename or delete makes this one 404.
+                        let article = held(txn, &slug, Hold::Exclusive).await?;
+                        owned(&article, author)?;
+                        let mut row = article.clone().into_active_model();
+                        if let Some(title) = changes.title.as_deref()
+                            && title != article.title
+                        {
+                            if slugify(title) != slugify(&article.title) {
+                                row.slug = Set(free_slug(txn, title, attempt > 0).await?);
+                            }
+                            row.title = Set(title.to_string());
+                        }
+                        if let Some(description) = &changes.description {
+                            row.description = Set(description.clone());
+                        }
+                        if let Some(body) = &changes.body {
+                            row.body = Set(body.clone());
+                        }
+                        let saved = repo::save(txn, &article, row).await.map_err(slug_taken)?;
+                        if let Some(tags) = &changes.tag_list {
+                            repo::set_tags(txn, saved.id, tags).await?;
+                        }
+                        reload_in(txn, author, saved.id).await
+                    })
+                })
+                .await;
+            match updated {
+                Err(AppError::Conflict("slug")) => continue,
+                outcome => return outcome,
             }
-            if let Some(description) = &changes.description {
-                row.description = Set(description.clone());
-            }
-            if let Some(body) = &changes.body {
-                row.body = Set(body.clone());
-            }
-            let saved = match repo::save(&txn, row).await {
-                Ok(saved) => saved,
-                Err(e) if is_unique_violation(&e) => continue,
-                // Deleted by its author between our read and our write.
-                Err(sea_orm::DbErr::RecordNotUpdated) => return Err(AppError::NotFound("article")),
-                Err(e) => return Err(e.into()),
-            };
-            if let Some(tags) = &changes.tag_list {
-                repo::set_tags(&txn, saved.id, &normalize_tags(tags.clone())).await?;
-            }
-            txn.commit().await?;
-            return self.reload(author, saved.id).await;
         }
         Err(AppError::Conflict("slug"))
     }
 
     pub async fn delete(&self, author: Principal, slug: &str) -> AppResult<()> {
-        let txn = crate::db::begin_write(&self.db).await?;
-        let (article, _) = owned(find_in(&txn, slug).await?, author)?;
-        repo::delete(&txn, article.id).await?;
-        txn.commit().await?;
-        Ok(())
+        let slug = lookup_slug(slug)?;
+        self.store
+            .write(move |txn| {
+                let slug = slug.clone();
+                Box::pin(async move {
+                    let article = held(txn, &slug, Hold::Exclusive).await?;
+                    owned(&article, author)?;
+                    if !repo::delete(txn, article.id).await? {
+                        return Err(AppError::NotFound("article"));
+                    }
+                    Ok(())
+                })
+            })
+            .await
     }
 
     pub async fn favorite(&self, viewer: Principal, slug: &str) -> AppResult<ArticleView> {
-        let row = self.find(slug).await?;
-        repo::favorite(&self.db, viewer.user_id, row.0.id)
-            .await
-            .map_err(article_gone)?;
-        self.view(Some(viewer), row).await
+        self.set_favorite(viewer, slug, true).await
     }
 
     pub async fn unfavorite(&self, viewer: Principal, slug: &str) -> AppResult<ArticleView> {
-        let row = self.find(slug).await?;
-        repo::unfavorite(&self.db, viewer.user_id, row.0.id).await?;
-        self.view(Some(viewer), row).await
+        self.set_favorite(viewer, slug, false).await
     }
 
-    /// The article by slug; NOT_FOUND otherwise. Also what comments use to find theirs.
-    pub async fn find(&self, slug: &str) -> AppResult<ArticleRow> {
-        find_in(&self.db, slug).await
+    /// The answer is read in the same transaction as the change, so it shows this
+    /// request's outcome (`favorited` and a count that includes it).
+    async fn set_favorite(
+        &self,
+        viewer: Principal,
+        slug: &str,
+        favorite: bool,
+    ) -> AppResult<ArticleView> {
+        let slug = lookup_slug(slug)?;
+        self.store
+            .write(move |txn| {
+                let slug = slug.clone();
+                Box::pin(async move {
+                    let article = held(txn, &slug, Hold::Shared).await?;
+                    if favorite {
+                        repo::favorite(txn, viewer.user_id, article.id)
+                            .await
+                            .map_err(article_gone)?;
+                    } else {
+                        repo::unfavorite(txn, viewer.user_id, article.id).await?;
+                    }
+                    reload_in(txn, viewer, article.id).await
+                })
+            })
+            .await
     }
+}
 
-    async fn reload(&self, viewer: Principal, id: i64) -> AppResult<ArticleView> {
-        let row = repo::find_by_id(&self.db, id)
-            .await?
-            .ok_or(AppError::NotFound("article"))?;
-        self.view(Some(viewer), row).await
+impl ArticleFilter {
+    /// Filters obey the rules names were stored under: a tag filter is trimmed and
+    /// normalised exactly as tags are when articles are written.
+    fn normalized(self) -> AppResult<Self> {
+        Violations::new()
+            .name("tag", self.tag.as_deref())
+            .name("author", self.author.as_deref())
+            .name("favorited", self.favorited.as_deref())
+            .finish()?;
+        let normalize = |value: Option<String>| value.as_deref().map(normalize_name);
+        Ok(ArticleFilter {
+            tag: normalize(self.tag),
+            author: normalize(self.author),
+            favorited: normalize(self.favorited),
+        })
     }
+}
 
-    async fn view(&self, viewer: Option<Principal>, row: ArticleRow) -> AppResult<ArticleView> {
-        views(&self.db, viewer, vec![row], true)
-            .await?
-            .pop()
-            .ok_or(AppError::NotFound("article"))
-    }
+/// One page and its total, read from one snapshot so they agree under concurrent writes.
+async fn page_in(
+    txn: &DatabaseTransaction,
+    viewer: Option<Principal>,
+    scope: &Scope<'_>,
+    limit: u64,
+    offset: u64,
+) -> AppResult<ArticlePage> {
+    let (rows, total) = repo::page(txn, scope, limit, offset).await?;
+    let articles = views(txn, viewer, rows, false).await?;
+    Ok(ArticlePage { articles, total })
+}
+
+async fn reload_in(
+    db: &impl ConnectionTrait,
+    viewer: Principal,
+    id: i64,
+) -> AppResult<ArticleView> {
+    let row = repo::find_by_id(db, id)
+        .await?
+        .ok_or(AppError::NotFound("article"))?;
+    view_in(db, Some(viewer), row).await
+}
+
+async fn view_in(
+    db: &impl ConnectionTrait,
+    viewer: Option<Principal>,
+    row: ArticleRow,
+) -> AppResult<ArticleView> {
+    views(db, viewer, vec![row], true)
+        .await?
+        .pop()
+        .ok_or(AppError::NotFound("article"))
 }
 
 /// Completes rows into views with a fixed number of statements, whatever their number.
@@ -314,11 +409,19 @@ fn validate_fields(
 ) -> AppResult<()> {
     let tags = tags.map(Vec::as_slice).unwrap_or_default();
     Violations::new()
+        .name("title", title)
         .not_blank_if_set("title", title)
         .max_chars("title", title, MAX_TITLE_CHARS)
+        .text("description", description)
         .not_blank_if_set("description", description)
         .max_chars("description", description, MAX_DESCRIPTION_CHARS)
+        .text("body", body)
         .not_blank_if_set("body", body)
+        .check(
+            tags.iter().all(|t| lookup_name(t).is_some()),
+            "tagList",
+            "must not contain control characters",
+        )
         .check(
             tags.len() <= MAX_TAGS,
             "tagList",
@@ -326,24 +429,49 @@ fn validate_fields(
         )
         .check(
             tags.iter()
-                .all(|t| t.trim().chars().count() <= MAX_TAG_CHARS),
+                .all(|t| normalize_name(t).chars().count() <= MAX_TAG_CHARS),
             "tagList",
             &format!("has a tag that is too long (maximum is {MAX_TAG_CHARS} characters)"),
         )
         .finish()
 }
 
-async fn find_in(db: &impl ConnectionTrait, slug: &str) -> AppResult<ArticleRow> {
+/// A slug from a path or request: one that cannot exist is NOT_FOUND without a query.
+pub fn lookup_slug(slug: &str) -> AppResult<String> {
+    lookup_name(slug).ok_or(AppError::NotFound("article"))
+}
+
+/// The article by slug with its author, for reads.
+pub async fn find_in(db: &impl ConnectionTrait, slug: &str) -> AppResult<ArticleRow> {
     repo::find_by_slug(db, slug)
         .await?
         .ok_or(AppError::NotFound("article"))
 }
 
-fn owned(row: ArticleRow, author: Principal) -> AppResult<ArticleRow> {
-    if row.0.author_id != author.user_id {
+/// The article by slug, locked for the rest of the transaction (see `repo::lock`): what
+/// every write on an article or on what hangs off it takes first.
+pub async fn held(db: &impl ConnectionTrait, slug: &str, hold: Hold) -> AppResult<articles::Model> {
+    repo::lock(db, slug, hold)
+        .await?
+        .ok_or(AppError::NotFound("article"))
+}
+
+fn owned(article: &articles::Model, author: Principal) -> AppResult<()> {
+    if article.author_id != author.user_id {
         return Err(AppError::Forbidden("article"));
     }
-    Ok(row)
+    Ok(())
+}
+
+/// A unique-index violation on insert or rename: another writer took the slug.
+fn slug_taken(e: sea_orm::DbErr) -> AppError {
+    if is_unique_violation(&e) {
+        AppError::Conflict("slug")
+    } else if matches!(e, sea_orm::DbErr::RecordNotUpdated) {
+        AppError::NotFound("article")
+    } else {
+        e.into()
+    }
 }
 
 /// The kebab-case title, or with a random suffix when it is taken, reserved, or
@@ -381,11 +509,12 @@ pub fn article_gone(e: sea_orm::DbErr) -> AppError {
     }
 }
 
-/// Trimmed, without blanks or duplicates, sorted.
+/// Normalised as names are (NFC, trimmed), without blanks or duplicates, sorted — which
+/// is also the order tag rows are locked in.
 fn normalize_tags(tags: Vec<String>) -> Vec<String> {
     let unique: std::collections::BTreeSet<String> = tags
-        .into_iter()
-        .map(|t| t.trim().to_string())
+        .iter()
+        .map(|t| normalize_name(t))
         .filter(|t| !t.is_empty())
         .collect();
     unique.into_iter().collect()

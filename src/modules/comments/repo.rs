@@ -2,7 +2,7 @@
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    Set,
+    QuerySelect, Set,
 };
 
 use crate::entities::{
@@ -30,13 +30,16 @@ pub async fn of_article(
         .collect())
 }
 
-pub async fn find(
+/// The comment, locked until the transaction ends (after its article: see the articles
+/// repository's lock order).
+pub async fn lock(
     db: &impl ConnectionTrait,
     article_id: i64,
     id: i64,
 ) -> Result<Option<comments::Model>, DbErr> {
     Comments::find_by_id(id)
         .filter(comments::Column::ArticleId.eq(article_id))
+        .lock_exclusive()
         .one(db)
         .await
 }
@@ -60,7 +63,7 @@ pub async fn insert(
     .await
 }
 
-pub async fn delete(db: &impl ConnectionTrait, id: i64) -> Result<(), DbErr> {
-    Comments::delete_by_id(id).exec(db).await?;
-    Ok(())
+/// False when the comment was already gone.
+pub async fn delete(db: &impl ConnectionTrait, id: i64) -> Result<bool, DbErr> {
+    Ok(Comments::delete_by_id(id).exec(db).await?.rows_affected == 1)
 }

@@ -1,14 +1,17 @@
 //! Comments on articles, protocol-free.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
-use sea_orm::DatabaseConnection;
+use sea_orm::ConnectionTrait;
 
 use super::repo;
 use crate::{
     auth::Principal,
+    db::Store,
     error::{AppError, AppResult},
     modules::{
-        articles::service::{ArticleService, article_gone},
+        articles::service::{Hold, article_gone, find_in, held, lookup_slug},
         profiles::service::{ProfileView, author_views, user_by_id},
     },
     state::AppState,
@@ -28,73 +31,101 @@ pub struct CommentView {
 
 #[derive(Clone)]
 pub struct CommentService {
-    db: DatabaseConnection,
-    articles: ArticleService,
+    store: Store,
 }
 
 impl CommentService {
     pub fn new(state: &AppState) -> Self {
         Self {
-            db: state.db.clone(),
-            articles: ArticleService::new(state),
+            store: state.store.clone(),
         }
     }
 
     /// Newest first; a fixed number of statements whatever the number of comments.
     pub async fn list(&self, viewer: Option<Principal>, slug: &str) -> AppResult<Vec<CommentView>> {
-        let (article, _) = self.articles.find(slug).await?;
-        let rows = repo::of_article(&self.db, article.id).await?;
-        self.views(viewer, rows).await
+        let slug = lookup_slug(slug)?;
+        self.store
+            .read(move |txn| {
+                let slug = slug.clone();
+                Box::pin(async move {
+                    let (article, _) = find_in(txn, &slug).await?;
+                    let rows = repo::of_article(txn, article.id).await?;
+                    views(txn, viewer, rows).await
+                })
+            })
+            .await
     }
 
     pub async fn add(&self, author: Principal, slug: &str, body: String) -> AppResult<CommentView> {
         Violations::new()
+            .text("body", Some(&body))
             .not_blank("body", &body)
             .max_chars("body", Some(&body), MAX_BODY_CHARS)
             .finish()?;
-        let (article, _) = self.articles.find(slug).await?;
-        let user = user_by_id(&self.db, author.user_id)
-            .await?
-            .ok_or(AppError::Unauthorized("token", "invalid"))?;
-        let comment = repo::insert(&self.db, article.id, author.user_id, body)
-            .await
-            .map_err(article_gone)?;
-        self.views(Some(author), vec![(comment, user)])
-            .await?
-            .pop()
-            .ok_or(AppError::NotFound("comment"))
-    }
-
-    pub async fn delete(&self, author: Principal, slug: &str, id: i64) -> AppResult<()> {
-        let (article, _) = self.articles.find(slug).await?;
-        let comment = repo::find(&self.db, article.id, id)
-            .await?
-            .ok_or(AppError::NotFound("comment"))?;
-        if comment.author_id != author.user_id {
-            return Err(AppError::Forbidden("comment"));
-        }
-        repo::delete(&self.db, comment.id).await?;
-        Ok(())
-    }
-
-    async fn views(
-        &self,
-        viewer: Option<Principal>,
-        rows: Vec<repo::CommentRow>,
-    ) -> AppResult<Vec<CommentView>> {
-        let authors = author_views(&self.db, viewer, rows.iter().map(|(_, u)| u)).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(comment, user)| CommentView {
-                id: comment.id,
-                created_at: comment.created_at,
-                updated_at: comment.updated_at,
-                body: comment.body,
-                author: authors
-                    .get(&user.id)
-                    .cloned()
-                    .unwrap_or_else(|| ProfileView::of(&user, false)),
+        let slug = lookup_slug(slug)?;
+        let body = Arc::new(body);
+        self.store
+            .write(move |txn| {
+                let (slug, body) = (slug.clone(), body.clone());
+                Box::pin(async move {
+                    // Held so the article cannot be deleted between our check and insert.
+                    let article = held(txn, &slug, Hold::Shared).await?;
+                    let user = user_by_id(txn, author.user_id)
+                        .await?
+                        .ok_or(AppError::Unauthorized("token", "invalid"))?;
+                    let comment = repo::insert(txn, article.id, author.user_id, (*body).clone())
+                        .await
+                        .map_err(article_gone)?;
+                    views(txn, Some(author), vec![(comment, user)])
+                        .await?
+                        .pop()
+                        .ok_or(AppError::NotFound("comment"))
+                })
             })
-            .collect())
+            .await
     }
+
+    /// Of two concurrent deletes of one comment, one answers NOT_FOUND.
+    pub async fn delete(&self, author: Principal, slug: &str, id: i64) -> AppResult<()> {
+        let slug = lookup_slug(slug)?;
+        self.store
+            .write(move |txn| {
+                let slug = slug.clone();
+                Box::pin(async move {
+                    let article = held(txn, &slug, Hold::Shared).await?;
+                    let comment = repo::lock(txn, article.id, id)
+                        .await?
+                        .ok_or(AppError::NotFound("comment"))?;
+                    if comment.author_id != author.user_id {
+                        return Err(AppError::Forbidden("comment"));
+                    }
+                    if !repo::delete(txn, comment.id).await? {
+                        return Err(AppError::NotFound("comment"));
+                    }
+                    Ok(())
+                })
+            })
+            .await
+    }
+}
+
+async fn views(
+    db: &impl ConnectionTrait,
+    viewer: Option<Principal>,
+    rows: Vec<repo::CommentRow>,
+) -> AppResult<Vec<CommentView>> {
+    let authors = author_views(db, viewer, rows.iter().map(|(_, u)| u)).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(comment, user)| CommentView {
+            id: comment.id,
+            created_at: comment.created_at,
+            updated_at: comment.updated_at,
+            body: comment.body,
+            author: authors
+                .get(&user.id)
+                .cloned()
+                .unwrap_or_else(|| ProfileView::of(&user, false)),
+        })
+        .collect())
 }

@@ -3,14 +3,16 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sea_orm::{ConnectionTrait, DatabaseConnection};
+use sea_orm::ConnectionTrait;
 
 use super::repo;
 use crate::{
     auth::Principal,
+    db::Store,
     entities::users,
     error::{AppError, AppResult},
     state::AppState,
+    validation::lookup_name,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,44 +57,75 @@ pub async fn author_views<'a>(
 
 #[derive(Clone)]
 pub struct ProfileService {
-    db: DatabaseConnection,
+    store: Store,
 }
 
 impl ProfileService {
     pub fn new(state: &AppState) -> Self {
         Self {
-            db: state.db.clone(),
+            store: state.store.clone(),
         }
     }
 
     pub async fn get(&self, viewer: Option<Principal>, username: &str) -> AppResult<ProfileView> {
-        let user = self.find(username).await?;
-        let following = match viewer {
-            Some(p) => repo::followed_among(&self.db, p.user_id, &[user.id])
-                .await?
-                .contains(&user.id),
-            None => false,
-        };
-        Ok(ProfileView::of(&user, following))
+        let username = lookup_username(username)?;
+        self.store
+            .read(move |txn| {
+                let username = username.clone();
+                Box::pin(async move {
+                    let user = find(txn, &username).await?;
+                    let following = match viewer {
+                        Some(p) => repo::followed_among(txn, p.user_id, &[user.id])
+                            .await?
+                            .contains(&user.id),
+                        None => false,
+                    };
+                    Ok(ProfileView::of(&user, following))
+                })
+            })
+            .await
     }
 
     pub async fn follow(&self, viewer: Principal, username: &str) -> AppResult<ProfileView> {
-        let user = self.find(username).await?;
-        repo::follow(&self.db, viewer.user_id, user.id).await?;
-        Ok(ProfileView::of(&user, true))
+        self.set_following(viewer, username, true).await
     }
 
     pub async fn unfollow(&self, viewer: Principal, username: &str) -> AppResult<ProfileView> {
-        let user = self.find(username).await?;
-        repo::unfollow(&self.db, viewer.user_id, user.id).await?;
-        Ok(ProfileView::of(&user, false))
+        self.set_following(viewer, username, false).await
     }
 
-    async fn find(&self, username: &str) -> AppResult<users::Model> {
-        repo::find_user(&self.db, username)
-            .await?
-            .ok_or(AppError::NotFound("profile"))
+    async fn set_following(
+        &self,
+        viewer: Principal,
+        username: &str,
+        follow: bool,
+    ) -> AppResult<ProfileView> {
+        let username = lookup_username(username)?;
+        self.store
+            .write(move |txn| {
+                let username = username.clone();
+                Box::pin(async move {
+                    let user = find(txn, &username).await?;
+                    if follow {
+                        repo::follow(txn, viewer.user_id, user.id).await?;
+                    } else {
+                        repo::unfollow(txn, viewer.user_id, user.id).await?;
+                    }
+                    Ok(ProfileView::of(&user, follow))
+                })
+            })
+            .await
     }
+}
+
+fn lookup_username(username: &str) -> AppResult<String> {
+    lookup_name(username).ok_or(AppError::NotFound("profile"))
+}
+
+async fn find(db: &impl ConnectionTrait, username: &str) -> AppResult<users::Model> {
+    repo::find_user(db, username)
+        .await?
+        .ok_or(AppError::NotFound("profile"))
 }
 
 pub async fn user_by_id(db: &impl ConnectionTrait, id: i64) -> AppResult<Option<users::Model>> {

@@ -1,23 +1,24 @@
 //! Tags, protocol-free.
 
-use sea_orm::DatabaseConnection;
-
 use super::repo;
-use crate::{error::AppResult, state::AppState};
+use crate::{db::Store, error::AppResult, state::AppState};
 
 #[derive(Clone)]
 pub struct TagService {
-    db: DatabaseConnection,
+    store: Store,
 }
 
 impl TagService {
     pub fn new(state: &AppState) -> Self {
         Self {
-            db: state.db.clone(),
+            store: state.store.clone(),
         }
     }
 
+    /// One statement: no transaction needed.
     pub async fn list(&self) -> AppResult<Vec<String>> {
-        Ok(repo::in_use(&self.db).await?)
+        self.store
+            .query(|db| Box::pin(async move { Ok(repo::in_use(db).await?) }))
+            .await
     }
 }

@@ -1,7 +1,8 @@
 //! Queries on the users table. Nothing else touches it directly.
 
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set, SqlErr,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
+    Set, SqlErr,
 };
 
 use crate::{
@@ -11,6 +12,11 @@ use crate::{
 
 pub async fn find_by_id(db: &impl ConnectionTrait, id: i64) -> Result<Option<Model>, DbErr> {
     Users::find_by_id(id).one(db).await
+}
+
+/// The user, locked until the transaction ends.
+pub async fn lock(db: &impl ConnectionTrait, id: i64) -> Result<Option<Model>, DbErr> {
+    Users::find_by_id(id).lock_exclusive().one(db).await
 }
 
 pub async fn find_by_email(db: &impl ConnectionTrait, email: &str) -> Result<Option<Model>, DbErr> {
@@ -37,12 +43,12 @@ pub struct NewRow {
     pub password_hash: String,
 }
 
-pub async fn insert(db: &impl ConnectionTrait, row: NewRow) -> AppResult<Model> {
+pub async fn insert(db: &impl ConnectionTrait, row: &NewRow) -> AppResult<Model> {
     let now = chrono::Utc::now();
     ActiveModel {
-        username: Set(row.username),
-        email: Set(row.email),
-        password_hash: Set(row.password_hash),
+        username: Set(row.username.clone()),
+        email: Set(row.email.clone()),
+        password_hash: Set(row.password_hash.clone()),
         bio: Set(None),
         image: Set(None),
         created_at: Set(now),
@@ -54,8 +60,13 @@ pub async fn insert(db: &impl ConnectionTrait, row: NewRow) -> AppResult<Model> 
     .map_err(unique_violation)
 }
 
-pub async fn save(db: &impl ConnectionTrait, mut row: ActiveModel) -> AppResult<Model> {
-    row.updated_at = Set(chrono::Utc::now());
+/// Saves changes to a locked row; `updated_at` never goes backwards.
+pub async fn save(
+    db: &impl ConnectionTrait,
+    previous: &Model,
+    mut row: ActiveModel,
+) -> AppResult<Model> {
+    row.updated_at = Set(chrono::Utc::now().max(previous.updated_at));
     row.update(db).await.map_err(unique_violation)
 }
 

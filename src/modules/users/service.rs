@@ -3,15 +3,16 @@
 
 use std::sync::Arc;
 
-use sea_orm::{DatabaseConnection, IntoActiveModel, Set};
+use sea_orm::{ConnectionTrait, IntoActiveModel, Set};
 
 use super::repo;
 use crate::{
     auth::{Principal, TokenKeys, password},
+    db::Store,
     entities::users::{Column, Model},
     error::{AppError, AppResult},
     state::AppState,
-    validation::{Violations, empty_as_none, looks_like_email},
+    validation::{Violations, empty_as_none, looks_like_email, normalize_name},
 };
 
 pub const MAX_USERNAME_CHARS: usize = 64;
@@ -54,22 +55,24 @@ pub struct UserChanges {
 
 #[derive(Clone)]
 pub struct UserService {
-    db: DatabaseConnection,
+    store: Store,
     tokens: Arc<TokenKeys>,
 }
 
 impl UserService {
     pub fn new(state: &AppState) -> Self {
         Self {
-            db: state.db.clone(),
+            store: state.store.clone(),
             tokens: state.tokens.clone(),
         }
     }
 
     pub async fn register(&self, input: Registration) -> AppResult<AuthenticatedUser> {
         Violations::new()
+            .name("username", Some(&input.username))
             .not_blank("username", &input.username)
             .max_chars("username", Some(&input.username), MAX_USERNAME_CHARS)
+            .name("email", Some(&input.email))
             .not_blank("email", &input.email)
             .max_chars("email", Some(&input.email), MAX_EMAIL_CHARS)
             .check(
@@ -77,35 +80,52 @@ impl UserService {
                 "email",
                 "is invalid",
             )
+            .text("password", Some(&input.password))
             .not_blank("password", &input.password)
             .max_chars("password", Some(&input.password), MAX_PASSWORD_CHARS)
             .finish()?;
-        let username = input.username.trim().to_string();
-        let email = input.email.trim().to_string();
-        self.ensure_free(Column::Username, &username, None, "username")
-            .await?;
-        self.ensure_free(Column::Email, &email, None, "email")
+        let username = normalize_name(&input.username);
+        let email = normalize_name(&input.email);
+        // Checked before the costly hash so a taken name fails fast; the unique indexes
+        // still decide races at insert.
+        let (u, e) = (username.clone(), email.clone());
+        self.store
+            .read(move |txn| {
+                let (username, email) = (u.clone(), e.clone());
+                Box::pin(async move {
+                    ensure_free(txn, Column::Username, &username, None, "username").await?;
+                    ensure_free(txn, Column::Email, &email, None, "email").await
+                })
+            })
             .await?;
 
-        let password_hash = password::hash(input.password).await?;
-        let user = repo::insert(
-            &self.db,
-            repo::NewRow {
-                username,
-                email,
-                password_hash,
-            },
-        )
-        .await?;
+        let row = Arc::new(repo::NewRow {
+            username,
+            email,
+            password_hash: password::hash(input.password).await?,
+        });
+        let user = self
+            .store
+            .write(move |txn| {
+                let row = row.clone();
+                Box::pin(async move { repo::insert(txn, &row).await })
+            })
+            .await?;
         self.authenticated(user)
     }
 
     pub async fn login(&self, input: Credentials) -> AppResult<AuthenticatedUser> {
         Violations::new()
+            .name("email", Some(&input.email))
             .not_blank("email", &input.email)
+            .text("password", Some(&input.password))
             .not_blank("password", &input.password)
             .finish()?;
-        let user = repo::find_by_email(&self.db, input.email.trim()).await?;
+        let email = normalize_name(&input.email);
+        let user = self
+            .store
+            .query(move |db| Box::pin(async move { Ok(repo::find_by_email(db, &email).await?) }))
+            .await?;
         // Verified even when no user matched (against a dummy hash), so response time does
         // not reveal which emails are registered.
         let matched = password::verify(
@@ -120,7 +140,10 @@ impl UserService {
     }
 
     pub async fn current(&self, principal: Principal) -> AppResult<AuthenticatedUser> {
-        let user = self.load(principal).await?;
+        let user = self
+            .store
+            .query(move |db| Box::pin(async move { load(db, principal).await }))
+            .await?;
         self.authenticated(user)
     }
 
@@ -132,11 +155,15 @@ impl UserService {
         let bio = changes.bio.as_ref().and_then(|b| b.as_deref());
         let image = changes.image.as_ref().and_then(|i| i.as_deref());
         Violations::new()
+            .name("username", changes.username.as_deref())
             .not_blank_if_set("username", changes.username.as_deref())
             .max_chars("username", changes.username.as_deref(), MAX_USERNAME_CHARS)
+            .name("email", changes.email.as_deref())
             .not_blank_if_set("email", changes.email.as_deref())
             .max_chars("email", changes.email.as_deref(), MAX_EMAIL_CHARS)
+            .text("bio", bio)
             .max_chars("bio", bio, MAX_BIO_CHARS)
+            .name("image", image)
             .max_chars("image", image, MAX_IMAGE_CHARS)
             .check(
                 changes
@@ -146,57 +173,61 @@ impl UserService {
                 "email",
                 "is invalid",
             )
+            .text("password", changes.password.as_deref())
             .not_blank_if_set("password", changes.password.as_deref())
             .max_chars("password", changes.password.as_deref(), MAX_PASSWORD_CHARS)
             .finish()?;
 
-        let user = self.load(principal).await?;
-        let mut row = user.clone().into_active_model();
-        if let Some(username) = changes.username.map(|u| u.trim().to_string())
-            && username != user.username
-        {
-            self.ensure_free(Column::Username, &username, Some(user.id), "username")
-                .await?;
-            row.username = Set(username);
-        }
-        if let Some(email) = changes.email.map(|e| e.trim().to_string())
-            && email != user.email
-        {
-            self.ensure_free(Column::Email, &email, Some(user.id), "email")
-                .await?;
-            row.email = Set(email);
-        }
-        if let Some(new_password) = changes.password {
-            row.password_hash = Set(password::hash(new_password).await?);
-        }
-        if let Some(bio) = changes.bio {
-            row.bio = Set(empty_as_none(bio));
-        }
-        if let Some(image) = changes.image {
-            row.image = Set(empty_as_none(image));
-        }
-        let updated = repo::save(&self.db, row).await?;
+        // Hashed before the transaction: a unit may run twice and must not hold locks
+        // through seconds of hashing.
+        let password_hash = match changes.password {
+            Some(new_password) => Some(password::hash(new_password).await?),
+            None => None,
+        };
+        let changes = Arc::new(UserChanges {
+            username: changes.username.as_deref().map(normalize_name),
+            email: changes.email.as_deref().map(normalize_name),
+            password: None,
+            ..changes
+        });
+        let password_hash = Arc::new(password_hash);
+        let updated = self
+            .store
+            .write(move |txn| {
+                let (changes, password_hash) = (changes.clone(), password_hash.clone());
+                Box::pin(async move {
+                    // Locked: concurrent updates of one user apply one after the other.
+                    let user = repo::lock(txn, principal.user_id)
+                        .await?
+                        .ok_or(AppError::Unauthorized("token", "invalid"))?;
+                    let mut row = user.clone().into_active_model();
+                    if let Some(username) = changes.username.as_deref()
+                        && username != user.username
+                    {
+                        ensure_free(txn, Column::Username, username, Some(user.id), "username")
+                            .await?;
+                        row.username = Set(username.to_string());
+                    }
+                    if let Some(email) = changes.email.as_deref()
+                        && email != user.email
+                    {
+                        ensure_free(txn, Column::Email, email, Some(user.id), "email").await?;
+                        row.email = Set(email.to_string());
+                    }
+                    if let Some(password_hash) = password_hash.as_ref() {
+                        row.password_hash = Set(password_hash.clone());
+                    }
+                    if let Some(bio) = &changes.bio {
+                        row.bio = Set(empty_as_none(bio.clone()));
+                    }
+                    if let Some(image) = &changes.image {
+                        row.image = Set(empty_as_none(image.clone()));
+                    }
+                    repo::save(txn, &user, row).await
+                })
+            })
+            .await?;
         self.authenticated(updated)
-    }
-
-    /// The principal's user; a valid token for a user that no longer exists is refused.
-    async fn load(&self, principal: Principal) -> AppResult<Model> {
-        repo::find_by_id(&self.db, principal.user_id)
-            .await?
-            .ok_or(AppError::Unauthorized("token", "invalid"))
-    }
-
-    async fn ensure_free(
-        &self,
-        column: Column,
-        value: &str,
-        except: Option<i64>,
-        field: &'static str,
-    ) -> AppResult<()> {
-        if repo::is_taken(&self.db, column, value, except).await? {
-            return Err(AppError::Conflict(field));
-        }
-        Ok(())
     }
 
     fn authenticated(&self, user: Model) -> AppResult<AuthenticatedUser> {
@@ -208,4 +239,24 @@ impl UserService {
             image: user.image,
         })
     }
+}
+
+/// The principal's user; a valid token for a user that no longer exists is refused.
+async fn load(db: &impl ConnectionTrait, principal: Principal) -> AppResult<Model> {
+    repo::find_by_id(db, principal.user_id)
+        .await?
+        .ok_or(AppError::Unauthorized("token", "invalid"))
+}
+
+async fn ensure_free(
+    db: &impl ConnectionTrait,
+    column: Column,
+    value: &str,
+    except: Option<i64>,
+    field: &'static str,
+) -> AppResult<()> {
+    if repo::is_taken(db, column, value, except).await? {
+        return Err(AppError::Conflict(field));
+    }
+    Ok(())
 }

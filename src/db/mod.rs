@@ -1,5 +1,10 @@
 //! Database connection and migrations. Only the lifecycle manager and the `migrate` command
-//! call these; feature modules receive the connection through `AppState`.
+//! call these; feature modules receive a [`Store`] through `AppState` and do all their
+//! database work in its units (`work`).
+
+mod work;
+
+pub use work::{Store, Unit};
 
 use std::{path::Path, time::Duration};
 
@@ -64,7 +69,11 @@ async fn try_connect(
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(busy_timeout)
                 .foreign_keys(true)
-        });
+        })
+        // Defence in depth behind `Store`'s units: should a connection ever sit inside a
+        // transaction with nothing running, Postgres ends that session instead of letting
+        // it hold locks and hide writes.
+        .map_sqlx_postgres_opts(|o| o.options([("idle_in_transaction_session_timeout", "60s")]));
     let db = Database::connect(options).await?;
     db.ping().await?;
     Ok(db)

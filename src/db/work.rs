@@ -1,0 +1,203 @@
+//! Units of database work: how every service touches the database.
+//!
+//! **Cancellation.** A request future can be dropped at any await point (client gone,
+//! HTTP/2 reset, gRPC deadline, our timeout layer, shutdown). sqlx is not cancellation-safe
+//! at every point: a `BEGIN` dropped while its answer is in flight leaves the server inside
+//! a transaction while sqlx believes there is none, and the pool hands that connection to
+//! the next request, whose autocommit writes then never commit. Rather than guard every
+//! await, a unit never runs in the request's future: [`Store::read`] and [`Store::write`]
+//! spawn it (begin → work → commit or rollback) on a task tracked by the lifecycle, and the
+//! request only awaits its outcome. A dropped request drops the wait, never the unit, so a
+//! connection always goes back to the pool outside any transaction and a write is either
+//! whole or absent. Shutdown waits for the tracked units before it closes the pool.
+//!
+//! Units queue for one of `database.max_connections` slots before they touch the pool. A
+//! unit whose request is abandoned while it queues never starts, so a storm of abandoned
+//! requests leaves no backlog of work nobody waits for; once started, it finishes.
+//!
+//! **Races.** Writers take row locks in one order — the article row first (`lock_*` in the
+//! repositories), then what hangs off it — and a deadlock or serialization failure that
+//! still happens is retried a bounded number of times on a fresh transaction. What remains
+//! after the retries is [`AppError::Contention`] (409 / ABORTED), never a 500.
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use sea_orm::{DatabaseConnection, DatabaseTransaction};
+use tokio::sync::Semaphore;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument;
+
+use crate::{
+    error::{AppError, AppResult},
+    middleware::request_id,
+};
+
+/// What a unit returns: a future borrowing the unit's transaction.
+pub type Unit<'t, T> = Pin<Box<dyn Future<Output = AppResult<T>> + Send + 't>>;
+
+/// Attempts of one unit before a deadlock or serialization failure is given to the caller.
+const ATTEMPTS: u32 = 4;
+
+/// The database as services see it: a connection pool plus the tracker that keeps units
+/// running to completion. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    connection: DatabaseConnection,
+    units: TaskTracker,
+    /// One per pooled connection: a unit holds one from start to finish.
+    slots: Arc<Semaphore>,
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Snapshot,
+    Write,
+}
+
+impl Store {
+    pub fn new(connection: DatabaseConnection, max_connections: u32) -> Self {
+        Self {
+            connection,
+            units: TaskTracker::new(),
+            slots: Arc::new(Semaphore::new(max_connections.max(1) as usize)),
+        }
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.connection
+    }
+
+    /// Waits until every unit still running has finished (shutdown, before the pool closes).
+    pub async fn finish_units(&self) {
+        self.units.close();
+        self.units.wait().await;
+    }
+
+    /// One statement, outside any transaction (autocommit): for reads whose answer is a
+    /// single query, where a transaction would only add round trips.
+    pub async fn query<T, F>(&self, unit: F) -> AppResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(
+                &'c DatabaseConnection,
+            ) -> Pin<Box<dyn Future<Output = AppResult<T>> + Send + 'c>>
+            + Send
+            + 'static,
+    {
+        let connection = self.connection.clone();
+        self.detached(async move { unit(&connection).await }).await
+    }
+
+    /// Reads in one snapshot (REPEATABLE READ, read-only on Postgres), so every statement
+    /// of the unit sees the same data.
+    pub async fn read<T, F>(&self, unit: F) -> AppResult<T>
+    where
+        T: Send + 'static,
+        F: for<'t> Fn(&'t DatabaseTransaction) -> Unit<'t, T> + Send + Sync + 'static,
+    {
+        self.run(Mode::Snapshot, unit).await
+    }
+
+    /// Writes in one transaction (SQLite: `BEGIN IMMEDIATE`), committed only if the unit
+    /// succeeds. The unit may run more than once (see the module notes), so it must not
+    /// have effects outside the transaction.
+    pub async fn write<T, F>(&self, unit: F) -> AppResult<T>
+    where
+        T: Send + 'static,
+        F: for<'t> Fn(&'t DatabaseTransaction) -> Unit<'t, T> + Send + Sync + 'static,
+    {
+        self.run(Mode::Write, unit).await
+    }
+
+    async fn run<T, F>(&self, mode: Mode, unit: F) -> AppResult<T>
+    where
+        T: Send + 'static,
+        F: for<'t> Fn(&'t DatabaseTransaction) -> Unit<'t, T> + Send + Sync + 'static,
+    {
+        let connection = self.connection.clone();
+        let work = async move {
+            let mut attempt = 1;
+            loop {
+                match once(&connection, mode, &unit).await {
+                    Err(AppError::Contention(what)) if attempt < ATTEMPTS => {
+                        tracing::debug!(attempt, what, "transaction lost a race; retrying");
+                        tokio::time::sleep(backoff(attempt)).await;
+                        attempt += 1;
+                    }
+                    outcome => return outcome,
+                }
+            }
+        };
+        self.detached(work).await
+    }
+
+    /// Runs `work` on its own tracked task and waits for its outcome: dropping the wait
+    /// does not drop the work.
+    async fn detached<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = AppResult<T>> + Send + 'static,
+    ) -> AppResult<T> {
+        // Cancelled when the request stops waiting (the guard is dropped with its future).
+        let abandoned = CancellationToken::new();
+        let _waiting = abandoned.clone().drop_guard();
+        let slots = self.slots.clone();
+        let work = async move {
+            let _slot = tokio::select! {
+                biased;
+                () = abandoned.cancelled() => return None,
+                slot = slots.acquire_owned() => slot.ok()?,
+            };
+            Some(work.await)
+        }
+        .in_current_span();
+        // The request id stays readable inside the unit (error messages quote it).
+        let handle = match request_id::current() {
+            Some(id) => self.units.spawn(request_id::scope(id, work)),
+            None => self.units.spawn(work),
+        };
+        match handle.await {
+            Ok(Some(outcome)) => outcome,
+            // Only when the slots are closed, which they never are while we wait.
+            Ok(None) => Err(AppError::Unavailable("database")),
+            // A panic inside the unit is the request's panic: the stack's panic layer
+            // answers it as it would any other.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(AppError::internal(e)),
+        }
+    }
+}
+
+async fn once<T, F>(connection: &DatabaseConnection, mode: Mode, unit: &F) -> AppResult<T>
+where
+    F: for<'t> Fn(&'t DatabaseTransaction) -> Unit<'t, T>,
+{
+    let txn = match mode {
+        Mode::Snapshot => super::begin_snapshot(connection).await?,
+        Mode::Write => super::begin_write(connection).await?,
+    };
+    match unit(&txn).await {
+        Ok(value) => {
+            txn.commit().await?;
+            Ok(value)
+        }
+        Err(e) => {
+            // Dropping would roll back too; doing it here returns the connection at once.
+            if let Err(rollback) = txn.rollback().await {
+                tracing::debug!(error = %rollback, "rollback after a failed unit");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// 5, 10, 20 ms, plus up to as much again of jitter so racing retries spread out.
+fn backoff(attempt: u32) -> Duration {
+    let base = 5u64 << (attempt - 1).min(4);
+    let jitter = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default(),
+    ) % (base * 1_000);
+    Duration::from_micros(base * 1_000 + jitter)
+}
