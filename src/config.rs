@@ -74,6 +74,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub docs: DocsSettings,
     pub telemetry: TelemetrySettings,
+    pub idempotency: IdempotencySettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -224,6 +225,27 @@ impl Default for DocsSettings {
     }
 }
 
+/// `Idempotency-Key` on REST POSTs and `idempotency-key` metadata on gRPC mutations.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdempotencySettings {
+    /// How long a key's first answer is replayed; after that the key may be used afresh.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// How often expired keys are deleted.
+    #[serde(with = "humantime_serde")]
+    pub purge_interval: Duration,
+}
+
+impl Default for IdempotencySettings {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(24 * 3600),
+            purge_interval: Duration::from_secs(600),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -363,6 +385,11 @@ impl Settings {
                 self.database.health_check_interval,
             ),
             ("auth.token_ttl", self.auth.token_ttl),
+            ("idempotency.ttl", self.idempotency.ttl),
+            (
+                "idempotency.purge_interval",
+                self.idempotency.purge_interval,
+            ),
         ] {
             if value.is_zero() {
                 return invalid(key, "must be greater than 0".into());

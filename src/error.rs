@@ -114,6 +114,19 @@ impl AppError {
     }
 }
 
+impl AppError {
+    /// The error in the caller's protocol, for layers that answer before any handler.
+    pub fn into_response_for(self, protocol: crate::middleware::Protocol) -> Response {
+        if protocol.is_grpc() {
+            tonic::Status::from(self)
+                .into_http()
+                .map(|_: axum::body::Body| axum::body::Body::empty())
+        } else {
+            self.into_response()
+        }
+    }
+}
+
 /// What a client sees of an internal failure: the id to quote, nothing else.
 pub(crate) fn internal_message() -> String {
     match request_id::current() {

@@ -9,6 +9,7 @@ pub mod docs;
 pub mod entities;
 pub mod error;
 pub mod grpc;
+pub mod idempotency;
 pub mod lifecycle;
 pub mod metrics;
 pub mod middleware;

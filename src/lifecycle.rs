@@ -96,6 +96,7 @@ impl Lifecycle {
             streams_closing: CancellationToken::new(),
         };
         lifecycle.spawn_database_watch();
+        lifecycle.spawn_idempotency_purge();
         Ok(lifecycle)
     }
 
@@ -169,6 +170,29 @@ impl Lifecycle {
                     }
                 }
                 readiness.update(|s| s.database_up = up);
+            }
+        });
+    }
+
+    /// Deletes expired idempotency keys every `idempotency.purge_interval`.
+    fn spawn_idempotency_purge(&self) {
+        let store = self.state.store.clone();
+        let interval = self.state.settings.idempotency.purge_interval;
+        self.spawn_worker("idempotency-purge", move |stop| async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = ticker.tick() => {}
+                }
+                let outcome = crate::idempotency::purge_expired(&store).await;
+                match &outcome {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::debug!(purged, "expired idempotency keys deleted"),
+                    Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+                }
+                crate::metrics::job_run("idempotency-purge", outcome.is_ok());
             }
         });
     }

@@ -35,6 +35,7 @@ use crate::{
     auth,
     config::{CorsSettings, ServerSettings, Settings},
     docs,
+    idempotency::IdempotencyLayer,
     lifecycle::Lifecycle,
     metrics,
     middleware::{self, Protocol, layer_error},
@@ -219,8 +220,11 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
         )
         // 10. authentication: Authorization header / metadata → Auth extension
         .layer(from_fn_with_state(state.tokens.clone(), auth::resolve))
-        // 11. gRPC-Web → gRPC translation, innermost so every layer above saw the original
+        // 11. gRPC-Web → gRPC translation, so every layer above saw the original
         .layer(middleware::grpc_web::GrpcWebOnlyLayer)
+        // 12. idempotency keys: after auth (keys are per caller) and translation (gRPC and
+        //     gRPC-Web retries share one stored answer)
+        .layer(IdempotencyLayer::new(state))
         .service(router)
         .map_response(IntoResponse::into_response)
         .boxed_clone()
@@ -267,6 +271,7 @@ fn cors(settings: &CorsSettings) -> CorsLayer {
                     "grpc-encoding",
                     "traceparent",
                     "tracestate",
+                    "idempotency-key",
                 ]))
                 .collect::<Vec<_>>(),
         )
@@ -276,6 +281,7 @@ fn cors(settings: &CorsSettings) -> CorsLayer {
             "grpc-status-details-bin",
             "grpc-encoding",
             "x-request-id",
+            "idempotent-replayed",
         ]))
         .max_age(settings.max_age)
 }

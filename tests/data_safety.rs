@@ -642,3 +642,203 @@ async fn text_hygiene() {
         .expect_err("control character in a body");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
 }
+
+async fn keyed_post(
+    server: &TestServer,
+    path: &str,
+    token: &str,
+    key: &str,
+    body: Value,
+) -> (StatusCode, bool, Value) {
+    let response = reqwest::Client::new()
+        .post(server.url(path))
+        .header("authorization", token_header(token))
+        .header("idempotency-key", key)
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    let status = response.status();
+    let replayed = response.headers().get("idempotent-replayed").is_some();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, replayed, body)
+}
+
+async fn titled(rest: &Rest, author: &str, title: &str) -> usize {
+    let (_, body) = rest
+        .get(&format!("/api/articles?author={author}&limit=100"), None)
+        .await;
+    body["articles"]
+        .as_array()
+        .expect("articles")
+        .iter()
+        .filter(|a| a["title"] == title)
+        .count()
+}
+
+fn article(title: &str) -> Value {
+    json!({"article": {"title": title, "description": "d", "body": "b", "tagList": ["k"]}})
+}
+
+/// A retry with the same `Idempotency-Key` gets the first answer and writes nothing;
+/// another body is refused; concurrent twins never both write; abandoned first attempts
+/// are still answered to their retry; keys expire and are purged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_make_retries_safe() {
+    let server = TestServer::start_with(&[
+        ("CONDUIT__IDEMPOTENCY__TTL", "2s"),
+        ("CONDUIT__IDEMPOTENCY__PURGE_INTERVAL", "1s"),
+    ])
+    .await;
+    let rest = Rest::new(&server);
+    let name = unique("keyed");
+    let token = rest.register(&name).await;
+
+    let (status, replayed, first) =
+        keyed_post(&server, "/api/articles", &token, "k1", article("Once")).await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, false), "{first}");
+    let (status, replayed, again) =
+        keyed_post(&server, "/api/articles", &token, "k1", article("Once")).await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, true), "{again}");
+    assert_eq!(again, first);
+    assert_eq!(titled(&rest, &name, "Once").await, 1);
+
+    let (status, _, body) =
+        keyed_post(&server, "/api/articles", &token, "k1", article("Other")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["errors"]["Idempotency-Key"].is_array(), "{body}");
+    assert_eq!(titled(&rest, &name, "Other").await, 0);
+
+    // Keys belong to their caller.
+    let other = rest.register(&unique("other")).await;
+    let (status, replayed, _) =
+        keyed_post(&server, "/api/articles", &other, "k1", article("Once")).await;
+    assert_eq!((status, replayed), (StatusCode::CREATED, false));
+
+    let (status, _, body) = keyed_post(
+        &server,
+        "/api/articles",
+        &token,
+        &"x".repeat(300),
+        article("Long key"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+
+    // Eight concurrent twins: one write; the others replay it or are told to retry.
+    let twins = (0..8).map(|_| keyed_post(&server, "/api/articles", &token, "k2", article("Twin")));
+    let answers = join_all(twins).await;
+    let created: Vec<_> = answers
+        .iter()
+        .filter(|(s, _, _)| *s == StatusCode::CREATED)
+        .collect();
+    assert!(!created.is_empty(), "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|(s, _, _)| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT),
+        "{answers:?}"
+    );
+    assert!(
+        created.iter().all(|(_, _, body)| *body == created[0].2),
+        "{answers:?}"
+    );
+    assert_eq!(titled(&rest, &name, "Twin").await, 1);
+
+    // A first attempt abandoned by its client still completes; the retry gets its answer.
+    for i in 0..8u64 {
+        let title = format!("Abandoned {i}");
+        let key = format!("k-abandoned-{i}");
+        let _ = reqwest::Client::new()
+            .post(server.url("/api/articles"))
+            .header("authorization", token_header(&token))
+            .header("idempotency-key", &key)
+            .json(&article(&title))
+            .timeout(Duration::from_micros(500 + i * 700))
+            .send()
+            .await;
+        let mut outcome = keyed_post(&server, "/api/articles", &token, &key, article(&title)).await;
+        for _ in 0..100 {
+            if outcome.0 != StatusCode::CONFLICT {
+                break;
+            }
+            // Still running: the retry contract says try again.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            outcome = keyed_post(&server, "/api/articles", &token, &key, article(&title)).await;
+        }
+        assert_eq!(outcome.0, StatusCode::CREATED, "{outcome:?}");
+        assert_eq!(titled(&rest, &name, &title).await, 1, "{title}");
+    }
+
+    // gRPC: the same contract through metadata; gRPC-Web shares the stored answer.
+    let channel = server.channel().await;
+    let create = |title: &str, key: &str| {
+        let mut request = grpc_request(
+            pb::CreateArticleRequest {
+                title: title.into(),
+                description: "d".into(),
+                body: "b".into(),
+                tag_list: vec![],
+            },
+            Some(&token),
+        );
+        request
+            .metadata_mut()
+            .insert("idempotency-key", key.parse().expect("metadata"));
+        let mut client = ArticleServiceClient::new(channel.clone());
+        async move { client.create_article(request).await }
+    };
+    let first = create("Over gRPC", "g1").await.expect("first");
+    let again = create("Over gRPC", "g1").await.expect("replay");
+    assert!(again.metadata().get("idempotent-replayed").is_some());
+    assert_eq!(again.into_inner(), first.into_inner());
+    assert_eq!(titled(&rest, &name, "Over gRPC").await, 1);
+    let status = create("Else over gRPC", "g1")
+        .await
+        .expect_err("other body");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+
+    // Expiry: after the TTL the key is purged and free for a new request.
+    let mut purged = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (status, replayed, _) = keyed_post(
+            &server,
+            "/api/articles",
+            &token,
+            "k1",
+            article("After expiry"),
+        )
+        .await;
+        if status == StatusCode::CREATED && !replayed {
+            purged = true;
+            break;
+        }
+    }
+    assert!(purged, "key k1 never expired");
+    // ...and the purge job deletes expired keys nobody reuses.
+    let db = Database::connect(&server.db.url).await.expect("connect");
+    let mut left = -1;
+    for _ in 0..100 {
+        let row = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT count(*) AS n FROM idempotency_keys WHERE key = 'k2'",
+            ))
+            .await
+            .expect("count")
+            .expect("row");
+        left = row.try_get::<i64>("", "n").expect("n");
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    db.close().await.ok();
+    assert_eq!(left, 0, "expired key k2 was not purged");
+    assert_eq!(titled(&rest, &name, "After expiry").await, 1);
+    assert!(
+        server.logs().iter().all(|l| l["level"] != "ERROR"),
+        "errors logged"
+    );
+}

@@ -6,5 +6,6 @@ pub mod articles;
 pub mod comments;
 pub mod favorites;
 pub mod follows;
+pub mod idempotency_keys;
 pub mod tags;
 pub mod users;

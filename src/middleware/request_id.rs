@@ -27,3 +27,15 @@ pub fn from_headers(headers: &HeaderMap) -> String {
 pub async fn scope<F: Future>(id: String, future: F) -> F::Output {
     REQUEST_ID.scope(id, future).await
 }
+
+/// `future` with the current request id (if any) carried into it: for work spawned on a
+/// task of its own, where task-locals do not follow.
+pub fn carry<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    let id = current();
+    async move {
+        match id {
+            Some(id) => scope(id, future).await,
+            None => future.await,
+        }
+    }
+}
