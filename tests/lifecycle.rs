@@ -248,14 +248,18 @@ async fn migrate_commands_apply_list_and_roll_back() {
         applied.contains("applied m20261124_000002_create_content"),
         "{applied}"
     );
+    assert!(
+        applied.contains("applied m20261124_000003_create_idempotency_keys"),
+        "{applied}"
+    );
     assert!(run_cli(&["migrate", "down"], &[], &db.url).status.success());
     let rolled_back = status(&db);
     assert!(
-        rolled_back.contains("applied m20261124_000001_create_users"),
+        rolled_back.contains("applied m20261124_000002_create_content"),
         "{rolled_back}"
     );
     assert!(
-        rolled_back.contains("pending m20261124_000002_create_content"),
+        rolled_back.contains("pending m20261124_000003_create_idempotency_keys"),
         "{rolled_back}"
     );
 }
