@@ -44,19 +44,25 @@ async fn idle_in_transaction(server: &TestServer) -> i64 {
         .next()
         .expect("db name")
         .to_string();
-    let admin = Database::connect(&admin_url).await.expect("admin connect");
-    let mut count = 0;
+    count_until_zero(
+        &admin_url,
+        &format!(
+            "SELECT count(*)::bigint AS n FROM pg_stat_activity \
+             WHERE datname = '{db_name}' AND state LIKE 'idle in transaction%'"
+        ),
+    )
+    .await
+}
+
+/// Runs a `SELECT count(*) AS n` until it says 0 (about 5 s at most); its last answer.
+async fn count_until_zero(url: &str, sql: &str) -> i64 {
+    let db = Database::connect(url).await.expect("connect");
+    let mut count = -1;
     for _ in 0..50 {
-        let row = admin
-            .query_one_raw(Statement::from_string(
-                admin.get_database_backend(),
-                format!(
-                    "SELECT count(*)::bigint AS n FROM pg_stat_activity \
-                     WHERE datname = '{db_name}' AND state LIKE 'idle in transaction%'"
-                ),
-            ))
+        let row = db
+            .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
             .await
-            .expect("pg_stat_activity")
+            .expect("count")
             .expect("row");
         count = row.try_get::<i64>("", "n").expect("n");
         if count == 0 {
@@ -64,7 +70,7 @@ async fn idle_in_transaction(server: &TestServer) -> i64 {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    admin.close().await.ok();
+    db.close().await.ok();
     count
 }
 
@@ -817,24 +823,11 @@ async fn idempotency_keys_make_retries_safe() {
     }
     assert!(purged, "key k1 never expired");
     // ...and the purge job deletes expired keys nobody reuses.
-    let db = Database::connect(&server.db.url).await.expect("connect");
-    let mut left = -1;
-    for _ in 0..100 {
-        let row = db
-            .query_one_raw(Statement::from_string(
-                db.get_database_backend(),
-                "SELECT count(*) AS n FROM idempotency_keys WHERE key = 'k2'",
-            ))
-            .await
-            .expect("count")
-            .expect("row");
-        left = row.try_get::<i64>("", "n").expect("n");
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    db.close().await.ok();
+    let left = count_until_zero(
+        &server.db.url,
+        "SELECT count(*) AS n FROM idempotency_keys WHERE key = 'k2'",
+    )
+    .await;
     assert_eq!(left, 0, "expired key k2 was not purged");
     assert_eq!(titled(&rest, &name, "After expiry").await, 1);
     assert!(
