@@ -118,9 +118,7 @@ impl AppError {
     /// The error in the caller's protocol, for layers that answer before any handler.
     pub fn into_response_for(self, protocol: crate::middleware::Protocol) -> Response {
         if protocol.is_grpc() {
-            tonic::Status::from(self)
-                .into_http()
-                .map(|_: axum::body::Body| axum::body::Body::empty())
+            crate::middleware::grpc_error(protocol, self.into())
         } else {
             self.into_response()
         }

@@ -32,7 +32,7 @@ use crate::{
     middleware::request_id,
 };
 
-/// What a unit returns: a future borrowing the unit's transaction.
+/// What a unit returns: a future borrowing the unit's transaction (or connection).
 pub type Unit<'t, T> = Pin<Box<dyn Future<Output = AppResult<T>> + Send + 't>>;
 
 /// Attempts of one unit before a deadlock or serialization failure is given to the caller.
@@ -78,11 +78,7 @@ impl Store {
     pub async fn query<T, F>(&self, unit: F) -> AppResult<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(
-                &'c DatabaseConnection,
-            ) -> Pin<Box<dyn Future<Output = AppResult<T>> + Send + 'c>>
-            + Send
-            + 'static,
+        F: for<'c> FnOnce(&'c DatabaseConnection) -> Unit<'c, T> + Send + 'static,
     {
         let connection = self.connection.clone();
         self.detached(async move { unit(&connection).await }).await
@@ -151,10 +147,7 @@ impl Store {
         }
         .in_current_span();
         // The request id stays readable inside the unit (error messages quote it).
-        let handle = match request_id::current() {
-            Some(id) => self.units.spawn(request_id::scope(id, work)),
-            None => self.units.spawn(work),
-        };
+        let handle = self.units.spawn(request_id::carry(work));
         match handle.await {
             Ok(Some(outcome)) => outcome,
             // Only when the slots are closed, which they never are while we wait.

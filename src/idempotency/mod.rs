@@ -53,7 +53,7 @@ const MAX_KEY_LEN: usize = 255;
 const MAX_KEPT_ANSWER: usize = 1 << 20;
 
 #[derive(Clone)]
-pub struct Idempotency {
+struct Idempotency {
     store: Store,
     ttl: chrono::Duration,
     /// A claim this old belongs to a request that died before recording its answer.
@@ -61,7 +61,7 @@ pub struct Idempotency {
 }
 
 impl Idempotency {
-    pub fn new(state: &AppState) -> Self {
+    fn new(state: &AppState) -> Self {
         let settings = &state.settings;
         let to_chrono =
             |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);

@@ -63,15 +63,20 @@ pub fn layer_error(
     message: &str,
 ) -> Response {
     if protocol.is_grpc() {
-        let mut response: Response = status.into_http();
-        if protocol == Protocol::GrpcWeb {
-            // Browsers' gRPC-Web clients read trailers-only outcomes from these headers.
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/grpc-web+proto"),
-            );
-        }
-        return response.map(|_: Body| Body::empty());
+        return grpc_error(protocol, status);
     }
     (http, Json(json!({ "errors": { field: [message] } }))).into_response()
+}
+
+/// A trailers-only gRPC (or gRPC-Web) response carrying `status`.
+pub fn grpc_error(protocol: Protocol, status: tonic::Status) -> Response {
+    let mut response: Response = status.into_http();
+    if protocol == Protocol::GrpcWeb {
+        // Browsers' gRPC-Web clients read trailers-only outcomes from these headers.
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc-web+proto"),
+        );
+    }
+    response.map(|_: Body| Body::empty())
 }

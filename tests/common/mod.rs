@@ -432,19 +432,21 @@ pub async fn latency_proxy(target: SocketAddr, latency: Duration) -> SocketAddr 
 }
 
 impl TestDb {
-    /// The Postgres server this database lives on, and the same database's URL with that
-    /// address replaced by `relay` (Postgres only).
-    pub fn postgres_addr(&self) -> Option<SocketAddr> {
+    /// `host:port` of the Postgres server this database lives on (Postgres only).
+    fn postgres_authority(&self) -> Option<&str> {
         self.admin.as_ref()?;
-        let authority = self.url.split('@').nth(1)?.split('/').next()?;
-        std::net::ToSocketAddrs::to_socket_addrs(authority)
+        self.url.split('@').nth(1)?.split('/').next()
+    }
+
+    pub fn postgres_addr(&self) -> Option<SocketAddr> {
+        std::net::ToSocketAddrs::to_socket_addrs(self.postgres_authority()?)
             .ok()?
             .next()
     }
 
+    /// The same database's URL, reached through `relay` (Postgres only).
     pub fn url_via(&self, relay: SocketAddr) -> Option<String> {
-        self.admin.as_ref()?;
-        let authority = self.url.split('@').nth(1)?.split('/').next()?;
+        let authority = self.postgres_authority()?;
         Some(self.url.replacen(authority, &relay.to_string(), 1))
     }
 }

@@ -158,33 +158,25 @@ impl ArticleService {
             tag_list: normalize_tags(input.tag_list),
             ..input
         });
-        for attempt in 0..SLUG_ATTEMPTS {
+        with_slug_retries(|suffixed| {
             let input = input.clone();
-            let created = self
-                .store
-                .write(move |txn| {
-                    let input = input.clone();
-                    Box::pin(async move {
-                        let row = repo::NewRow {
-                            slug: free_slug(txn, &input.title, attempt > 0).await?,
-                            title: input.title.clone(),
-                            description: input.description.clone(),
-                            body: input.body.clone(),
-                            author_id: author.user_id,
-                        };
-                        let article = repo::insert(txn, row).await.map_err(slug_taken)?;
-                        repo::set_tags(txn, article.id, &input.tag_list).await?;
-                        reload_in(txn, author, article.id).await
-                    })
+            self.store.write(move |txn| {
+                let input = input.clone();
+                Box::pin(async move {
+                    let row = repo::NewRow {
+                        slug: free_slug(txn, &input.title, suffixed).await?,
+                        title: input.title.clone(),
+                        description: input.description.clone(),
+                        body: input.body.clone(),
+                        author_id: author.user_id,
+                    };
+                    let article = repo::insert(txn, row).await.map_err(slug_taken)?;
+                    repo::set_tags(txn, article.id, &input.tag_list).await?;
+                    reload_in(txn, author, article.id).await
                 })
-                .await;
-            match created {
-                // A concurrent writer took the slug: try a suffixed one.
-                Err(AppError::Conflict("slug")) => continue,
-                outcome => return outcome,
-            }
-        }
-        Err(AppError::Conflict("slug"))
+            })
+        })
+        .await
     }
 
     pub async fn update(
@@ -205,46 +197,39 @@ impl ArticleService {
             tag_list: changes.tag_list.map(normalize_tags),
             ..changes
         });
-        for attempt in 0..SLUG_ATTEMPTS {
+        with_slug_retries(|suffixed| {
             let (slug, changes) = (slug.clone(), changes.clone());
-            let updated = self
-                .store
-                .write(move |txn| {
-                    let (slug, changes) = (slug.clone(), changes.clone());
-                    Box::pin(async move {
-                        // The row is locked from here to commit: what we check is what we
-                        // change, and a concurrent rename or delete makes this one 404.
-                        let article = held(txn, &slug, Hold::Exclusive).await?;
-                        owned(&article, author)?;
-                        let mut row = article.clone().into_active_model();
-                        if let Some(title) = changes.title.as_deref()
-                            && title != article.title
-                        {
-                            if slugify(title) != slugify(&article.title) {
-                                row.slug = Set(free_slug(txn, title, attempt > 0).await?);
-                            }
-                            row.title = Set(title.to_string());
+            self.store.write(move |txn| {
+                let (slug, changes) = (slug.clone(), changes.clone());
+                Box::pin(async move {
+                    // The row is locked from here to commit: what we check is what we
+                    // change, and a concurrent rename or delete makes this one 404.
+                    let article = held(txn, &slug, Hold::Exclusive).await?;
+                    owned(&article, author)?;
+                    let mut row = article.clone().into_active_model();
+                    if let Some(title) = changes.title.as_deref()
+                        && title != article.title
+                    {
+                        if slugify(title) != slugify(&article.title) {
+                            row.slug = Set(free_slug(txn, title, suffixed).await?);
                         }
-                        if let Some(description) = &changes.description {
-                            row.description = Set(description.clone());
-                        }
-                        if let Some(body) = &changes.body {
-                            row.body = Set(body.clone());
-                        }
-                        let saved = repo::save(txn, &article, row).await.map_err(slug_taken)?;
-                        if let Some(tags) = &changes.tag_list {
-                            repo::set_tags(txn, saved.id, tags).await?;
-                        }
-                        reload_in(txn, author, saved.id).await
-                    })
+                        row.title = Set(title.to_string());
+                    }
+                    if let Some(description) = &changes.description {
+                        row.description = Set(description.clone());
+                    }
+                    if let Some(body) = &changes.body {
+                        row.body = Set(body.clone());
+                    }
+                    let saved = repo::save(txn, &article, row).await.map_err(slug_taken)?;
+                    if let Some(tags) = &changes.tag_list {
+                        repo::set_tags(txn, saved.id, tags).await?;
+                    }
+                    reload_in(txn, author, saved.id).await
                 })
-                .await;
-            match updated {
-                Err(AppError::Conflict("slug")) => continue,
-                outcome => return outcome,
-            }
-        }
-        Err(AppError::Conflict("slug"))
+            })
+        })
+        .await
     }
 
     pub async fn delete(&self, author: Principal, slug: &str) -> AppResult<()> {
@@ -386,6 +371,22 @@ async fn views(
             updated_at: article.updated_at,
         })
         .collect())
+}
+
+/// Runs a write that picks a slug until it does not lose that slug to a concurrent writer
+/// (the unique index answers `Conflict("slug")`); each attempt is a transaction of its own,
+/// since Postgres aborts one that hit a unique violation. `suffixed` from the second on.
+async fn with_slug_retries<T, W>(mut write: impl FnMut(bool) -> W) -> AppResult<T>
+where
+    W: Future<Output = AppResult<T>>,
+{
+    for attempt in 0..SLUG_ATTEMPTS {
+        match write(attempt > 0).await {
+            Err(AppError::Conflict("slug")) => continue,
+            outcome => return outcome,
+        }
+    }
+    Err(AppError::Conflict("slug"))
 }
 
 /// Attempts at a unique slug before answering 409: the first is the kebab-case title when
