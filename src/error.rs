@@ -16,35 +16,154 @@ use crate::middleware::request_id;
 /// A field (or resource) name and what is wrong with it, as RealWorld words it.
 pub type FieldError = (&'static str, String);
 
+/// The error domain every `google.rpc.ErrorInfo` carries.
+pub const ERROR_DOMAIN: &str = "conduit";
+
+/// Stable, machine-readable causes: `google.rpc.ErrorInfo.reason` on every non-OK gRPC
+/// status. Clients branch on these, never on message text, so a reason is never renamed
+/// or reused for another cause; new causes get new reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Fields failed validation; `BadRequest` names each one.
+    ValidationFailed,
+    CannotFollowSelf,
+    InvalidPageToken,
+    InvalidUpdateMask,
+    TokenMissing,
+    TokenInvalid,
+    TokenExpired,
+    InvalidCredentials,
+    NotAuthor,
+    ArticleNotFound,
+    CommentNotFound,
+    ProfileNotFound,
+    EmailTaken,
+    UsernameTaken,
+    SlugTaken,
+    /// Lost a race with a concurrent request that bounded retries did not resolve.
+    ConcurrentModification,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    InvalidIdempotencyKey,
+    RequestTooLarge,
+    RequestUnreadable,
+    DatabaseUnavailable,
+    DeadlineExceeded,
+    MethodNotFound,
+    MethodNotAllowed,
+    Internal,
+}
+
+impl Reason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::ValidationFailed => "VALIDATION_FAILED",
+            Reason::CannotFollowSelf => "CANNOT_FOLLOW_SELF",
+            Reason::InvalidPageToken => "INVALID_PAGE_TOKEN",
+            Reason::InvalidUpdateMask => "INVALID_UPDATE_MASK",
+            Reason::TokenMissing => "TOKEN_MISSING",
+            Reason::TokenInvalid => "TOKEN_INVALID",
+            Reason::TokenExpired => "TOKEN_EXPIRED",
+            Reason::InvalidCredentials => "INVALID_CREDENTIALS",
+            Reason::NotAuthor => "NOT_AUTHOR",
+            Reason::ArticleNotFound => "ARTICLE_NOT_FOUND",
+            Reason::CommentNotFound => "COMMENT_NOT_FOUND",
+            Reason::ProfileNotFound => "PROFILE_NOT_FOUND",
+            Reason::EmailTaken => "EMAIL_TAKEN",
+            Reason::UsernameTaken => "USERNAME_TAKEN",
+            Reason::SlugTaken => "SLUG_TAKEN",
+            Reason::ConcurrentModification => "CONCURRENT_MODIFICATION",
+            Reason::IdempotencyKeyInUse => "IDEMPOTENCY_KEY_IN_USE",
+            Reason::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Reason::InvalidIdempotencyKey => "INVALID_IDEMPOTENCY_KEY",
+            Reason::RequestTooLarge => "REQUEST_TOO_LARGE",
+            Reason::RequestUnreadable => "REQUEST_UNREADABLE",
+            Reason::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
+            Reason::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Reason::MethodNotFound => "METHOD_NOT_FOUND",
+            Reason::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Reason::Internal => "INTERNAL",
+        }
+    }
+
+    /// The field or resource a REST error body files this cause under.
+    pub const fn subject(self) -> &'static str {
+        match self {
+            Reason::TokenMissing | Reason::TokenInvalid | Reason::TokenExpired => "token",
+            Reason::InvalidCredentials => "credentials",
+            Reason::ArticleNotFound | Reason::SlugTaken => "article",
+            Reason::CommentNotFound => "comment",
+            Reason::ProfileNotFound | Reason::CannotFollowSelf => "profile",
+            Reason::EmailTaken => "email",
+            Reason::UsernameTaken => "username",
+            Reason::InvalidPageToken => "page_token",
+            Reason::InvalidUpdateMask => "update_mask",
+            Reason::IdempotencyKeyInUse
+            | Reason::IdempotencyKeyReused
+            | Reason::InvalidIdempotencyKey => "Idempotency-Key",
+            Reason::DatabaseUnavailable | Reason::ConcurrentModification => "database",
+            Reason::RequestTooLarge | Reason::RequestUnreadable => "body",
+            Reason::DeadlineExceeded => "request",
+            Reason::MethodNotFound => "route",
+            Reason::MethodNotAllowed => "method",
+            Reason::NotAuthor | Reason::ValidationFailed | Reason::Internal => "request",
+        }
+    }
+}
+
+/// A gRPC status with its `ErrorInfo` (and the request id to quote, when there is one):
+/// how every layer and handler answers a failed call.
+pub fn status(code: Code, reason: Reason, message: impl Into<String>) -> tonic::Status {
+    status_with(code, reason, message, ErrorDetails::new())
+}
+
+fn status_with(
+    code: Code,
+    reason: Reason,
+    message: impl Into<String>,
+    mut details: ErrorDetails,
+) -> tonic::Status {
+    let metadata: std::collections::HashMap<String, String> = request_id::current()
+        .map(|id| ("request_id".to_string(), id))
+        .into_iter()
+        .collect();
+    details.set_error_info(reason.as_str(), ERROR_DOMAIN, metadata);
+    tonic::Status::with_error_details(code, message, details)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// 422 / INVALID_ARGUMENT with one violation per field.
     #[error("validation failed: {0:?}")]
     Validation(Vec<FieldError>),
-    /// 401 / UNAUTHENTICATED. The pair names what failed: `token: is missing`,
-    /// `token: invalid`, `credentials: invalid`.
-    #[error("unauthenticated: {0} {1}")]
-    Unauthorized(&'static str, &'static str),
-    /// 403 / PERMISSION_DENIED on the named resource.
+    /// 422 / INVALID_ARGUMENT for a cause clients branch on (e.g. `CANNOT_FOLLOW_SELF`),
+    /// with the field it concerns and what is wrong with it.
+    #[error("{0:?}: {1}")]
+    Invalid(Reason, String),
+    /// 401 / UNAUTHENTICATED: `TokenMissing`, `TokenInvalid`, `TokenExpired` or
+    /// `InvalidCredentials`.
+    #[error("unauthenticated: {0:?}")]
+    Unauthorized(Reason),
+    /// 403 / PERMISSION_DENIED on the named resource (only its author may change it).
     #[error("{0} forbidden")]
     Forbidden(&'static str),
-    /// 404 / NOT_FOUND on the named resource.
-    #[error("{0} not found")]
-    NotFound(&'static str),
-    /// 409 / ALREADY_EXISTS: the named field must be unique.
-    #[error("{0} has already been taken")]
-    Conflict(&'static str),
+    /// 404 / NOT_FOUND: `ArticleNotFound`, `CommentNotFound`, `ProfileNotFound`.
+    #[error("not found: {0:?}")]
+    NotFound(Reason),
+    /// 409 / ALREADY_EXISTS: `EmailTaken`, `UsernameTaken`, `SlugTaken`.
+    #[error("already taken: {0:?}")]
+    Conflict(Reason),
     /// 409 / ABORTED: lost a race with a concurrent request (a deadlock or serialization
     /// failure that bounded retries did not resolve, an idempotency key still in use).
     /// Nothing was written; the same request may simply be retried.
-    #[error("{0}: concurrent request, retry")]
-    Contention(&'static str),
+    #[error("concurrent request, retry: {0:?}")]
+    Contention(Reason),
     /// 413 / RESOURCE_EXHAUSTED.
     #[error("request body is too large")]
     PayloadTooLarge,
     /// 503 / UNAVAILABLE: a dependency is down; retrying later may succeed.
-    #[error("{0} unavailable")]
-    Unavailable(&'static str),
+    #[error("unavailable: {0:?}")]
+    Unavailable(Reason),
     /// 500 / INTERNAL. Details are logged, never sent.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -59,7 +178,7 @@ impl AppError {
 
     fn http_status(&self) -> StatusCode {
         match self {
-            AppError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::Validation(_) | AppError::Invalid(..) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Unauthorized(..) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -72,7 +191,7 @@ impl AppError {
 
     fn grpc_code(&self) -> Code {
         match self {
-            AppError::Validation(_) => Code::InvalidArgument,
+            AppError::Validation(_) | AppError::Invalid(..) => Code::InvalidArgument,
             AppError::Unauthorized(..) => Code::Unauthenticated,
             AppError::Forbidden(_) => Code::PermissionDenied,
             AppError::NotFound(_) => Code::NotFound,
@@ -84,21 +203,39 @@ impl AppError {
         }
     }
 
+    pub fn reason(&self) -> Reason {
+        match self {
+            AppError::Validation(_) => Reason::ValidationFailed,
+            AppError::Forbidden(_) => Reason::NotAuthor,
+            AppError::PayloadTooLarge => Reason::RequestTooLarge,
+            AppError::Internal(_) => Reason::Internal,
+            AppError::Invalid(reason, _)
+            | AppError::Unauthorized(reason)
+            | AppError::NotFound(reason)
+            | AppError::Conflict(reason)
+            | AppError::Contention(reason)
+            | AppError::Unavailable(reason) => *reason,
+        }
+    }
+
     /// The `{field: [message]}` pairs both mappings share.
     fn field_errors(&self) -> Vec<(&'static str, String)> {
-        match self {
-            AppError::Validation(errors) => errors.clone(),
-            AppError::Unauthorized(field, message) => vec![(field, (*message).into())],
-            AppError::Forbidden(resource) => vec![(resource, "forbidden".into())],
-            AppError::NotFound(resource) => vec![(resource, "not found".into())],
-            AppError::Conflict(field) => vec![(field, "has already been taken".into())],
-            AppError::Contention(what) => {
-                vec![(what, "was changed by a concurrent request; retry".into())]
-            }
-            AppError::PayloadTooLarge => vec![("body", "is too large".into())],
-            AppError::Unavailable(what) => vec![(what, "unavailable".into())],
-            AppError::Internal(_) => vec![("internal", internal_message())],
-        }
+        let subject = self.reason().subject();
+        let message = match self {
+            AppError::Validation(errors) => return errors.clone(),
+            AppError::Invalid(_, message) => message.clone(),
+            AppError::Unauthorized(Reason::TokenMissing) => "is missing".into(),
+            AppError::Unauthorized(Reason::TokenExpired) => "has expired".into(),
+            AppError::Unauthorized(_) => "invalid".into(),
+            AppError::Forbidden(resource) => return vec![(resource, "forbidden".into())],
+            AppError::NotFound(_) => "not found".into(),
+            AppError::Conflict(_) => "has already been taken".into(),
+            AppError::Contention(_) => "was changed by a concurrent request; retry".into(),
+            AppError::PayloadTooLarge => "is too large".into(),
+            AppError::Unavailable(_) => "unavailable".into(),
+            AppError::Internal(_) => return vec![("internal", internal_message())],
+        };
+        vec![(subject, message)]
     }
 
     fn log_if_internal(&self) {
@@ -147,10 +284,13 @@ impl IntoResponse for AppError {
     }
 }
 
+/// Every status carries `ErrorInfo` (reason, domain `conduit`); invalid arguments also
+/// carry `BadRequest` field violations.
 impl From<AppError> for tonic::Status {
     fn from(error: AppError) -> Self {
         error.log_if_internal();
         let code = error.grpc_code();
+        let reason = error.reason();
         let violations = error.field_errors();
         let message = match &error {
             AppError::Internal(_) => internal_message(),
@@ -160,16 +300,13 @@ impl From<AppError> for tonic::Status {
                 .collect::<Vec<_>>()
                 .join("; "),
         };
-        match error {
-            AppError::Validation(_) => {
-                let mut details = ErrorDetails::new();
-                for (field, description) in violations {
-                    details.add_bad_request_violation(field, description);
-                }
-                tonic::Status::with_error_details(code, message, details)
+        let mut details = ErrorDetails::new();
+        if code == Code::InvalidArgument {
+            for (field, description) in violations {
+                details.add_bad_request_violation(field, description);
             }
-            _ => tonic::Status::new(code, message),
         }
+        status_with(code, reason, message, details)
     }
 }
 
@@ -200,10 +337,10 @@ impl From<JsonRejection> for AppError {
 impl From<sea_orm::DbErr> for AppError {
     fn from(e: sea_orm::DbErr) -> Self {
         if lost_a_race(&e) {
-            AppError::Contention("database")
+            AppError::Contention(Reason::ConcurrentModification)
         } else if is_unavailable(&e) {
             tracing::warn!(error = %e, "database unavailable");
-            AppError::Unavailable("database")
+            AppError::Unavailable(Reason::DatabaseUnavailable)
         } else {
             AppError::Internal(e.into())
         }

@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod middleware;
 pub mod modules;
+pub mod pagination;
 pub mod probes;
 pub mod proto;
 pub mod rest;

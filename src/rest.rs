@@ -3,7 +3,7 @@
 use axum::extract::{FromRequest, FromRequestParts};
 use serde::{Deserialize, Deserializer};
 
-use crate::error::AppError;
+use crate::{error::AppError, validation::Violations};
 
 /// `axum::Json`, but a malformed or oversized body is answered in the RealWorld error shape.
 #[derive(FromRequest)]
@@ -16,14 +16,48 @@ impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
     }
 }
 
-/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`); use with
-/// `#[serde(default, deserialize_with = "double_option")]`.
-pub fn double_option<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Some)
+/// A JSON body field that tells absent from explicit `null` (use with `#[serde(default)]`).
+/// Absent means "leave it as it is"; `null` clears the nullable fields (bio, image) and is
+/// a 422 naming the field everywhere else, so a client bug never reads as "unchanged".
+#[derive(Debug, Default)]
+pub enum Field<T> {
+    #[default]
+    Absent,
+    Null,
+    Value(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Field<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(match Option::<T>::deserialize(deserializer)? {
+            Some(value) => Field::Value(value),
+            None => Field::Null,
+        })
+    }
+}
+
+impl<T> Field<T> {
+    /// A field that may be left out but not set to `null`: absent is `None`, `null` is
+    /// recorded as a violation of `name`.
+    pub fn non_null(self, name: &'static str, violations: &mut Violations) -> Option<T> {
+        match self {
+            Field::Absent => None,
+            Field::Null => {
+                violations.push(name, "can't be null");
+                None
+            }
+            Field::Value(value) => Some(value),
+        }
+    }
+
+    /// A nullable field: `None` leaves it, `Some(None)` clears it.
+    pub fn nullable(self) -> Option<Option<T>> {
+        match self {
+            Field::Absent => None,
+            Field::Null => Some(None),
+            Field::Value(value) => Some(Some(value)),
+        }
+    }
 }
 
 /// `axum::extract::Query`, but a malformed query string is a RealWorld 422, naming the

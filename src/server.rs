@@ -35,6 +35,7 @@ use crate::{
     auth,
     config::{CorsSettings, ServerSettings, Settings},
     docs,
+    error::Reason,
     idempotency::IdempotencyLayer,
     lifecycle::Lifecycle,
     metrics,
@@ -163,7 +164,7 @@ async fn fallback(request: Request) -> Response {
     let message = format!("unknown method {}", request.uri().path());
     layer_error(
         Protocol::of(&request),
-        tonic::Status::unimplemented(message),
+        crate::error::status(tonic::Code::Unimplemented, Reason::MethodNotFound, message),
         StatusCode::NOT_FOUND,
         "route",
         "not found",
@@ -173,7 +174,11 @@ async fn fallback(request: Request) -> Response {
 async fn method_not_allowed(request: Request) -> Response {
     layer_error(
         Protocol::of(&request),
-        tonic::Status::unimplemented("method not allowed"),
+        crate::error::status(
+            tonic::Code::Unimplemented,
+            Reason::MethodNotAllowed,
+            "method not allowed",
+        ),
         StatusCode::METHOD_NOT_ALLOWED,
         "method",
         "not allowed",
@@ -225,6 +230,9 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
         // 12. idempotency keys: after auth (keys are per caller) and translation (gRPC and
         //     gRPC-Web retries share one stored answer)
         .layer(IdempotencyLayer::new(state))
+        // 13. statuses tonic answers by itself (unknown method, undecodable message) get
+        //     the ErrorInfo every other gRPC error carries
+        .layer(from_fn(middleware::error_info::complete))
         .service(router)
         .map_response(IntoResponse::into_response)
         .boxed_clone()

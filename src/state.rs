@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 
-use crate::{auth::TokenKeys, config::Settings, db::Store, lifecycle::Readiness};
+use crate::{
+    auth::TokenKeys, config::Settings, db::Store, lifecycle::Readiness, pagination::PageTokens,
+};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -13,17 +15,21 @@ pub struct AppState {
     pub store: Store,
     pub readiness: Readiness,
     pub tokens: Arc<TokenKeys>,
+    /// Signs the gRPC lists' page tokens.
+    pub pages: Arc<PageTokens>,
 }
 
 impl AppState {
     pub fn new(settings: Arc<Settings>, db: DatabaseConnection, readiness: Readiness) -> Self {
         let tokens = Arc::new(TokenKeys::new(&settings.auth));
+        let pages = Arc::new(PageTokens::new(settings.auth.jwt_secret.as_bytes()));
         let store = Store::new(db, settings.database.max_connections);
         Self {
             settings,
             store,
             readiness,
             tokens,
+            pages,
         }
     }
 

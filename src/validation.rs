@@ -75,6 +75,16 @@ impl Violations {
         }
     }
 
+    /// Rails' wording, which RealWorld clients display as is. Characters, not bytes.
+    pub fn min_chars(self, field: &'static str, value: Option<&str>, min: usize) -> Self {
+        let ok = value.is_none_or(|v| v.chars().count() >= min);
+        self.check(
+            ok,
+            field,
+            &format!("is too short (minimum is {min} characters)"),
+        )
+    }
+
     /// Rails' wording, which RealWorld clients display as is.
     pub fn max_chars(self, field: &'static str, value: Option<&str>, max: usize) -> Self {
         let ok = value.is_none_or(|v| v.chars().count() <= max);
@@ -105,10 +115,17 @@ impl Violations {
     }
 
     pub fn check(mut self, ok: bool, field: &'static str, message: &str) -> Self {
-        if !ok && !self.0.iter().any(|(f, _)| *f == field) {
-            self.0.push((field, message.into()));
+        if !ok {
+            self.push(field, message);
         }
         self
+    }
+
+    /// Records a violation; a field keeps only its first one.
+    pub fn push(&mut self, field: &'static str, message: &str) {
+        if !self.0.iter().any(|(f, _)| *f == field) {
+            self.0.push((field, message.into()));
+        }
     }
 
     pub fn finish(self) -> AppResult<()> {

@@ -157,7 +157,7 @@ async fn abandoned_requests_never_poison_the_pool() {
                     let _ = tags.list_tags(request).await;
                 } else {
                     let mut request = tonic::Request::new(pb::ListArticlesRequest {
-                        limit: Some(20),
+                        page_size: 20,
                         ..Default::default()
                     });
                     request.set_timeout(wait);
@@ -374,8 +374,10 @@ async fn delete_racing_tag_update_never_fails() {
         let update = grpc_request(
             pb::UpdateArticleRequest {
                 slug: slug.clone(),
-                tag_list: vec![format!("g{i}"), "a".into()],
-                replace_tags: true,
+                article: Some(pb::Article {
+                    tag_list: vec![format!("g{i}"), "a".into()],
+                    ..Default::default()
+                }),
                 ..Default::default()
             },
             Some(&token),

@@ -147,7 +147,7 @@ async fn articles_over_grpc_are_the_articles_rest_sees() {
     expected_tags.sort();
     assert_eq!(created.tag_list, expected_tags, "sorted");
     assert_eq!(created.body.as_deref(), Some("You have to believe"));
-    assert!(created.created_at.is_some());
+    assert!(created.create_time.is_some());
 
     // Visible over REST, field for field.
     let api = Rest::new(&server);
@@ -181,13 +181,13 @@ async fn articles_over_grpc_are_the_articles_rest_sees() {
     let list = articles
         .list_articles(pb::ListArticlesRequest {
             tag: Some(tag.clone()),
-            limit: Some(1),
+            page_size: 1,
             ..Default::default()
         })
         .await
         .expect("list")
         .into_inner();
-    assert_eq!(list.articles_count, 2);
+    assert!(!list.next_page_token.is_empty(), "a second article follows");
     assert_eq!(list.articles.len(), 1);
     assert_eq!(list.articles[0].slug, rest_slug, "newest first");
     assert_eq!(list.articles[0].body, None, "lists leave the body out");
@@ -217,7 +217,8 @@ async fn articles_over_grpc_are_the_articles_rest_sees() {
         .await
         .expect("list")
         .into_inner();
-    assert_eq!(by_fav.articles_count, 1);
+    assert_eq!(by_fav.articles.len(), 1);
+    assert!(by_fav.next_page_token.is_empty());
     assert!(by_fav.articles[0].favorited);
     let unfavorited = articles
         .unfavorite_article(grpc_request(
@@ -250,7 +251,7 @@ async fn articles_over_grpc_are_the_articles_rest_sees() {
         .await
         .expect("feed")
         .into_inner();
-    assert_eq!(feed.articles_count, 2);
+    assert_eq!(feed.articles.len(), 2);
     assert!(
         feed.articles
             .iter()
@@ -261,10 +262,13 @@ async fn articles_over_grpc_are_the_articles_rest_sees() {
         .update_article(grpc_request(
             pb::UpdateArticleRequest {
                 slug: created.slug.clone(),
-                title: Some("gRPC dragons, revised".into()),
-                replace_tags: true,
-                tag_list: vec![],
-                ..Default::default()
+                article: Some(pb::Article {
+                    title: "gRPC dragons, revised".into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["title".into(), "tag_list".into()],
+                }),
             },
             Some(&author_token),
         ))
@@ -350,8 +354,7 @@ async fn article_errors_over_grpc() {
     assert_eq!(feed.code(), Code::Unauthenticated);
     let bad_page = articles
         .list_articles(pb::ListArticlesRequest {
-            limit: Some(0),
-            offset: Some(-3),
+            page_size: -1,
             ..Default::default()
         })
         .await
@@ -361,9 +364,9 @@ async fn article_errors_over_grpc() {
         bad_page
             .get_details_bad_request()
             .expect("details")
-            .field_violations
-            .len(),
-        2
+            .field_violations[0]
+            .field,
+        "page_size"
     );
     let missing = articles
         .favorite_article(grpc_request(
@@ -415,7 +418,10 @@ async fn comments_and_tags_over_grpc() {
     );
 
     let listed = comments
-        .list_comments(pb::ListCommentsRequest { slug: slug.clone() })
+        .list_comments(pb::ListCommentsRequest {
+            slug: slug.clone(),
+            ..Default::default()
+        })
         .await
         .expect("list")
         .into_inner()
@@ -467,7 +473,10 @@ async fn comments_and_tags_over_grpc() {
         .expect("delete");
     assert!(
         comments
-            .list_comments(pb::ListCommentsRequest { slug: slug.clone() })
+            .list_comments(pb::ListCommentsRequest {
+                slug: slug.clone(),
+                ..Default::default()
+            })
             .await
             .expect("list")
             .into_inner()
@@ -477,6 +486,7 @@ async fn comments_and_tags_over_grpc() {
     let no_article = comments
         .list_comments(pb::ListCommentsRequest {
             slug: "none".into(),
+            ..Default::default()
         })
         .await
         .expect_err("missing article");

@@ -252,16 +252,95 @@ async fn migrate_commands_apply_list_and_roll_back() {
         applied.contains("applied m20261124_000003_create_idempotency_keys"),
         "{applied}"
     );
+    assert!(
+        applied.contains("applied m20261124_000004_case_insensitive_identities"),
+        "{applied}"
+    );
     assert!(run_cli(&["migrate", "down"], &[], &db.url).status.success());
     let rolled_back = status(&db);
     assert!(
-        rolled_back.contains("applied m20261124_000002_create_content"),
+        rolled_back.contains("applied m20261124_000003_create_idempotency_keys"),
         "{rolled_back}"
     );
     assert!(
-        rolled_back.contains("pending m20261124_000003_create_idempotency_keys"),
+        rolled_back.contains("pending m20261124_000004_case_insensitive_identities"),
         "{rolled_back}"
     );
+}
+
+/// Existing accounts that differ only in case are listed, never merged: the migration
+/// that makes identities case-insensitive stops, changes nothing, and succeeds once an
+/// operator has resolved them. After it, the database itself refuses such a duplicate.
+#[tokio::test]
+async fn case_duplicates_stop_the_identity_migration() {
+    use sea_orm::ConnectionTrait;
+    let db = TestDb::new().await;
+    assert!(run_cli(&["migrate", "up"], &[], &db.url).status.success());
+    // Back to the case-sensitive indexes, where such rows could exist.
+    assert!(run_cli(&["migrate", "down"], &[], &db.url).status.success());
+    let conn = sea_orm::Database::connect(&db.url).await.expect("connect");
+    let insert = |email: &str, username: &str| {
+        format!(
+            "INSERT INTO users (email, username, password_hash, created_at, updated_at) \
+             VALUES ('{email}', '{username}', 'x', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+        )
+    };
+    for (email, username) in [
+        ("Jake@Example.io", "jake"),
+        ("jake@example.io", "jacob"),
+        ("anna@example.io", "Anna"),
+        ("anne@example.io", "ANNA"),
+    ] {
+        conn.execute_unprepared(&insert(email, username))
+            .await
+            .expect("case-sensitive indexes accept it");
+    }
+
+    let refused = run_cli(&["migrate", "up"], &[], &db.url);
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&refused.stdout),
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!refused.status.success(), "{output}");
+    assert!(
+        output.contains(
+            r#"email "jake@example.io": user 1 "Jake@Example.io", user 2 "jake@example.io""#
+        ),
+        "{output}"
+    );
+    assert!(
+        output.contains(r#"username "anna": user 3 "Anna", user 4 "ANNA""#),
+        "{output}"
+    );
+    let status = run_cli(&["migrate", "status"], &[], &db.url);
+    assert!(
+        String::from_utf8_lossy(&status.stdout)
+            .contains("pending m20261124_000004_case_insensitive_identities")
+    );
+
+    conn.execute_unprepared("UPDATE users SET email = 'jacob@example.io' WHERE id = 2")
+        .await
+        .expect("resolve");
+    conn.execute_unprepared("UPDATE users SET username = 'anne' WHERE id = 4")
+        .await
+        .expect("resolve");
+    let applied = run_cli(&["migrate", "up"], &[], &db.url);
+    assert!(applied.status.success(), "{applied:?}");
+    for (email, username) in [("JAKE@example.io", "other"), ("new@example.io", "aNNa")] {
+        let err = conn
+            .execute_unprepared(&insert(email, username))
+            .await
+            .expect_err("the database refuses a case duplicate");
+        assert!(
+            matches!(
+                err.sql_err(),
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+            ),
+            "{err}"
+        );
+    }
+    conn.close().await.expect("close");
 }
 
 /// Every RealWorld operation: method, path, operationId (as in the spec), tag, auth.

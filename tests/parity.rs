@@ -58,7 +58,7 @@ fn profile(p: Option<pb::Profile>) -> Value {
 fn article(a: pb::Article) -> Value {
     let mut v = json!({
         "slug": a.slug, "title": a.title, "description": a.description, "tagList": a.tag_list,
-        "createdAt": timestamp(&a.created_at), "updatedAt": timestamp(&a.updated_at),
+        "createdAt": timestamp(&a.create_time), "updatedAt": timestamp(&a.update_time),
         "favorited": a.favorited, "favoritesCount": a.favorites_count, "author": profile(a.author),
     });
     if let Some(body) = a.body {
@@ -67,8 +67,15 @@ fn article(a: pb::Article) -> Value {
     v
 }
 
+/// gRPC lists page instead of counting: a list that fits one page (no next token) holds
+/// exactly the `articlesCount` REST reports.
+fn whole_list(len: usize, next_page_token: &str) -> usize {
+    assert!(next_page_token.is_empty(), "expected a single page");
+    len
+}
+
 fn comment(c: pb::Comment) -> Value {
-    json!({"id": c.id, "createdAt": timestamp(&c.created_at), "updatedAt": timestamp(&c.updated_at), "body": c.body, "author": profile(c.author)})
+    json!({"id": c.id, "createdAt": timestamp(&c.create_time), "updatedAt": timestamp(&c.update_time), "body": c.body, "author": profile(c.author)})
 }
 
 fn user(u: Option<pb::User>) -> Value {
@@ -208,8 +215,11 @@ async fn over_grpc(channel: Channel, n: &Names) -> Vec<Value> {
     let updated = users
         .update_user(grpc_request(
             pb::UpdateUserRequest {
-                bio: Some("I write".into()),
-                ..Default::default()
+                user: Some(pb::User {
+                    bio: Some("I write".into()),
+                    ..Default::default()
+                }),
+                update_mask: None,
             },
             Some(&author_token),
         ))
@@ -277,7 +287,7 @@ async fn over_grpc(channel: Channel, n: &Names) -> Vec<Value> {
         .await
         .expect("feed")
         .into_inner();
-    out.push(json!({"articles": feed.articles.into_iter().map(article).collect::<Vec<_>>(), "articlesCount": feed.articles_count}));
+    out.push(json!({"articlesCount": whole_list(feed.articles.len(), &feed.next_page_token), "articles": feed.articles.into_iter().map(article).collect::<Vec<_>>()}));
     let by_tag = articles
         .list_articles(pb::ListArticlesRequest {
             tag: Some(n.tags[0].clone()),
@@ -286,7 +296,7 @@ async fn over_grpc(channel: Channel, n: &Names) -> Vec<Value> {
         .await
         .expect("list")
         .into_inner();
-    out.push(json!({"articles": by_tag.articles.into_iter().map(article).collect::<Vec<_>>(), "articlesCount": by_tag.articles_count}));
+    out.push(json!({"articlesCount": whole_list(by_tag.articles.len(), &by_tag.next_page_token), "articles": by_tag.articles.into_iter().map(article).collect::<Vec<_>>()}));
     let by_fav = articles
         .list_articles(grpc_request(
             pb::ListArticlesRequest {
@@ -298,7 +308,7 @@ async fn over_grpc(channel: Channel, n: &Names) -> Vec<Value> {
         .await
         .expect("list")
         .into_inner();
-    out.push(json!({"articles": by_fav.articles.into_iter().map(article).collect::<Vec<_>>(), "articlesCount": by_fav.articles_count}));
+    out.push(json!({"articlesCount": whole_list(by_fav.articles.len(), &by_fav.next_page_token), "articles": by_fav.articles.into_iter().map(article).collect::<Vec<_>>()}));
     let added = comments
         .add_comment(grpc_request(
             pb::AddCommentRequest {
@@ -315,7 +325,10 @@ async fn over_grpc(channel: Channel, n: &Names) -> Vec<Value> {
     out.push(json!({"comment": comment(added)}));
     let listed = comments
         .list_comments(grpc_request(
-            pb::ListCommentsRequest { slug },
+            pb::ListCommentsRequest {
+                slug,
+                ..Default::default()
+            },
             Some(&author_token),
         ))
         .await

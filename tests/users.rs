@@ -267,8 +267,11 @@ async fn grpc_register_login_current_update() {
     let updated = users
         .update_user(grpc_request(
             pb::UpdateUserRequest {
-                bio: Some("gRPC person".into()),
-                ..Default::default()
+                user: Some(pb::User {
+                    bio: Some("gRPC person".into()),
+                    ..Default::default()
+                }),
+                update_mask: None,
             },
             Some(&token),
         ))
@@ -280,12 +283,14 @@ async fn grpc_register_login_current_update() {
     assert_eq!(updated.bio.as_deref(), Some("gRPC person"));
     assert_eq!(updated.username, name);
 
-    // An empty string clears (proto3 optional cannot carry null).
+    // A masked field left empty clears it.
     let cleared = users
         .update_user(grpc_request(
             pb::UpdateUserRequest {
-                bio: Some(String::new()),
-                ..Default::default()
+                user: None,
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["bio".into()],
+                }),
             },
             Some(&token),
         ))
@@ -363,8 +368,11 @@ async fn grpc_errors_carry_codes_and_field_details() {
     let status = users
         .update_user(grpc_request(
             pb::UpdateUserRequest {
-                username: Some(name.clone()),
-                ..Default::default()
+                user: Some(pb::User {
+                    username: name.clone(),
+                    ..Default::default()
+                }),
+                update_mask: None,
             },
             Some(&other_token),
         ))

@@ -7,6 +7,7 @@ pub use sea_orm_migration::{MigrationStatus, prelude::*};
 mod m20261124_000001_create_users;
 mod m20261124_000002_create_content;
 mod m20261124_000003_create_idempotency_keys;
+mod m20261124_000004_case_insensitive_identities;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_create_users::Migration),
             Box::new(m20261124_000002_create_content::Migration),
             Box::new(m20261124_000003_create_idempotency_keys::Migration),
+            Box::new(m20261124_000004_case_insensitive_identities::Migration),
         ]
     }
 }

@@ -16,7 +16,7 @@ use axum::{
 
 pub use token::TokenKeys;
 
-use crate::error::AppError;
+use crate::error::{AppError, Reason};
 
 /// The authenticated caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,9 +30,12 @@ pub enum Auth {
     #[default]
     Anonymous,
     Authenticated(Principal),
-    /// A credential was sent but is malformed, forged or expired. Even endpoints with
-    /// optional authentication refuse it, so a client learns its token went bad.
+    /// A credential was sent but is malformed or forged. Even endpoints with optional
+    /// authentication refuse it, so a client learns its token went bad.
     Invalid,
+    /// A genuine token past its expiry: refused like an invalid one, with its own reason
+    /// so clients know to log in again.
+    Expired,
 }
 
 impl Auth {
@@ -45,17 +48,19 @@ impl Auth {
                 .or_else(|| v.strip_prefix("Bearer "))
                 .map(str::trim)
         });
-        match token.and_then(|t| keys.verify(t)) {
-            Some(user_id) => Auth::Authenticated(Principal { user_id }),
-            None => Auth::Invalid,
+        match token.map(|t| keys.verify(t)) {
+            Some(Ok(user_id)) => Auth::Authenticated(Principal { user_id }),
+            Some(Err(token::Rejected::Expired)) => Auth::Expired,
+            Some(Err(token::Rejected::Invalid)) | None => Auth::Invalid,
         }
     }
 
     pub fn required(self) -> Result<Principal, AppError> {
         match self {
             Auth::Authenticated(p) => Ok(p),
-            Auth::Anonymous => Err(AppError::Unauthorized("token", "is missing")),
-            Auth::Invalid => Err(AppError::Unauthorized("token", "invalid")),
+            Auth::Anonymous => Err(AppError::Unauthorized(Reason::TokenMissing)),
+            Auth::Invalid => Err(AppError::Unauthorized(Reason::TokenInvalid)),
+            Auth::Expired => Err(AppError::Unauthorized(Reason::TokenExpired)),
         }
     }
 
@@ -63,7 +68,8 @@ impl Auth {
         match self {
             Auth::Authenticated(p) => Ok(Some(p)),
             Auth::Anonymous => Ok(None),
-            Auth::Invalid => Err(AppError::Unauthorized("token", "invalid")),
+            Auth::Invalid => Err(AppError::Unauthorized(Reason::TokenInvalid)),
+            Auth::Expired => Err(AppError::Unauthorized(Reason::TokenExpired)),
         }
     }
 

@@ -2,7 +2,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
+use jsonwebtoken::{
+    Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode, errors::ErrorKind,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{config::AuthSettings, error::AppError};
@@ -13,6 +15,14 @@ struct Claims {
     iss: String,
     iat: u64,
     exp: u64,
+}
+
+/// Why a token was refused: an expired one is worth a re-login, an invalid one is a bug
+/// or an attack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    Expired,
+    Invalid,
 }
 
 pub struct TokenKeys {
@@ -52,9 +62,15 @@ impl TokenKeys {
     }
 
     /// The user id the token was issued to, if the token is genuine and current.
-    pub fn verify(&self, token: &str) -> Option<i64> {
-        let data = decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
-        data.claims.sub.parse().ok()
+    pub fn verify(&self, token: &str) -> Result<i64, Rejected> {
+        let data =
+            decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => Rejected::Expired,
+                    _ => Rejected::Invalid,
+                }
+            })?;
+        data.claims.sub.parse().map_err(|_| Rejected::Invalid)
     }
 }
 
@@ -73,9 +89,23 @@ mod tests {
     fn round_trip_and_rejections() {
         let k = keys(&"a".repeat(32));
         let token = k.issue(42).expect("issue");
-        assert_eq!(k.verify(&token), Some(42));
-        assert_eq!(keys(&"b".repeat(32)).verify(&token), None, "other secret");
-        assert_eq!(k.verify("not.a.jwt"), None);
-        assert_eq!(k.verify(&format!("{token}x")), None, "tampered");
+        assert_eq!(k.verify(&token), Ok(42));
+        let invalid = Err(Rejected::Invalid);
+        assert_eq!(
+            keys(&"b".repeat(32)).verify(&token),
+            invalid,
+            "other secret"
+        );
+        assert_eq!(k.verify("not.a.jwt"), invalid);
+        assert_eq!(k.verify(&format!("{token}x")), invalid, "tampered");
+        // Past the default 60 s of leeway.
+        let old = Claims {
+            sub: "42".into(),
+            iss: AuthSettings::default().jwt_issuer,
+            iat: 1_000,
+            exp: 1_100,
+        };
+        let old = encode(&Header::new(Algorithm::HS256), &old, &k.encoding).expect("encode");
+        assert_eq!(k.verify(&old), Err(Rejected::Expired));
     }
 }

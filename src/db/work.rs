@@ -28,7 +28,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
 use crate::{
-    error::{AppError, AppResult},
+    error::{AppError, AppResult, Reason},
     middleware::request_id,
 };
 
@@ -116,7 +116,11 @@ impl Store {
             loop {
                 match once(&connection, mode, &unit).await {
                     Err(AppError::Contention(what)) if attempt < ATTEMPTS => {
-                        tracing::debug!(attempt, what, "transaction lost a race; retrying");
+                        tracing::debug!(
+                            attempt,
+                            what = what.as_str(),
+                            "transaction lost a race; retrying"
+                        );
                         tokio::time::sleep(backoff(attempt)).await;
                         attempt += 1;
                     }
@@ -151,7 +155,7 @@ impl Store {
         match handle.await {
             Ok(Some(outcome)) => outcome,
             // Only when the slots are closed, which they never are while we wait.
-            Ok(None) => Err(AppError::Unavailable("database")),
+            Ok(None) => Err(AppError::Unavailable(Reason::DatabaseUnavailable)),
             // A panic inside the unit is the request's panic: the stack's panic layer
             // answers it as it would any other.
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

@@ -18,3 +18,11 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// `column` equals `value` ignoring case, folded by the database's `lower()` on both
+/// sides: the expression the unique indexes are built on, so lookups agree with them and
+/// Postgres can use them.
+pub fn same_name(column: Column, value: &str) -> sea_orm::sea_query::Expr {
+    use sea_orm::sea_query::{Expr, ExprTrait, Func};
+    Expr::expr(Func::lower(Expr::col((Entity, column)))).eq(Func::lower(Expr::val(value)))
+}

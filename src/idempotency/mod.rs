@@ -33,6 +33,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http_body_util::{BodyExt, Limited, StreamBody};
 use hyper::body::Frame;
+use tonic::Code;
 use tower::{Layer, Service, ServiceExt, util::BoxCloneSyncService};
 use tracing::Instrument;
 
@@ -41,7 +42,7 @@ use self::store::{Claim, KeyRef, Stored};
 use crate::{
     auth::Auth,
     db::Store,
-    error::AppError,
+    error::{self, AppError, Reason},
     middleware::{Protocol, layer_error, request_id},
     state::AppState,
 };
@@ -139,9 +140,11 @@ async fn guard(idempotency: Idempotency, request: Request, next: Inner) -> Respo
     let Some(key) = valid_key(value) else {
         return layer_error(
             protocol,
-            tonic::Status::invalid_argument(format!(
-                "idempotency-key must be 1 to {MAX_KEY_LEN} visible ASCII characters"
-            )),
+            error::status(
+                Code::InvalidArgument,
+                Reason::InvalidIdempotencyKey,
+                format!("idempotency-key must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
+            ),
             StatusCode::UNPROCESSABLE_ENTITY,
             "Idempotency-Key",
             "is invalid",
@@ -192,7 +195,9 @@ async fn run(
         Ok(Claim::Mismatch) => {
             return layer_error(
                 protocol,
-                tonic::Status::invalid_argument(
+                error::status(
+                    Code::InvalidArgument,
+                    Reason::IdempotencyKeyReused,
                     "idempotency-key was already used with a different request",
                 ),
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -201,7 +206,7 @@ async fn run(
             );
         }
         Ok(Claim::InProgress) => {
-            return AppError::Contention("Idempotency-Key").into_response_for(protocol);
+            return AppError::Contention(Reason::IdempotencyKeyInUse).into_response_for(protocol);
         }
         Err(e) => return e.into_response_for(protocol),
     }
@@ -385,7 +390,11 @@ fn unreadable_body(protocol: Protocol, error: &axum::Error) -> Response {
     } else {
         layer_error(
             protocol,
-            tonic::Status::invalid_argument("request body could not be read"),
+            error::status(
+                Code::InvalidArgument,
+                Reason::RequestUnreadable,
+                "request body could not be read",
+            ),
             StatusCode::BAD_REQUEST,
             "body",
             "could not be read",

@@ -13,7 +13,7 @@ use sea_orm::{
 use crate::{
     db::Store,
     entities::idempotency_keys::{ActiveModel, Column, Entity as Keys},
-    error::{AppError, AppResult},
+    error::{AppError, AppResult, Reason},
 };
 
 /// Which request a key belongs to.
@@ -72,7 +72,7 @@ pub async fn claim(
                     .one(txn)
                     .await?
                     // Purged between our insert and our read: try again.
-                    .ok_or(AppError::Contention("Idempotency-Key"))?;
+                    .ok_or(AppError::Contention(Reason::IdempotencyKeyInUse))?;
                 let take_over = existing.expires_at <= now
                     || (existing.status.is_none()
                         && existing.fingerprint == *key.fingerprint

@@ -42,7 +42,11 @@ pub async fn enforce(State(limit): State<usize>, request: Request, next: Next) -
 }
 
 fn grpc_too_large(limit: usize) -> tonic::Status {
-    tonic::Status::resource_exhausted(format!("request body is larger than {limit} bytes"))
+    crate::error::status(
+        tonic::Code::ResourceExhausted,
+        crate::error::Reason::RequestTooLarge,
+        format!("request body is larger than {limit} bytes"),
+    )
 }
 
 fn too_large(protocol: Protocol, limit: usize) -> Response {

@@ -2,6 +2,7 @@
 //! treats gRPC, gRPC-Web and REST requests alike and answers errors in the caller's protocol.
 
 pub mod body_limit;
+pub mod error_info;
 pub mod grpc_web;
 pub mod observe;
 pub mod panic;

@@ -27,7 +27,11 @@ pub async fn catch(request: Request, next: Next) -> Response {
             let message = crate::error::internal_message();
             layer_error(
                 protocol,
-                tonic::Status::internal(message.clone()),
+                crate::error::status(
+                    tonic::Code::Internal,
+                    crate::error::Reason::Internal,
+                    message.clone(),
+                ),
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 &message,

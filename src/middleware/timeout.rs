@@ -28,7 +28,11 @@ pub async fn enforce(State(default): State<Duration>, request: Request, next: Ne
             );
             layer_error(
                 protocol,
-                tonic::Status::deadline_exceeded("deadline exceeded"),
+                crate::error::status(
+                    tonic::Code::DeadlineExceeded,
+                    crate::error::Reason::DeadlineExceeded,
+                    "deadline exceeded",
+                ),
                 StatusCode::GATEWAY_TIMEOUT,
                 "request",
                 "timed out",

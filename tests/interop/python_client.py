@@ -2,7 +2,8 @@
 
 Generates stubs from proto/ with grpcio-tools, then against a running conduit:
 reflection (v1alpha, the version grpcio-reflection speaks) lists the services, health
-answers SERVING, and a user registered over gRPC reads itself back with its token.
+answers SERVING, a user registered over gRPC reads itself back with its token, and a
+refusal carries its google.rpc.ErrorInfo reason.
 Usage: python_client.py HOST:PORT
 """
 
@@ -12,8 +13,10 @@ import tempfile
 import uuid
 
 import grpc
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
 from grpc_tools import protoc
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -56,13 +59,23 @@ def main(target: str) -> None:
         )
         assert me.user.username == name, me
 
+        # Usernames are unique regardless of case; the reason is machine-readable
+        # (google.rpc.ErrorInfo in grpc-status-details-bin), decoded by grpcio-status.
         try:
-            users.Register(users_pb2.RegisterRequest(username=name, email="other@example.com", password="x"))
+            users.Register(
+                users_pb2.RegisterRequest(username=name.upper(), email="other@example.com", password="pythonpw")
+            )
             raise AssertionError("duplicate username accepted")
         except grpc.RpcError as e:
             assert e.code() == grpc.StatusCode.ALREADY_EXISTS, e.code()
+            status = rpc_status.from_call(e)
+            infos = [d for d in status.details if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR)]
+            assert len(infos) == 1, status
+            info = error_details_pb2.ErrorInfo()
+            infos[0].Unpack(info)
+            assert (info.reason, info.domain) == ("USERNAME_TAKEN", "conduit"), info
 
-        print("python grpcio interop: 4 passed, 0 failed")
+        print("python grpcio interop: 5 passed, 0 failed")
 
 
 if __name__ == "__main__":

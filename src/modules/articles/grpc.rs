@@ -2,13 +2,11 @@
 
 use tonic::{Request, Response, Status};
 
-use super::service::{
-    ArticleChanges, ArticleFilter, ArticlePage, ArticleService, ArticleView, NewArticle,
-    PageRequest,
-};
+use super::service::{ArticleChanges, ArticleFilter, ArticleService, ArticleView, NewArticle};
 use crate::{
     auth::Auth,
-    grpc::timestamp,
+    grpc::{UpdateMask, timestamp},
+    pagination::{Page, PageQuery},
     proto::conduit::v1::{
         self as pb,
         article_service_server::{ArticleService as ArticleApi, ArticleServiceServer},
@@ -24,8 +22,8 @@ pub fn server(articles: ArticleService) -> ArticleServiceServer<ArticleGrpc> {
 impl From<ArticleView> for pb::Article {
     fn from(a: ArticleView) -> Self {
         pb::Article {
-            created_at: Some(timestamp(&a.created_at)),
-            updated_at: Some(timestamp(&a.updated_at)),
+            create_time: Some(timestamp(&a.created_at)),
+            update_time: Some(timestamp(&a.updated_at)),
             slug: a.slug,
             title: a.title,
             description: a.description,
@@ -38,10 +36,20 @@ impl From<ArticleView> for pb::Article {
     }
 }
 
-fn articles(page: ArticlePage) -> (Vec<pb::Article>, i64) {
-    let total = i64::try_from(page.total).unwrap_or(i64::MAX);
-    (page.articles.into_iter().map(Into::into).collect(), total)
+fn articles(page: Page<ArticleView>) -> (Vec<pb::Article>, String) {
+    let articles = page.items.into_iter().map(Into::into).collect();
+    (articles, page.next_page_token)
 }
+
+fn page_query(page_size: i32, page_token: String) -> PageQuery {
+    PageQuery {
+        page_size,
+        page_token,
+    }
+}
+
+/// The fields UpdateArticle may change; the rest of `Article` is output only.
+const UPDATABLE: &[&str] = &["title", "description", "body", "tag_list"];
 
 #[tonic::async_trait]
 impl ArticleApi for ArticleGrpc {
@@ -56,14 +64,11 @@ impl ArticleApi for ArticleGrpc {
             author: r.author,
             favorited: r.favorited,
         };
-        let page = PageRequest {
-            limit: r.limit,
-            offset: r.offset,
-        };
-        let (articles, articles_count) = articles(self.0.list(viewer, filter, page).await?);
+        let query = page_query(r.page_size, r.page_token);
+        let (articles, next_page_token) = articles(self.0.list_page(viewer, filter, query).await?);
         Ok(Response::new(pb::ListArticlesResponse {
             articles,
-            articles_count,
+            next_page_token,
         }))
     }
 
@@ -73,14 +78,11 @@ impl ArticleApi for ArticleGrpc {
     ) -> Result<Response<pb::FeedArticlesResponse>, Status> {
         let viewer = Auth::of(&request).required()?;
         let r = request.into_inner();
-        let page = PageRequest {
-            limit: r.limit,
-            offset: r.offset,
-        };
-        let (articles, articles_count) = articles(self.0.feed(viewer, page).await?);
+        let query = page_query(r.page_size, r.page_token);
+        let (articles, next_page_token) = articles(self.0.feed_page(viewer, query).await?);
         Ok(Response::new(pb::FeedArticlesResponse {
             articles,
-            articles_count,
+            next_page_token,
         }))
     }
 
@@ -119,11 +121,18 @@ impl ArticleApi for ArticleGrpc {
     ) -> Result<Response<pb::UpdateArticleResponse>, Status> {
         let author = Auth::of(&request).required()?;
         let r = request.into_inner();
+        let a = r.article.unwrap_or_default();
+        let mask = UpdateMask::resolve(r.update_mask, UPDATABLE, |field| match field {
+            "title" => !a.title.is_empty(),
+            "description" => !a.description.is_empty(),
+            "body" => a.body.is_some(),
+            _ => !a.tag_list.is_empty(),
+        })?;
         let changes = ArticleChanges {
-            title: r.title,
-            description: r.description,
-            body: r.body,
-            tag_list: r.replace_tags.then_some(r.tag_list),
+            title: mask.pick("title", a.title),
+            description: mask.pick("description", a.description),
+            body: mask.pick("body", a.body.unwrap_or_default()),
+            tag_list: mask.pick("tag_list", a.tag_list),
         };
         let article = self.0.update(author, &r.slug, changes).await?;
         Ok(Response::new(pb::UpdateArticleResponse {

@@ -23,6 +23,7 @@ use crate::entities::{
     tags::{self, Entity as Tags},
     users::{self, Entity as Users},
 };
+use crate::pagination::Cursor;
 
 pub type ArticleRow = (articles::Model, users::Model);
 
@@ -42,7 +43,7 @@ fn user_ids_named(username: &str) -> SelectStatement {
     Users::find()
         .select_only()
         .column(users::Column::Id)
-        .filter(users::Column::Username.eq(username))
+        .filter(users::same_name(users::Column::Username, username))
         .into_query()
 }
 
@@ -109,6 +110,27 @@ pub async fn page(
         .all(db)
         .await?;
     Ok((with_authors(rows), total))
+}
+
+/// Up to `limit` rows after `keyset.after`, newest first, with authors; no total.
+pub async fn keyset(
+    db: &impl ConnectionTrait,
+    scope: &Scope<'_>,
+    limit: u64,
+    after: Option<Cursor>,
+) -> Result<Vec<ArticleRow>, DbErr> {
+    let mut query = scoped(scope);
+    if let Some(after) = after {
+        query = query.filter(after.follows(articles::Column::CreatedAt, articles::Column::Id));
+    }
+    let rows = query
+        .order_by_desc(articles::Column::CreatedAt)
+        .order_by_desc(articles::Column::Id)
+        .limit(limit)
+        .find_also_related(Users)
+        .all(db)
+        .await?;
+    Ok(with_authors(rows))
 }
 
 fn with_authors(rows: Vec<(articles::Model, Option<users::Model>)>) -> Vec<ArticleRow> {

@@ -16,8 +16,9 @@ use crate::{
     auth::{MaybePrincipal, Principal},
     error::{AppResult, GenericErrorModel},
     modules::profiles::rest::Profile,
-    rest::{Json, Query, timestamp},
+    rest::{Field, Json, Query, timestamp},
     state::AppState,
+    validation::Violations,
 };
 
 const TAG: &str = "Articles";
@@ -151,18 +152,22 @@ struct PageParams {
     limit: Option<i64>,
 }
 
-/// Missing fields deserialize as empty so the service can answer `can't be blank`.
+/// Missing fields read as empty so the service answers `can't be blank`; `null` is refused.
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct NewArticle {
     #[serde(default)]
-    title: String,
+    #[schema(value_type = String)]
+    title: Field<String>,
     #[serde(default)]
-    description: String,
+    #[schema(value_type = String)]
+    description: Field<String>,
     #[serde(default)]
-    body: String,
+    #[schema(value_type = String)]
+    body: Field<String>,
     #[serde(default)]
-    tag_list: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    tag_list: Field<Vec<String>>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -170,13 +175,22 @@ struct NewArticleRequest {
     article: NewArticle,
 }
 
+/// Absent fields are left as they are; none may be `null`.
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct UpdateArticle {
-    title: Option<String>,
-    description: Option<String>,
-    body: Option<String>,
-    tag_list: Option<Vec<String>>,
+    #[serde(default)]
+    #[schema(value_type = String)]
+    title: Field<String>,
+    #[serde(default)]
+    #[schema(value_type = String)]
+    description: Field<String>,
+    #[serde(default)]
+    #[schema(value_type = String)]
+    body: Field<String>,
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    tag_list: Field<Vec<String>>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -273,12 +287,20 @@ async fn create_article(
     Json(request): Json<NewArticleRequest>,
 ) -> AppResult<(StatusCode, Json<SingleArticleResponse>)> {
     let a = request.article;
+    let mut nulls = Violations::new();
     let input = NewArticleInput {
-        title: a.title,
-        description: a.description,
-        body: a.body,
-        tag_list: a.tag_list,
+        title: a.title.non_null("title", &mut nulls).unwrap_or_default(),
+        description: a
+            .description
+            .non_null("description", &mut nulls)
+            .unwrap_or_default(),
+        body: a.body.non_null("body", &mut nulls).unwrap_or_default(),
+        tag_list: a
+            .tag_list
+            .non_null("tagList", &mut nulls)
+            .unwrap_or_default(),
     };
+    nulls.finish()?;
     Ok((
         StatusCode::CREATED,
         single(ArticleService::new(&state).create(author, input).await?),
@@ -304,12 +326,14 @@ async fn update_article(
     Json(request): Json<UpdateArticleRequest>,
 ) -> AppResult<Json<SingleArticleResponse>> {
     let a = request.article;
+    let mut nulls = Violations::new();
     let changes = ArticleChanges {
-        title: a.title,
-        description: a.description,
-        body: a.body,
-        tag_list: a.tag_list,
+        title: a.title.non_null("title", &mut nulls),
+        description: a.description.non_null("description", &mut nulls),
+        body: a.body.non_null("body", &mut nulls),
+        tag_list: a.tag_list.non_null("tagList", &mut nulls),
     };
+    nulls.finish()?;
     Ok(single(
         ArticleService::new(&state)
             .update(author, &slug, changes)

@@ -11,8 +11,9 @@ use crate::{
     auth::Principal,
     db::Store,
     entities::articles,
-    error::{AppError, AppResult},
+    error::{AppError, AppResult, Reason},
     modules::profiles::service::{ProfileView, author_views},
+    pagination::{Cursor, Keyset, Page, PageQuery, PageScope, PageTokens},
     state::AppState,
     validation::{Violations, lookup_name, normalize_name},
 };
@@ -89,13 +90,70 @@ pub struct ArticleChanges {
 #[derive(Clone)]
 pub struct ArticleService {
     store: Store,
+    pages: Arc<PageTokens>,
 }
 
 impl ArticleService {
     pub fn new(state: &AppState) -> Self {
         Self {
             store: state.store.clone(),
+            pages: state.pages.clone(),
         }
+    }
+
+    /// [`list`](Self::list) by keyset pages (AIP-158): no total, a token for the next page.
+    pub async fn list_page(
+        &self,
+        viewer: Option<Principal>,
+        filter: ArticleFilter,
+        query: PageQuery,
+    ) -> AppResult<Page<ArticleView>> {
+        let filter = filter.normalized()?;
+        let scope = PageScope::new("articles")
+            .with(filter.tag.as_deref())
+            .with(filter.author.as_deref())
+            .with(filter.favorited.as_deref());
+        let keyset = self.pages.open(&scope, &query)?;
+        let (items, last) = self
+            .store
+            .read(move |txn| {
+                let filter = filter.clone();
+                Box::pin(async move {
+                    let scope = Scope::Filtered {
+                        tag: filter.tag.as_deref(),
+                        author: filter.author.as_deref(),
+                        favorited_by: filter.favorited.as_deref(),
+                    };
+                    keyset_in(txn, viewer, &scope, keyset).await
+                })
+            })
+            .await?;
+        Ok(Page {
+            items,
+            next_page_token: self.pages.next(&scope, last),
+        })
+    }
+
+    /// [`feed`](Self::feed) by keyset pages; a token only walks its own viewer's feed.
+    pub async fn feed_page(
+        &self,
+        viewer: Principal,
+        query: PageQuery,
+    ) -> AppResult<Page<ArticleView>> {
+        let scope = PageScope::new("feed").with(Some(&viewer.user_id.to_string()));
+        let keyset = self.pages.open(&scope, &query)?;
+        let (items, last) = self
+            .store
+            .read(move |txn| {
+                Box::pin(async move {
+                    keyset_in(txn, Some(viewer), &Scope::FeedOf(viewer.user_id), keyset).await
+                })
+            })
+            .await?;
+        Ok(Page {
+            items,
+            next_page_token: self.pages.next(&scope, last),
+        })
     }
 
     pub async fn list(
@@ -241,7 +299,7 @@ impl ArticleService {
                     let article = held(txn, &slug, Hold::Exclusive).await?;
                     owned(&article, author)?;
                     if !repo::delete(txn, article.id).await? {
-                        return Err(AppError::NotFound("article"));
+                        return Err(AppError::NotFound(Reason::ArticleNotFound));
                     }
                     Ok(())
                 })
@@ -316,6 +374,21 @@ async fn page_in(
     Ok(ArticlePage { articles, total })
 }
 
+/// One keyset page and where the next one starts.
+async fn keyset_in(
+    txn: &DatabaseTransaction,
+    viewer: Option<Principal>,
+    scope: &Scope<'_>,
+    keyset: Keyset,
+) -> AppResult<(Vec<ArticleView>, Option<Cursor>)> {
+    let mut rows = repo::keyset(txn, scope, keyset.fetch(), keyset.after).await?;
+    let next = keyset.cut(&mut rows, |(article, _)| Cursor {
+        created_at: article.created_at,
+        id: article.id,
+    });
+    Ok((views(txn, viewer, rows, false).await?, next))
+}
+
 async fn reload_in(
     db: &impl ConnectionTrait,
     viewer: Principal,
@@ -323,7 +396,7 @@ async fn reload_in(
 ) -> AppResult<ArticleView> {
     let row = repo::find_by_id(db, id)
         .await?
-        .ok_or(AppError::NotFound("article"))?;
+        .ok_or(AppError::NotFound(Reason::ArticleNotFound))?;
     view_in(db, Some(viewer), row).await
 }
 
@@ -335,7 +408,7 @@ async fn view_in(
     views(db, viewer, vec![row], true)
         .await?
         .pop()
-        .ok_or(AppError::NotFound("article"))
+        .ok_or(AppError::NotFound(Reason::ArticleNotFound))
 }
 
 /// Completes rows into views with a fixed number of statements, whatever their number.
@@ -382,11 +455,11 @@ where
 {
     for attempt in 0..SLUG_ATTEMPTS {
         match write(attempt > 0).await {
-            Err(AppError::Conflict("slug")) => continue,
+            Err(AppError::Conflict(Reason::SlugTaken)) => continue,
             outcome => return outcome,
         }
     }
-    Err(AppError::Conflict("slug"))
+    Err(AppError::Conflict(Reason::SlugTaken))
 }
 
 /// Attempts at a unique slug before answering 409: the first is the kebab-case title when
@@ -439,14 +512,14 @@ fn validate_fields(
 
 /// A slug from a path or request: one that cannot exist is NOT_FOUND without a query.
 pub fn lookup_slug(slug: &str) -> AppResult<String> {
-    lookup_name(slug).ok_or(AppError::NotFound("article"))
+    lookup_name(slug).ok_or(AppError::NotFound(Reason::ArticleNotFound))
 }
 
 /// The article by slug with its author, for reads.
 pub async fn find_in(db: &impl ConnectionTrait, slug: &str) -> AppResult<ArticleRow> {
     repo::find_by_slug(db, slug)
         .await?
-        .ok_or(AppError::NotFound("article"))
+        .ok_or(AppError::NotFound(Reason::ArticleNotFound))
 }
 
 /// The article by slug, locked for the rest of the transaction (see `repo::lock`): what
@@ -454,7 +527,7 @@ pub async fn find_in(db: &impl ConnectionTrait, slug: &str) -> AppResult<Article
 pub async fn held(db: &impl ConnectionTrait, slug: &str, hold: Hold) -> AppResult<articles::Model> {
     repo::lock(db, slug, hold)
         .await?
-        .ok_or(AppError::NotFound("article"))
+        .ok_or(AppError::NotFound(Reason::ArticleNotFound))
 }
 
 fn owned(article: &articles::Model, author: Principal) -> AppResult<()> {
@@ -467,9 +540,9 @@ fn owned(article: &articles::Model, author: Principal) -> AppResult<()> {
 /// A unique-index violation on insert or rename: another writer took the slug.
 fn slug_taken(e: sea_orm::DbErr) -> AppError {
     if is_unique_violation(&e) {
-        AppError::Conflict("slug")
+        AppError::Conflict(Reason::SlugTaken)
     } else if matches!(e, sea_orm::DbErr::RecordNotUpdated) {
-        AppError::NotFound("article")
+        AppError::NotFound(Reason::ArticleNotFound)
     } else {
         e.into()
     }
@@ -495,7 +568,7 @@ async fn free_slug(
             return Ok(candidate);
         }
     }
-    Err(AppError::Conflict("slug"))
+    Err(AppError::Conflict(Reason::SlugTaken))
 }
 
 fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
@@ -505,7 +578,9 @@ fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
 /// A write that references an article deleted meanwhile: the foreign key says NOT_FOUND.
 pub fn article_gone(e: sea_orm::DbErr) -> AppError {
     match e.sql_err() {
-        Some(SqlErr::ForeignKeyConstraintViolation(_)) => AppError::NotFound("article"),
+        Some(SqlErr::ForeignKeyConstraintViolation(_)) => {
+            AppError::NotFound(Reason::ArticleNotFound)
+        }
         _ => AppError::from(e),
     }
 }

@@ -6,6 +6,7 @@ use super::service::{CommentService, CommentView};
 use crate::{
     auth::Auth,
     grpc::timestamp,
+    pagination::PageQuery,
     proto::conduit::v1::{
         self as pb,
         comment_service_server::{CommentService as CommentApi, CommentServiceServer},
@@ -22,8 +23,8 @@ impl From<CommentView> for pb::Comment {
     fn from(c: CommentView) -> Self {
         pb::Comment {
             id: c.id,
-            created_at: Some(timestamp(&c.created_at)),
-            updated_at: Some(timestamp(&c.updated_at)),
+            create_time: Some(timestamp(&c.created_at)),
+            update_time: Some(timestamp(&c.updated_at)),
             body: c.body,
             author: Some(c.author.into()),
         }
@@ -37,9 +38,15 @@ impl CommentApi for CommentGrpc {
         request: Request<pb::ListCommentsRequest>,
     ) -> Result<Response<pb::ListCommentsResponse>, Status> {
         let viewer = Auth::of(&request).optional()?;
-        let comments = self.0.list(viewer, &request.into_inner().slug).await?;
+        let r = request.into_inner();
+        let query = PageQuery {
+            page_size: r.page_size,
+            page_token: r.page_token,
+        };
+        let page = self.0.list_page(viewer, &r.slug, query).await?;
         Ok(Response::new(pb::ListCommentsResponse {
-            comments: comments.into_iter().map(Into::into).collect(),
+            comments: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
         }))
     }
 

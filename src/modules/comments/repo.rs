@@ -9,6 +9,7 @@ use crate::entities::{
     comments::{self, Entity as Comments},
     users::{self, Entity as Users},
 };
+use crate::pagination::Cursor;
 
 pub type CommentRow = (comments::Model, users::Model);
 
@@ -21,6 +22,30 @@ pub async fn of_article(
         .filter(comments::Column::ArticleId.eq(article_id))
         .order_by_desc(comments::Column::CreatedAt)
         .order_by_desc(comments::Column::Id)
+        .find_also_related(Users)
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(comment, author)| author.map(|a| (comment, a)))
+        .collect())
+}
+
+/// Up to `limit` comments after `after`, newest first, with authors, in one statement.
+pub async fn keyset(
+    db: &impl ConnectionTrait,
+    article_id: i64,
+    limit: u64,
+    after: Option<Cursor>,
+) -> Result<Vec<CommentRow>, DbErr> {
+    let mut query = Comments::find().filter(comments::Column::ArticleId.eq(article_id));
+    if let Some(after) = after {
+        query = query.filter(after.follows(comments::Column::CreatedAt, comments::Column::Id));
+    }
+    let rows = query
+        .order_by_desc(comments::Column::CreatedAt)
+        .order_by_desc(comments::Column::Id)
+        .limit(limit)
         .find_also_related(Users)
         .all(db)
         .await?;

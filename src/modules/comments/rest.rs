@@ -13,8 +13,9 @@ use crate::{
     auth::{MaybePrincipal, Principal},
     error::{AppResult, GenericErrorModel},
     modules::profiles::rest::Profile,
-    rest::{Json, timestamp},
+    rest::{Field, Json, timestamp},
     state::AppState,
+    validation::Violations,
 };
 
 const TAG: &str = "Comments";
@@ -62,7 +63,8 @@ struct MultipleCommentsResponse {
 #[derive(Deserialize, ToSchema)]
 struct NewComment {
     #[serde(default)]
-    body: String,
+    #[schema(value_type = String)]
+    body: Field<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -107,8 +109,11 @@ async fn add_comment(
     Path(slug): Path<String>,
     Json(request): Json<NewCommentRequest>,
 ) -> AppResult<(StatusCode, Json<SingleCommentResponse>)> {
+    let mut nulls = Violations::new();
+    let body = request.comment.body.non_null("body", &mut nulls);
+    nulls.finish()?;
     let comment = CommentService::new(&state)
-        .add(author, &slug, request.comment.body)
+        .add(author, &slug, body.unwrap_or_default())
         .await?;
     Ok((
         StatusCode::CREATED,

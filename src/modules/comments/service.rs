@@ -9,11 +9,12 @@ use super::repo;
 use crate::{
     auth::Principal,
     db::Store,
-    error::{AppError, AppResult},
+    error::{AppError, AppResult, Reason},
     modules::{
         articles::service::{Hold, article_gone, find_in, held, lookup_slug},
         profiles::service::{ProfileView, author_views, user_by_id},
     },
+    pagination::{Cursor, Page, PageQuery, PageScope, PageTokens},
     state::AppState,
     validation::Violations,
 };
@@ -32,13 +33,47 @@ pub struct CommentView {
 #[derive(Clone)]
 pub struct CommentService {
     store: Store,
+    pages: Arc<PageTokens>,
 }
 
 impl CommentService {
     pub fn new(state: &AppState) -> Self {
         Self {
             store: state.store.clone(),
+            pages: state.pages.clone(),
         }
+    }
+
+    /// [`list`](Self::list) by keyset pages (AIP-158); a token only walks its own article.
+    pub async fn list_page(
+        &self,
+        viewer: Option<Principal>,
+        slug: &str,
+        query: PageQuery,
+    ) -> AppResult<Page<CommentView>> {
+        let slug = lookup_slug(slug)?;
+        let scope = PageScope::new("comments").with(Some(&slug));
+        let keyset = self.pages.open(&scope, &query)?;
+        let (items, last) = self
+            .store
+            .read(move |txn| {
+                let slug = slug.clone();
+                Box::pin(async move {
+                    let (article, _) = find_in(txn, &slug).await?;
+                    let mut rows =
+                        repo::keyset(txn, article.id, keyset.fetch(), keyset.after).await?;
+                    let next = keyset.cut(&mut rows, |(comment, _)| Cursor {
+                        created_at: comment.created_at,
+                        id: comment.id,
+                    });
+                    Ok((views(txn, viewer, rows).await?, next))
+                })
+            })
+            .await?;
+        Ok(Page {
+            items,
+            next_page_token: self.pages.next(&scope, last),
+        })
     }
 
     /// Newest first; a fixed number of statements whatever the number of comments.
@@ -72,14 +107,14 @@ impl CommentService {
                     let article = held(txn, &slug, Hold::Shared).await?;
                     let user = user_by_id(txn, author.user_id)
                         .await?
-                        .ok_or(AppError::Unauthorized("token", "invalid"))?;
+                        .ok_or(AppError::Unauthorized(Reason::TokenInvalid))?;
                     let comment = repo::insert(txn, article.id, author.user_id, (*body).clone())
                         .await
                         .map_err(article_gone)?;
                     views(txn, Some(author), vec![(comment, user)])
                         .await?
                         .pop()
-                        .ok_or(AppError::NotFound("comment"))
+                        .ok_or(AppError::NotFound(Reason::CommentNotFound))
                 })
             })
             .await
@@ -95,12 +130,12 @@ impl CommentService {
                     let article = held(txn, &slug, Hold::Shared).await?;
                     let comment = repo::lock(txn, article.id, id)
                         .await?
-                        .ok_or(AppError::NotFound("comment"))?;
+                        .ok_or(AppError::NotFound(Reason::CommentNotFound))?;
                     if comment.author_id != author.user_id {
                         return Err(AppError::Forbidden("comment"));
                     }
                     if !repo::delete(txn, comment.id).await? {
-                        return Err(AppError::NotFound("comment"));
+                        return Err(AppError::NotFound(Reason::CommentNotFound));
                     }
                     Ok(())
                 })

@@ -9,12 +9,13 @@ use crate::entities::{
     users::{self, Entity as Users},
 };
 
+/// Usernames are unique regardless of case, and found in any case.
 pub async fn find_user(
     db: &impl ConnectionTrait,
     username: &str,
 ) -> Result<Option<users::Model>, DbErr> {
     Users::find()
-        .filter(users::Column::Username.eq(username))
+        .filter(users::same_name(users::Column::Username, username))
         .one(db)
         .await
 }

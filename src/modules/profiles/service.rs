@@ -10,7 +10,7 @@ use crate::{
     auth::Principal,
     db::Store,
     entities::users,
-    error::{AppError, AppResult},
+    error::{AppError, AppResult, Reason},
     state::AppState,
     validation::lookup_name,
 };
@@ -106,6 +106,12 @@ impl ProfileService {
                 let username = username.clone();
                 Box::pin(async move {
                     let user = find(txn, &username).await?;
+                    if follow && user.id == viewer.user_id {
+                        return Err(AppError::Invalid(
+                            Reason::CannotFollowSelf,
+                            "cannot be followed by yourself".into(),
+                        ));
+                    }
                     if follow {
                         repo::follow(txn, viewer.user_id, user.id).await?;
                     } else {
@@ -119,13 +125,13 @@ impl ProfileService {
 }
 
 fn lookup_username(username: &str) -> AppResult<String> {
-    lookup_name(username).ok_or(AppError::NotFound("profile"))
+    lookup_name(username).ok_or(AppError::NotFound(Reason::ProfileNotFound))
 }
 
 async fn find(db: &impl ConnectionTrait, username: &str) -> AppResult<users::Model> {
     repo::find_user(db, username)
         .await?
-        .ok_or(AppError::NotFound("profile"))
+        .ok_or(AppError::NotFound(Reason::ProfileNotFound))
 }
 
 pub async fn user_by_id(db: &impl ConnectionTrait, id: i64) -> AppResult<Option<users::Model>> {

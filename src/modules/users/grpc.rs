@@ -5,6 +5,7 @@ use tonic::{Request, Response, Status};
 use super::service::{AuthenticatedUser, Credentials, Registration, UserChanges, UserService};
 use crate::{
     auth::Auth,
+    grpc::UpdateMask,
     proto::conduit::v1::{
         self as pb,
         user_service_server::{UserService as UserApi, UserServiceServer},
@@ -12,6 +13,9 @@ use crate::{
 };
 
 pub struct UserGrpc(UserService);
+
+/// The fields UpdateUser may change; `token` is output only.
+const UPDATABLE: &[&str] = &["email", "username", "password", "bio", "image"];
 
 pub fn server(users: UserService) -> UserServiceServer<UserGrpc> {
     UserServiceServer::new(UserGrpc(users))
@@ -25,6 +29,7 @@ impl From<AuthenticatedUser> for pb::User {
             username: u.username,
             bio: u.bio,
             image: u.image,
+            password: String::new(),
         }
     }
 }
@@ -83,13 +88,21 @@ impl UserApi for UserGrpc {
     ) -> Result<Response<pb::UpdateUserResponse>, Status> {
         let principal = Auth::of(&request).required()?;
         let r = request.into_inner();
+        let u = r.user.unwrap_or_default();
+        let mask = UpdateMask::resolve(r.update_mask, UPDATABLE, |field| match field {
+            "email" => !u.email.is_empty(),
+            "username" => !u.username.is_empty(),
+            "password" => !u.password.is_empty(),
+            "bio" => u.bio.is_some(),
+            _ => u.image.is_some(),
+        })?;
+        // A masked bio or image that is unset or empty clears it.
         let changes = UserChanges {
-            email: r.email,
-            username: r.username,
-            password: r.password,
-            // proto3 `optional string` cannot say null: an empty string clears the field.
-            bio: r.bio.map(Some),
-            image: r.image.map(Some),
+            email: mask.pick("email", u.email),
+            username: mask.pick("username", u.username),
+            password: mask.pick("password", u.password),
+            bio: mask.pick("bio", u.bio),
+            image: mask.pick("image", u.image),
         };
         let user = self.0.update(principal, changes).await?;
         Ok(Response::new(pb::UpdateUserResponse {

@@ -6,8 +6,8 @@ use sea_orm::{
 };
 
 use crate::{
-    entities::users::{ActiveModel, Column, Entity as Users, Model},
-    error::{AppError, AppResult},
+    entities::users::{ActiveModel, Column, Entity as Users, Model, same_name},
+    error::{AppError, AppResult, Reason},
 };
 
 pub async fn find_by_id(db: &impl ConnectionTrait, id: i64) -> Result<Option<Model>, DbErr> {
@@ -19,18 +19,22 @@ pub async fn lock(db: &impl ConnectionTrait, id: i64) -> Result<Option<Model>, D
     Users::find_by_id(id).lock_exclusive().one(db).await
 }
 
+/// Emails are one account whatever their case.
 pub async fn find_by_email(db: &impl ConnectionTrait, email: &str) -> Result<Option<Model>, DbErr> {
-    Users::find().filter(Column::Email.eq(email)).one(db).await
+    Users::find()
+        .filter(same_name(Column::Email, email))
+        .one(db)
+        .await
 }
 
-/// Whether `value` is already used in `column` by a user other than `except`.
+/// Whether `value`, in any case, is already used in `column` by a user other than `except`.
 pub async fn is_taken(
     db: &impl ConnectionTrait,
     column: Column,
     value: &str,
     except: Option<i64>,
 ) -> Result<bool, DbErr> {
-    let mut query = Users::find().filter(column.eq(value));
+    let mut query = Users::find().filter(same_name(column, value));
     if let Some(id) = except {
         query = query.filter(Column::Id.ne(id));
     }
@@ -71,14 +75,14 @@ pub async fn save(
 }
 
 /// A concurrent writer can take a username or email between our check and our write; the
-/// unique index catches it, and the index name says which field.
+/// unique index (on the lowered value) catches it, and the index name says which field.
 fn unique_violation(e: DbErr) -> AppError {
     match e.sql_err() {
         Some(SqlErr::UniqueConstraintViolation(detail)) => {
             if detail.contains("email") {
-                AppError::Conflict("email")
+                AppError::Conflict(Reason::EmailTaken)
             } else {
-                AppError::Conflict("username")
+                AppError::Conflict(Reason::UsernameTaken)
             }
         }
         _ => AppError::from(e),

@@ -9,8 +9,9 @@ use super::service::{AuthenticatedUser, Credentials, Registration, UserChanges, 
 use crate::{
     auth::Principal,
     error::{AppError, AppResult, GenericErrorModel},
-    rest::{Json, double_option},
+    rest::{Field, Json},
     state::AppState,
+    validation::Violations,
 };
 
 const TAG: &str = "User and Authentication";
@@ -22,17 +23,19 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(current_user, update_user))
 }
 
-/// Missing fields deserialize as empty so the service can answer `can't be blank`.
+/// Missing fields read as empty so the service answers `can't be blank`; `null` is refused.
 #[derive(Deserialize, ToSchema)]
 #[schema(as = NewUser)]
 struct NewUser {
     #[serde(default)]
-    username: String,
+    #[schema(value_type = String)]
+    username: Field<String>,
     #[serde(default)]
-    email: String,
+    #[schema(value_type = String)]
+    email: Field<String>,
     #[serde(default)]
-    #[schema(format = Password)]
-    password: String,
+    #[schema(value_type = String, format = Password, min_length = 8)]
+    password: Field<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -44,10 +47,11 @@ struct NewUserRequest {
 #[schema(as = LoginUser)]
 struct LoginUser {
     #[serde(default)]
-    email: String,
+    #[schema(value_type = String)]
+    email: Field<String>,
     #[serde(default)]
-    #[schema(format = Password)]
-    password: String,
+    #[schema(value_type = String, format = Password)]
+    password: Field<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -55,16 +59,25 @@ struct LoginUserRequest {
     user: LoginUser,
 }
 
+/// Absent fields are left as they are; only `bio` and `image` may be `null` (clearing them).
 #[derive(Deserialize, ToSchema)]
 #[schema(as = UpdateUser)]
 struct UpdateUser {
-    email: Option<String>,
-    username: Option<String>,
-    password: Option<String>,
-    #[serde(default, deserialize_with = "double_option")]
-    bio: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
-    image: Option<Option<String>>,
+    #[serde(default)]
+    #[schema(value_type = String)]
+    email: Field<String>,
+    #[serde(default)]
+    #[schema(value_type = String)]
+    username: Field<String>,
+    #[serde(default)]
+    #[schema(value_type = String, format = Password, min_length = 8)]
+    password: Field<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    bio: Field<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    image: Field<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -107,8 +120,8 @@ impl From<AuthenticatedUser> for UserResponse {
 /// on update (UpdateCurrentUser lists no 409). gRPC keeps ALREADY_EXISTS for both.
 fn taken_is_invalid(e: AppError) -> AppError {
     match e {
-        AppError::Conflict(field) => {
-            AppError::Validation(vec![(field, "has already been taken".into())])
+        AppError::Conflict(reason) => {
+            AppError::Validation(vec![(reason.subject(), "has already been taken".into())])
         }
         other => other,
     }
@@ -127,13 +140,20 @@ async fn register(
     Json(body): Json<NewUserRequest>,
 ) -> AppResult<(StatusCode, Json<UserResponse>)> {
     let u = body.user;
-    let user = UserService::new(&state)
-        .register(Registration {
-            username: u.username,
-            email: u.email,
-            password: u.password,
-        })
-        .await?;
+    let mut nulls = Violations::new();
+    let registration = Registration {
+        username: u
+            .username
+            .non_null("username", &mut nulls)
+            .unwrap_or_default(),
+        email: u.email.non_null("email", &mut nulls).unwrap_or_default(),
+        password: u
+            .password
+            .non_null("password", &mut nulls)
+            .unwrap_or_default(),
+    };
+    nulls.finish()?;
+    let user = UserService::new(&state).register(registration).await?;
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
@@ -150,12 +170,16 @@ async fn login(
     Json(body): Json<LoginUserRequest>,
 ) -> AppResult<Json<UserResponse>> {
     let u = body.user;
-    let user = UserService::new(&state)
-        .login(Credentials {
-            email: u.email,
-            password: u.password,
-        })
-        .await?;
+    let mut nulls = Violations::new();
+    let credentials = Credentials {
+        email: u.email.non_null("email", &mut nulls).unwrap_or_default(),
+        password: u
+            .password
+            .non_null("password", &mut nulls)
+            .unwrap_or_default(),
+    };
+    nulls.finish()?;
+    let user = UserService::new(&state).login(credentials).await?;
     Ok(Json(user.into()))
 }
 
@@ -189,13 +213,15 @@ async fn update_user(
     Json(body): Json<UpdateUserRequest>,
 ) -> AppResult<Json<UserResponse>> {
     let u = body.user;
+    let mut nulls = Violations::new();
     let changes = UserChanges {
-        email: u.email,
-        username: u.username,
-        password: u.password,
-        bio: u.bio,
-        image: u.image,
+        email: u.email.non_null("email", &mut nulls),
+        username: u.username.non_null("username", &mut nulls),
+        password: u.password.non_null("password", &mut nulls),
+        bio: u.bio.nullable(),
+        image: u.image.nullable(),
     };
+    nulls.finish()?;
     let user = UserService::new(&state)
         .update(principal, changes)
         .await

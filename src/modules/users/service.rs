@@ -10,14 +10,17 @@ use crate::{
     auth::{Principal, TokenKeys, password},
     db::Store,
     entities::users::{Column, Model},
-    error::{AppError, AppResult},
+    error::{AppError, AppResult, Reason},
     state::AppState,
     validation::{Violations, empty_as_none, looks_like_email, normalize_name},
 };
 
 pub const MAX_USERNAME_CHARS: usize = 64;
 pub const MAX_EMAIL_CHARS: usize = 254;
-/// Bounds the hashing work a request can ask for.
+/// NIST SP 800-63B §5.1.1.2: at least 8 characters, no composition rules, any Unicode
+/// (counted in characters).
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// Bounds the hashing work a request can ask for (NIST asks for at least 64).
 pub const MAX_PASSWORD_CHARS: usize = 256;
 pub const MAX_BIO_CHARS: usize = 1_000;
 pub const MAX_IMAGE_CHARS: usize = 2_048;
@@ -82,6 +85,7 @@ impl UserService {
             )
             .text("password", Some(&input.password))
             .not_blank("password", &input.password)
+            .min_chars("password", Some(&input.password), MIN_PASSWORD_CHARS)
             .max_chars("password", Some(&input.password), MAX_PASSWORD_CHARS)
             .finish()?;
         let username = normalize_name(&input.username);
@@ -93,8 +97,15 @@ impl UserService {
             .read(move |txn| {
                 let (username, email) = (u.clone(), e.clone());
                 Box::pin(async move {
-                    ensure_free(txn, Column::Username, &username, None, "username").await?;
-                    ensure_free(txn, Column::Email, &email, None, "email").await
+                    ensure_free(
+                        txn,
+                        Column::Username,
+                        &username,
+                        None,
+                        Reason::UsernameTaken,
+                    )
+                    .await?;
+                    ensure_free(txn, Column::Email, &email, None, Reason::EmailTaken).await
                 })
             })
             .await?;
@@ -135,7 +146,7 @@ impl UserService {
         .await?;
         match user {
             Some(user) if matched => self.authenticated(user),
-            _ => Err(AppError::Unauthorized("credentials", "invalid")),
+            _ => Err(AppError::Unauthorized(Reason::InvalidCredentials)),
         }
     }
 
@@ -175,6 +186,7 @@ impl UserService {
             )
             .text("password", changes.password.as_deref())
             .not_blank_if_set("password", changes.password.as_deref())
+            .min_chars("password", changes.password.as_deref(), MIN_PASSWORD_CHARS)
             .max_chars("password", changes.password.as_deref(), MAX_PASSWORD_CHARS)
             .finish()?;
 
@@ -199,19 +211,20 @@ impl UserService {
                     // Locked: concurrent updates of one user apply one after the other.
                     let user = repo::lock(txn, principal.user_id)
                         .await?
-                        .ok_or(AppError::Unauthorized("token", "invalid"))?;
+                        .ok_or(AppError::Unauthorized(Reason::TokenInvalid))?;
                     let mut row = user.clone().into_active_model();
                     if let Some(username) = changes.username.as_deref()
                         && username != user.username
                     {
-                        ensure_free(txn, Column::Username, username, Some(user.id), "username")
-                            .await?;
+                        let taken = Reason::UsernameTaken;
+                        ensure_free(txn, Column::Username, username, Some(user.id), taken).await?;
                         row.username = Set(username.to_string());
                     }
                     if let Some(email) = changes.email.as_deref()
                         && email != user.email
                     {
-                        ensure_free(txn, Column::Email, email, Some(user.id), "email").await?;
+                        ensure_free(txn, Column::Email, email, Some(user.id), Reason::EmailTaken)
+                            .await?;
                         row.email = Set(email.to_string());
                     }
                     if let Some(password_hash) = password_hash.as_ref() {
@@ -245,7 +258,7 @@ impl UserService {
 async fn load(db: &impl ConnectionTrait, principal: Principal) -> AppResult<Model> {
     repo::find_by_id(db, principal.user_id)
         .await?
-        .ok_or(AppError::Unauthorized("token", "invalid"))
+        .ok_or(AppError::Unauthorized(Reason::TokenInvalid))
 }
 
 async fn ensure_free(
@@ -253,10 +266,10 @@ async fn ensure_free(
     column: Column,
     value: &str,
     except: Option<i64>,
-    field: &'static str,
+    taken: Reason,
 ) -> AppResult<()> {
     if repo::is_taken(db, column, value, except).await? {
-        return Err(AppError::Conflict(field));
+        return Err(AppError::Conflict(taken));
     }
     Ok(())
 }
