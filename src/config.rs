@@ -267,6 +267,9 @@ pub struct TelemetrySettings {
     /// only if `OTEL_EXPORTER_OTLP_ENDPOINT` is set, else not at all (trace ids still
     /// propagate and appear in logs).
     pub otlp_endpoint: Option<String>,
+    /// Share of new traces recorded and exported, 0.0 to 1.0; a request that arrives
+    /// with a sampled `traceparent` follows its caller's decision (parent-based).
+    pub trace_sample_ratio: f64,
     /// Error tracking (Sentry protocol). Unset: off.
     pub sentry_dsn: Option<String>,
 }
@@ -278,6 +281,7 @@ impl Default for TelemetrySettings {
             log_level: "info".into(),
             service_name: "conduit".into(),
             otlp_endpoint: None,
+            trace_sample_ratio: 1.0,
             sentry_dsn: None,
         }
     }
@@ -368,6 +372,15 @@ impl Settings {
         }
         if self.server.body_limit_bytes == 0 {
             return invalid("server.body_limit_bytes", "must be greater than 0".into());
+        }
+        if !(0.0..=1.0).contains(&self.telemetry.trace_sample_ratio) {
+            return invalid(
+                "telemetry.trace_sample_ratio",
+                format!(
+                    "{} is not between 0.0 and 1.0",
+                    self.telemetry.trace_sample_ratio
+                ),
+            );
         }
         for (key, value) in [
             ("server.request_timeout", self.server.request_timeout),

@@ -11,6 +11,8 @@
 mod load;
 mod report;
 mod seed;
+// Shared with bench-peer; the harness runs only its tag-list statement.
+#[allow(dead_code)]
 mod sql;
 
 use std::{

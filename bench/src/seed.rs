@@ -162,8 +162,10 @@ fn token_subject(token: &str) -> anyhow::Result<i64> {
     Ok(data.claims["sub"].as_str().unwrap_or_default().parse()?)
 }
 
-/// What Postgres alone serves: the peer's one-statement reads, prepared, from 16
-/// clients in this process (as pgbench would run them), for `duration`.
+/// What Postgres alone serves for the statements conduit runs: each read's one
+/// statement, built by conduit's own repository code and executed straight through a
+/// pool of 16 connections (prepared, as sqlx caches them), no HTTP, no service; the tag
+/// list is the peer's equivalent statement.
 pub async fn ceiling(
     url: &str,
     reader: i64,
@@ -171,19 +173,68 @@ pub async fn ceiling(
     slug: &str,
     duration: Duration,
 ) -> anyhow::Result<Vec<(&'static str, Outcome)>> {
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(16)
-        .connect(url)
-        .await?;
+    use conduit::modules::articles::repo::{Scope, Window, shown_statement};
+    use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, Statement};
+    let mut options = ConnectOptions::new(url);
+    options.max_connections(16).sqlx_logging(false);
+    let db = Database::connect(options).await?;
+    let pg = DbBackend::Postgres;
+    let filtered = |tag| Scope::Filtered {
+        tag,
+        author: None,
+        favorited_by: None,
+    };
+    let statements: Vec<(&'static str, Statement)> = vec![
+        ("tags", Statement::from_string(pg, sql::TAGS)),
+        (
+            "list",
+            shown_statement(
+                pg,
+                &filtered(None),
+                Window::Offset {
+                    limit: 20,
+                    offset: 0,
+                },
+                None,
+            ),
+        ),
+        (
+            "list-by-tag",
+            shown_statement(
+                pg,
+                &filtered(Some(tag)),
+                Window::Offset {
+                    limit: 10,
+                    offset: 0,
+                },
+                None,
+            ),
+        ),
+        (
+            "feed",
+            shown_statement(
+                pg,
+                &Scope::FeedOf(reader),
+                Window::Offset {
+                    limit: 20,
+                    offset: 0,
+                },
+                Some(reader),
+            ),
+        ),
+        (
+            "article",
+            shown_statement(pg, &Scope::Slug(slug), Window::One, None),
+        ),
+    ];
     let mut results = Vec::new();
-    for scenario in ["tags", "list", "list-by-tag", "feed", "article"] {
+    for (scenario, statement) in statements {
         let mut clients = JoinSet::new();
         let start = Instant::now() + Duration::from_secs(1);
         let end = start + duration;
         for _ in 0..16 {
-            let pool = pool.clone();
-            let tag = tag.to_string();
-            let slug = slug.to_string();
+            let db = db.clone();
+            let statement = statement.clone();
             clients.spawn(async move {
                 let mut latencies = Vec::new();
                 let mut errors = 0;
@@ -192,42 +243,7 @@ pub async fn ceiling(
                     if began >= end {
                         break;
                     }
-                    let answered = match scenario {
-                        "tags" => sqlx::query(sql::TAGS).fetch_all(&pool).await,
-                        "list" => {
-                            sqlx::query(sql::list())
-                                .bind(None::<i64>)
-                                .bind(20i64)
-                                .bind(0i64)
-                                .bind(None::<String>)
-                                .fetch_all(&pool)
-                                .await
-                        }
-                        "list-by-tag" => {
-                            sqlx::query(sql::list())
-                                .bind(None::<i64>)
-                                .bind(10i64)
-                                .bind(0i64)
-                                .bind(Some(tag.clone()))
-                                .fetch_all(&pool)
-                                .await
-                        }
-                        "article" => {
-                            sqlx::query(sql::article())
-                                .bind(None::<i64>)
-                                .bind(slug.clone())
-                                .fetch_all(&pool)
-                                .await
-                        }
-                        _ => {
-                            sqlx::query(sql::feed())
-                                .bind(reader)
-                                .bind(20i64)
-                                .bind(0i64)
-                                .fetch_all(&pool)
-                                .await
-                        }
-                    };
+                    let answered = db.query_all_raw(statement.clone()).await;
                     let done = Instant::now();
                     if began >= start {
                         latencies.push(done.duration_since(began).as_micros() as u32);
@@ -246,6 +262,6 @@ pub async fn ceiling(
         }
         results.push((scenario, Outcome::of(latencies, errors, duration)));
     }
-    pool.close().await;
+    db.close().await?;
     Ok(results)
 }

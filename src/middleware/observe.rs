@@ -14,7 +14,7 @@ use std::{
 use axum::{
     body::Body,
     extract::{MatchedPath, Request},
-    http::{HeaderMap, Method},
+    http::{HeaderMap, Method, Uri},
     middleware::Next,
     response::Response,
 };
@@ -26,7 +26,7 @@ use tracing::{Instrument, Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::{Protocol, request_id};
-use crate::metrics::{ACTIVE, DURATION, REQUESTS};
+use crate::metrics::ACTIVE;
 
 /// Probes, scrapes and doc viewers: logged at debug, no span exported, not counted as API
 /// traffic.
@@ -42,10 +42,10 @@ fn is_quiet(path: &str) -> bool {
 #[derive(Default)]
 struct RequestInfo {
     principal: OnceLock<i64>,
-    route: OnceLock<String>,
-    /// `package.Service/Method`, recorded when a registered gRPC service matched (after
-    /// any base-path rewrite).
-    grpc_method: OnceLock<String>,
+    route: OnceLock<MatchedPath>,
+    /// `package.Service/Method` (the request path after any base-path rewrite), recorded
+    /// when a registered gRPC service matched.
+    grpc_method: OnceLock<Uri>,
     /// Set from inside the gRPC-Web translation, where the gRPC trailers still exist
     /// (tonic-web folds them into the body before they reach this layer).
     grpc_code: OnceLock<i32>,
@@ -86,12 +86,9 @@ impl GrpcOutcome {
 pub async fn record_route(route: Option<MatchedPath>, request: Request, next: Next) -> Response {
     if let (Some(route), Some(slot)) = (route, request.extensions().get::<InfoSlot>()) {
         if route.as_str().ends_with("/{*rest}") {
-            let _ = slot
-                .0
-                .grpc_method
-                .set(request.uri().path().trim_start_matches('/').to_string());
+            let _ = slot.0.grpc_method.set(request.uri().clone());
         } else {
-            let _ = slot.0.route.set(route.as_str().to_string());
+            let _ = slot.0.route.set(route);
         }
     }
     next.run(request).await
@@ -135,12 +132,13 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     let protocol = Protocol::of(&request);
     let request_id = request_id::from_headers(request.headers());
     let method = request.method().clone();
-    let path = request.uri().path().to_string();
-    let quiet = is_quiet(&path);
+    let uri = request.uri().clone();
+    let path = uri.path();
+    let quiet = is_quiet(path);
     let name = if protocol.is_grpc() {
-        path.trim_start_matches('/').to_string()
+        path.trim_start_matches('/')
     } else {
-        method.to_string()
+        method.as_str()
     };
     let span = if quiet {
         request_span!(
@@ -162,12 +160,22 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         )
     };
     // Continue the caller's trace: W3C traceparent/tracestate, from REST headers or gRPC
-    // metadata alike (metadata are HTTP/2 headers).
-    let parent = opentelemetry::global::get_text_map_propagator(|p| {
-        p.extract(&HeaderExtractor(request.headers()))
-    });
-    let _ = span.set_parent(parent);
-    let trace_id = crate::telemetry::trace_id_of(&span);
+    // metadata alike (metadata are HTTP/2 headers). Without an exporter there is no
+    // OpenTelemetry context to maintain: the trace id is the caller's or a fresh one.
+    let trace_id = if crate::telemetry::exporting() {
+        let parent = opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&HeaderExtractor(request.headers()))
+        });
+        let _ = span.set_parent(parent);
+        crate::telemetry::trace_id_of(&span)
+    } else {
+        let caller = request
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::telemetry::trace_id_from_traceparent);
+        Some(caller.map_or_else(crate::telemetry::new_trace_id, str::to_string))
+    };
     if let Some(id) = &trace_id {
         span.record("trace_id", id.as_str());
     }
@@ -183,17 +191,21 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     request.extensions_mut().insert(info.clone());
     // Built before the handler runs: if the caller goes away before the response starts,
     // dropping this still logs the request, counts it and restores the in-flight gauge.
+    let ids = request_id::Ids {
+        request_id: request_id.clone(),
+        trace_id: trace_id.clone(),
+    };
     let mut completion = Completion::start(
         protocol,
         method,
-        path,
+        uri.clone(),
         quiet,
-        request_id.clone(),
+        request_id,
         trace_id,
         info,
         span.clone(),
     );
-    let response = request_id::scope(request_id, next.run(request).instrument(span)).await;
+    let response = request_id::scope(ids, next.run(request).instrument(span)).await;
     completion.status = response.status().as_u16();
     completion.grpc_code = grpc_code(response.headers());
     // Even when the outcome is known now (REST, trailers-only gRPC), completion waits for
@@ -204,6 +216,101 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
             completion: Some(completion),
         })
     })
+}
+
+/// Metric label values and instruments without per-request allocation: every value is
+/// from a bounded set (route templates, registered methods, status codes, code names), so
+/// each is interned once for the life of the process, and the counter and histogram of
+/// each label set are registered once and reused.
+mod labels {
+    use std::{
+        collections::{HashMap, HashSet},
+        sync::{LazyLock, RwLock},
+    };
+
+    use metrics::{Counter, Histogram};
+
+    use crate::metrics::{DURATION, REQUESTS};
+
+    type Labels = (&'static str, &'static str, &'static str);
+
+    static STRINGS: LazyLock<RwLock<HashSet<&'static str>>> = LazyLock::new(Default::default);
+    static OPERATIONS: LazyLock<RwLock<HashMap<&'static str, HashMap<String, &'static str>>>> =
+        LazyLock::new(Default::default);
+    static INSTRUMENTS: LazyLock<RwLock<HashMap<Labels, (Counter, Histogram)>>> =
+        LazyLock::new(Default::default);
+
+    /// Only call with values from a bounded set: each distinct one lives forever.
+    pub fn intern(value: &str) -> &'static str {
+        if let Some(found) = STRINGS.read().ok().and_then(|s| s.get(value).copied()) {
+            return found;
+        }
+        let Ok(mut strings) = STRINGS.write() else {
+            return "unknown";
+        };
+        if let Some(found) = strings.get(value) {
+            return found;
+        }
+        let leaked: &'static str = Box::leak(value.into());
+        strings.insert(leaked);
+        leaked
+    }
+
+    /// `"{method} {route}"`, interned.
+    pub fn operation(method: &'static str, route: &str) -> &'static str {
+        let found = OPERATIONS
+            .read()
+            .ok()
+            .and_then(|o| o.get(method).and_then(|routes| routes.get(route).copied()));
+        if let Some(found) = found {
+            return found;
+        }
+        let label = intern(&format!("{method} {route}"));
+        if let Ok(mut operations) = OPERATIONS.write() {
+            operations
+                .entry(method)
+                .or_default()
+                .insert(route.to_string(), label);
+        }
+        label
+    }
+
+    pub fn status(status: u16) -> &'static str {
+        match status {
+            200 => "200",
+            201 => "201",
+            204 => "204",
+            _ => intern(&status.to_string()),
+        }
+    }
+
+    pub fn instruments(
+        protocol: &'static str,
+        operation: &'static str,
+        outcome: &'static str,
+    ) -> (Counter, Histogram) {
+        let labels = (protocol, operation, outcome);
+        if let Some(found) = INSTRUMENTS
+            .read()
+            .ok()
+            .and_then(|i| i.get(&labels).cloned())
+        {
+            return found;
+        }
+        let set = [
+            ("protocol", protocol),
+            ("operation", operation),
+            ("outcome", outcome),
+        ];
+        let made = (
+            metrics::counter!(REQUESTS, &set),
+            metrics::histogram!(DURATION, &set),
+        );
+        if let Ok(mut instruments) = INSTRUMENTS.write() {
+            instruments.insert(labels, made.clone());
+        }
+        made
+    }
 }
 
 fn grpc_code(headers: &HeaderMap) -> Option<i32> {
@@ -252,7 +359,7 @@ struct Completion {
     started: Instant,
     protocol: Protocol,
     method: Method,
-    path: String,
+    uri: Uri,
     quiet: bool,
     request_id: String,
     trace_id: Option<String>,
@@ -270,7 +377,7 @@ impl Completion {
     fn start(
         protocol: Protocol,
         method: Method,
-        path: String,
+        uri: Uri,
         quiet: bool,
         request_id: String,
         trace_id: Option<String>,
@@ -284,7 +391,7 @@ impl Completion {
             started: Instant::now(),
             protocol,
             method,
-            path,
+            uri,
             quiet,
             request_id,
             trace_id,
@@ -297,21 +404,32 @@ impl Completion {
 
     /// Bounded label values: a registered gRPC method or a REST route template, never a
     /// raw path or method a caller chose (they would let any caller mint new series).
-    fn operation(&self, code: Option<i32>) -> String {
+    fn operation(&self, code: Option<i32>) -> &'static str {
         if self.protocol.is_grpc() {
             match self.info.0.grpc_method.get() {
-                Some(method) if code != Some(tonic::Code::Unimplemented as i32) => method.clone(),
-                _ => "unknown".into(),
+                Some(uri) if code != Some(tonic::Code::Unimplemented as i32) => {
+                    labels::intern(uri.path().trim_start_matches('/'))
+                }
+                _ => "unknown",
             }
         } else {
-            let method = match self.method.as_str() {
-                m @ ("GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS") => m,
+            let method = match self.method {
+                Method::GET => "GET",
+                Method::POST => "POST",
+                Method::PUT => "PUT",
+                Method::DELETE => "DELETE",
+                Method::PATCH => "PATCH",
+                Method::HEAD => "HEAD",
+                Method::OPTIONS => "OPTIONS",
                 _ => "OTHER",
             };
-            match self.info.0.route.get() {
-                Some(route) => format!("{method} {route}"),
-                None => format!("{method} unmatched"),
-            }
+            let route = self
+                .info
+                .0
+                .route
+                .get()
+                .map_or("unmatched", MatchedPath::as_str);
+            labels::operation(method, route)
         }
     }
 }
@@ -331,21 +449,22 @@ impl Drop for Completion {
         };
         let operation = self.operation(code);
         let outcome = match code {
-            Some(c) => grpc_code_name(c).to_string(),
-            None => self.status.to_string(),
+            Some(c) => grpc_code_name(c),
+            None => labels::status(self.status),
         };
 
         self.span.record("http.response.status_code", self.status);
         if let Some(c) = code {
             self.span.record("rpc.grpc.status_code", c);
         } else if let Some(route) = self.info.0.route.get() {
-            use opentelemetry::trace::TraceContextExt;
-            let name = format!("{} {route}", self.method);
             self.span.record("http.route", route.as_str());
-            self.span.record("otel.name", name.as_str());
-            // The OpenTelemetry span started before routing; `otel.name` only names spans
-            // that have not, so rename the started one directly.
-            self.span.context().span().update_name(name);
+            self.span.record("otel.name", operation);
+            if crate::telemetry::exporting() {
+                use opentelemetry::trace::TraceContextExt;
+                // The OpenTelemetry span started before routing; `otel.name` only names
+                // spans that have not, so rename the started one directly.
+                self.span.context().span().update_name(operation);
+            }
         }
         if is_server_error(self.status, code) {
             self.span.record("otel.status_code", "ERROR");
@@ -353,13 +472,9 @@ impl Drop for Completion {
 
         if !self.quiet {
             let protocol = self.protocol.as_str();
-            let labels = [
-                ("protocol", protocol.to_string()),
-                ("operation", operation.clone()),
-                ("outcome", outcome.clone()),
-            ];
-            metrics::counter!(REQUESTS, &labels).increment(1);
-            metrics::histogram!(DURATION, &labels).record(elapsed.as_secs_f64());
+            let (requests, duration) = labels::instruments(protocol, operation, outcome);
+            requests.increment(1);
+            duration.record(elapsed.as_secs_f64());
             metrics::gauge!(ACTIVE, "protocol" => protocol).decrement(1.0);
         }
 
@@ -374,8 +489,8 @@ impl Drop for Completion {
                     $level,
                     protocol = self.protocol.as_str(),
                     method = %self.method,
-                    path = %self.path,
-                    operation = %operation,
+                    path = self.uri.path(),
+                    operation,
                     status = self.status,
                     grpc_code,
                     latency_ms,

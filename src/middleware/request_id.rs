@@ -1,4 +1,4 @@
-//! The request id as a task-local, so that errors rendered deep inside a handler can quote
+//! The request id (and trace id) as a task-local, so that errors rendered deep inside a handler can quote
 //! it without every function passing it along. Set by `observe`; the `x-request-id` header
 //! itself is accepted or generated, and echoed, by tower-http's request-id layers.
 
@@ -8,12 +8,23 @@ use axum::http::{HeaderMap, HeaderName};
 
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
+/// What identifies the request being served, for whatever runs inside it.
+#[derive(Clone)]
+pub struct Ids {
+    pub request_id: String,
+    pub trace_id: Option<String>,
+}
+
 tokio::task_local! {
-    static REQUEST_ID: String;
+    static IDS: Ids;
 }
 
 pub fn current() -> Option<String> {
-    REQUEST_ID.try_with(Clone::clone).ok()
+    IDS.try_with(|ids| ids.request_id.clone()).ok()
+}
+
+pub fn current_trace() -> Option<String> {
+    IDS.try_with(|ids| ids.trace_id.clone()).ok().flatten()
 }
 
 pub fn from_headers(headers: &HeaderMap) -> String {
@@ -24,17 +35,17 @@ pub fn from_headers(headers: &HeaderMap) -> String {
         .to_string()
 }
 
-pub async fn scope<F: Future>(id: String, future: F) -> F::Output {
-    REQUEST_ID.scope(id, future).await
+pub async fn scope<F: Future>(ids: Ids, future: F) -> F::Output {
+    IDS.scope(ids, future).await
 }
 
-/// `future` with the current request id (if any) carried into it: for work spawned on a
-/// task of its own, where task-locals do not follow.
+/// `future` with the current request's ids (if any) carried into it: for work spawned on
+/// a task of its own, where task-locals do not follow.
 pub fn carry<F: Future>(future: F) -> impl Future<Output = F::Output> {
-    let id = current();
+    let ids = IDS.try_with(Clone::clone).ok();
     async move {
-        match id {
-            Some(id) => scope(id, future).await,
+        match ids {
+            Some(ids) => scope(ids, future).await,
             None => future.await,
         }
     }

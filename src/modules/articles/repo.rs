@@ -1,17 +1,18 @@
-//! Queries on articles, their tags and favorites. List queries run a fixed number of
-//! statements whatever the page size: one for the page (authors joined), one for the
-//! total, then one each for tags, favorite counts and the viewer's favorites.
+//! Queries on articles, their tags and favorites. Every read of articles — a list page,
+//! the feed, one article, the answer to a write — is one statement ([`shown`]): the rows
+//! with their author, tags, favorite count, the viewer's flags and, for REST pages, the
+//! total, whatever the page size.
 //!
 //! Lock order for writes: the article row first ([`lock`]), then the rows that hang off it
 //! (tags, favorites, comments), tags in name order. SQLite ignores row locks; its writers
 //! are serialised by `BEGIN IMMEDIATE` instead.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, JoinType, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, RelationTrait, Select, Set,
-    sea_query::{LockType, SelectStatement},
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult,
+    JoinType, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, RelationTrait,
+    Select, Set, Statement,
+    prelude::DateTimeUtc,
+    sea_query::{Expr, ExprTrait, LockType, SelectStatement, SubQueryStatement},
 };
 
 use crate::entities::{
@@ -27,8 +28,12 @@ use crate::pagination::Cursor;
 
 pub type ArticleRow = (articles::Model, users::Model);
 
-/// Which articles a list shows.
+/// Which articles a read shows.
 pub enum Scope<'a> {
+    /// The article with this slug.
+    Slug(&'a str),
+    /// The article with this id.
+    Id(i64),
     /// Everything, narrowed by whichever filters are set.
     Filtered {
         tag: Option<&'a str>,
@@ -50,6 +55,8 @@ fn user_ids_named(username: &str) -> SelectStatement {
 fn scoped(scope: &Scope<'_>) -> Select<Articles> {
     let mut query = Articles::find();
     match scope {
+        Scope::Slug(slug) => query = query.filter(articles::Column::Slug.eq(*slug)),
+        Scope::Id(id) => query = query.filter(articles::Column::Id.eq(*id)),
         Scope::Filtered {
             tag,
             author,
@@ -93,44 +100,171 @@ fn scoped(scope: &Scope<'_>) -> Select<Articles> {
     query
 }
 
-/// One page, newest first, with each article's author, and the total matching.
-pub async fn page(
-    db: &impl ConnectionTrait,
-    scope: &Scope<'_>,
-    limit: u64,
-    offset: u64,
-) -> Result<(Vec<ArticleRow>, u64), DbErr> {
-    let total = scoped(scope).count(db).await?;
-    let rows = scoped(scope)
-        .order_by_desc(articles::Column::CreatedAt)
-        .order_by_desc(articles::Column::Id)
-        .limit(limit)
-        .offset(offset)
-        .find_also_related(Users)
-        .all(db)
-        .await?;
-    Ok((with_authors(rows), total))
+/// Which rows of a scope a read returns.
+#[derive(Clone, Copy)]
+pub enum Window {
+    /// A REST page: `limit` rows after skipping `offset`, with the total matching.
+    Offset { limit: u64, offset: u64 },
+    /// A keyset page: up to `limit` rows after `after`; no total.
+    Keyset { limit: u64, after: Option<Cursor> },
+    /// The one article a slug or id names, with its body.
+    One,
 }
 
-/// Up to `limit` rows after `keyset.after`, newest first, with authors; no total.
-pub async fn keyset(
+/// An article as shown, with everything a view needs, read in one statement.
+#[derive(Debug, FromQueryResult)]
+pub struct Shown {
+    pub id: i64,
+    pub slug: String,
+    pub title: String,
+    pub description: String,
+    /// Only for single articles; lists leave it out.
+    pub body: Option<String>,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+    pub username: String,
+    pub bio: Option<String>,
+    pub image: Option<String>,
+    /// A JSON array of tag names (NULL when there are none, on Postgres).
+    pub tags: Option<String>,
+    pub favorites_count: i64,
+    pub favorited: bool,
+    pub following: bool,
+    /// Offset pages only: how many articles the scope matches.
+    pub total: Option<i64>,
+}
+
+/// Newest first, in one statement: the page and, per row, its author (joined), its tags
+/// (aggregated as JSON), its favorite count, whether `viewer` favorited it and follows
+/// its author (correlated subqueries over primary-key indexes, evaluated for the page's
+/// rows only), and for offset pages the total (an uncorrelated count, evaluated once).
+pub async fn shown(
     db: &impl ConnectionTrait,
     scope: &Scope<'_>,
-    limit: u64,
-    after: Option<Cursor>,
-) -> Result<Vec<ArticleRow>, DbErr> {
-    let mut query = scoped(scope);
-    if let Some(after) = after {
-        query = query.filter(after.follows(articles::Column::CreatedAt, articles::Column::Id));
-    }
-    let rows = query
+    window: Window,
+    viewer: Option<i64>,
+) -> Result<Vec<Shown>, DbErr> {
+    let statement = shown_statement(db.get_database_backend(), scope, window, viewer);
+    Shown::find_by_statement(statement).all(db).await
+}
+
+/// The one statement of [`shown`]; public so the benchmark can run it against the
+/// database alone.
+pub fn shown_statement(
+    backend: DbBackend,
+    scope: &Scope<'_>,
+    window: Window,
+    viewer: Option<i64>,
+) -> Statement {
+    use sea_orm::sea_query::Query;
+    let article_id = || Expr::col((Articles, articles::Column::Id));
+    let tags = match backend {
+        DbBackend::Postgres => {
+            "(SELECT json_agg(t.name)::text FROM article_tags at \
+             JOIN tags t ON t.id = at.tag_id WHERE at.article_id = \"articles\".\"id\")"
+        }
+        _ => {
+            "(SELECT json_group_array(t.name) FROM article_tags at \
+             JOIN tags t ON t.id = at.tag_id WHERE at.article_id = \"articles\".\"id\")"
+        }
+    };
+    let favorites_count = Query::select()
+        .expr(Expr::col((Favorites, favorites::Column::UserId)).count())
+        .from(Favorites)
+        .and_where(
+            Expr::col((Favorites, favorites::Column::ArticleId))
+                .equals((Articles, articles::Column::Id)),
+        )
+        .to_owned();
+    let (favorited, following) = match viewer {
+        Some(viewer) => (
+            Expr::exists(
+                Query::select()
+                    .expr(Expr::val(1))
+                    .from(Favorites)
+                    .and_where(
+                        Expr::col((Favorites, favorites::Column::ArticleId))
+                            .equals((Articles, articles::Column::Id)),
+                    )
+                    .and_where(Expr::col((Favorites, favorites::Column::UserId)).eq(viewer))
+                    .to_owned(),
+            ),
+            Expr::exists(
+                Query::select()
+                    .expr(Expr::val(1))
+                    .from(Follows)
+                    .and_where(
+                        Expr::col((Follows, follows::Column::FolloweeId))
+                            .equals((Articles, articles::Column::AuthorId)),
+                    )
+                    .and_where(Expr::col((Follows, follows::Column::FollowerId)).eq(viewer))
+                    .to_owned(),
+            ),
+        ),
+        None => (Expr::val(false), Expr::val(false)),
+    };
+    let mut query = scoped(scope)
+        .select_only()
+        .column(articles::Column::Id)
+        .column(articles::Column::Slug)
+        .column(articles::Column::Title)
+        .column(articles::Column::Description)
+        .column(articles::Column::CreatedAt)
+        .column(articles::Column::UpdatedAt)
+        .column_as(Expr::col((Users, users::Column::Username)), "username")
+        .column_as(Expr::col((Users, users::Column::Bio)), "bio")
+        .column_as(Expr::col((Users, users::Column::Image)), "image")
+        .column_as(Expr::cust(tags), "tags")
+        .column_as(
+            Expr::SubQuery(
+                None,
+                Box::new(SubQueryStatement::SelectStatement(favorites_count)),
+            ),
+            "favorites_count",
+        )
+        .column_as(favorited, "favorited")
+        .column_as(following, "following")
+        .join(JoinType::InnerJoin, articles::Relation::Author.def());
+    query = match window {
+        Window::One => query
+            .column(articles::Column::Body)
+            .column_as(Expr::cust("CAST(NULL AS BIGINT)"), "total")
+            .limit(1),
+        Window::Offset { limit, offset } => {
+            let total = scoped(scope)
+                .select_only()
+                .column_as(article_id().count(), "total")
+                .into_query();
+            query
+                .column_as(Expr::cust("CAST(NULL AS TEXT)"), "body")
+                .column_as(
+                    Expr::SubQuery(None, Box::new(SubQueryStatement::SelectStatement(total))),
+                    "total",
+                )
+                .limit(limit)
+                .offset(offset)
+        }
+        Window::Keyset { limit, after } => {
+            if let Some(after) = after {
+                query =
+                    query.filter(after.follows(articles::Column::CreatedAt, articles::Column::Id));
+            }
+            query
+                .column_as(Expr::cust("CAST(NULL AS TEXT)"), "body")
+                .column_as(Expr::cust("CAST(NULL AS BIGINT)"), "total")
+                .limit(limit)
+        }
+    };
+    query
         .order_by_desc(articles::Column::CreatedAt)
         .order_by_desc(articles::Column::Id)
-        .limit(limit)
-        .find_also_related(Users)
-        .all(db)
-        .await?;
-    Ok(with_authors(rows))
+        .build(backend)
+}
+
+/// How many articles `scope` matches: for an offset page past the end, which has no row
+/// to carry the total.
+pub async fn count(db: &impl ConnectionTrait, scope: &Scope<'_>) -> Result<u64, DbErr> {
+    scoped(scope).count(db).await
 }
 
 fn with_authors(rows: Vec<(articles::Model, Option<users::Model>)>) -> Vec<ArticleRow> {
@@ -146,14 +280,6 @@ pub async fn find_by_slug(
 ) -> Result<Option<ArticleRow>, DbErr> {
     let rows = Articles::find()
         .filter(articles::Column::Slug.eq(slug))
-        .find_also_related(Users)
-        .all(db)
-        .await?;
-    Ok(with_authors(rows).into_iter().next())
-}
-
-pub async fn find_by_id(db: &impl ConnectionTrait, id: i64) -> Result<Option<ArticleRow>, DbErr> {
-    let rows = Articles::find_by_id(id)
         .find_also_related(Users)
         .all(db)
         .await?;
@@ -196,71 +322,6 @@ pub async fn slug_taken(db: &impl ConnectionTrait, slug: &str) -> Result<bool, D
         > 0)
 }
 
-/// Tag names per article, sorted.
-pub async fn tags_of(
-    db: &impl ConnectionTrait,
-    ids: &[i64],
-) -> Result<HashMap<i64, Vec<String>>, DbErr> {
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let pairs: Vec<(i64, String)> = ArticleTags::find()
-        .select_only()
-        .column(article_tags::Column::ArticleId)
-        .column(tags::Column::Name)
-        .join(JoinType::InnerJoin, article_tags::Relation::Tag.def())
-        .filter(article_tags::Column::ArticleId.is_in(ids.iter().copied()))
-        .into_tuple()
-        .all(db)
-        .await?;
-    let mut grouped: HashMap<i64, BTreeSet<String>> = HashMap::new();
-    for (article, name) in pairs {
-        grouped.entry(article).or_default().insert(name);
-    }
-    Ok(grouped
-        .into_iter()
-        .map(|(id, names)| (id, names.into_iter().collect()))
-        .collect())
-}
-
-pub async fn favorite_counts(
-    db: &impl ConnectionTrait,
-    ids: &[i64],
-) -> Result<HashMap<i64, i64>, DbErr> {
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let counts: Vec<(i64, i64)> = Favorites::find()
-        .select_only()
-        .column(favorites::Column::ArticleId)
-        .column_as(favorites::Column::UserId.count(), "favorites")
-        .filter(favorites::Column::ArticleId.is_in(ids.iter().copied()))
-        .group_by(favorites::Column::ArticleId)
-        .into_tuple()
-        .all(db)
-        .await?;
-    Ok(counts.into_iter().collect())
-}
-
-pub async fn favorited_among(
-    db: &impl ConnectionTrait,
-    user: i64,
-    ids: &[i64],
-) -> Result<HashSet<i64>, DbErr> {
-    if ids.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let favorited: Vec<i64> = Favorites::find()
-        .select_only()
-        .column(favorites::Column::ArticleId)
-        .filter(favorites::Column::UserId.eq(user))
-        .filter(favorites::Column::ArticleId.is_in(ids.iter().copied()))
-        .into_tuple()
-        .all(db)
-        .await?;
-    Ok(favorited.into_iter().collect())
-}
-
 pub struct NewRow {
     pub slug: String,
     pub title: String,
@@ -292,7 +353,7 @@ pub async fn save(
     previous: &articles::Model,
     mut row: articles::ActiveModel,
 ) -> Result<articles::Model, DbErr> {
-    row.updated_at = Set(chrono::Utc::now().max(previous.updated_at));
+    row.updated_at = Set(Ord::max(chrono::Utc::now(), previous.updated_at));
     row.update(db).await
 }
 

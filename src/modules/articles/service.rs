@@ -1,18 +1,18 @@
 //! Articles, the feed and favorites, protocol-free.
 
-use std::{collections::HashSet, sync::Arc};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, IntoActiveModel, Set, SqlErr};
+use sea_orm::{ConnectionTrait, IntoActiveModel, Set, SqlErr};
 
 pub use super::repo::Hold;
-use super::repo::{self, ArticleRow, Scope};
+use super::repo::{self, ArticleRow, Scope, Window};
 use crate::{
     auth::Principal,
     db::Store,
     entities::articles,
     error::{AppError, AppResult, Reason},
-    modules::profiles::service::{ProfileView, author_views},
+    modules::profiles::service::ProfileView,
     pagination::{Cursor, Keyset, Page, PageQuery, PageScope, PageTokens},
     state::AppState,
     validation::{Violations, lookup_name, normalize_name},
@@ -116,15 +116,14 @@ impl ArticleService {
         let keyset = self.pages.open(&scope, &query)?;
         let (items, last) = self
             .store
-            .read(move |txn| {
-                let filter = filter.clone();
+            .query(move |db| {
                 Box::pin(async move {
                     let scope = Scope::Filtered {
                         tag: filter.tag.as_deref(),
                         author: filter.author.as_deref(),
                         favorited_by: filter.favorited.as_deref(),
                     };
-                    keyset_in(txn, viewer, &scope, keyset).await
+                    keyset_page(db, viewer, &scope, keyset).await
                 })
             })
             .await?;
@@ -144,9 +143,9 @@ impl ArticleService {
         let keyset = self.pages.open(&scope, &query)?;
         let (items, last) = self
             .store
-            .read(move |txn| {
+            .query(move |db| {
                 Box::pin(async move {
-                    keyset_in(txn, Some(viewer), &Scope::FeedOf(viewer.user_id), keyset).await
+                    keyset_page(db, Some(viewer), &Scope::FeedOf(viewer.user_id), keyset).await
                 })
             })
             .await?;
@@ -165,15 +164,14 @@ impl ArticleService {
         let (limit, offset) = page.validate()?;
         let filter = filter.normalized()?;
         self.store
-            .read(move |txn| {
-                let filter = filter.clone();
+            .query(move |db| {
                 Box::pin(async move {
                     let scope = Scope::Filtered {
                         tag: filter.tag.as_deref(),
                         author: filter.author.as_deref(),
                         favorited_by: filter.favorited.as_deref(),
                     };
-                    page_in(txn, viewer, &scope, limit, offset).await
+                    offset_page(db, viewer, &scope, limit, offset).await
                 })
             })
             .await
@@ -182,10 +180,10 @@ impl ArticleService {
     pub async fn feed(&self, viewer: Principal, page: PageRequest) -> AppResult<ArticlePage> {
         let (limit, offset) = page.validate()?;
         self.store
-            .read(move |txn| {
+            .query(move |db| {
                 Box::pin(async move {
                     let scope = Scope::FeedOf(viewer.user_id);
-                    page_in(txn, Some(viewer), &scope, limit, offset).await
+                    offset_page(db, Some(viewer), &scope, limit, offset).await
                 })
             })
             .await
@@ -194,13 +192,7 @@ impl ArticleService {
     pub async fn get(&self, viewer: Option<Principal>, slug: &str) -> AppResult<ArticleView> {
         let slug = lookup_slug(slug)?;
         self.store
-            .read(move |txn| {
-                let slug = slug.clone();
-                Box::pin(async move {
-                    let row = find_in(txn, &slug).await?;
-                    view_in(txn, viewer, row).await
-                })
-            })
+            .query(move |db| Box::pin(async move { one(db, viewer, &Scope::Slug(&slug)).await }))
             .await
     }
 
@@ -361,89 +353,103 @@ impl ArticleFilter {
     }
 }
 
-/// One page and its total, read from one snapshot so they agree under concurrent writes.
-async fn page_in(
-    txn: &DatabaseTransaction,
+/// A REST page and the total, in one statement (a second only for a page past the end,
+/// which has no row to carry the total).
+async fn offset_page(
+    db: &impl ConnectionTrait,
     viewer: Option<Principal>,
     scope: &Scope<'_>,
     limit: u64,
     offset: u64,
 ) -> AppResult<ArticlePage> {
-    let (rows, total) = repo::page(txn, scope, limit, offset).await?;
-    let articles = views(txn, viewer, rows, false).await?;
-    Ok(ArticlePage { articles, total })
+    let rows = repo::shown(
+        db,
+        scope,
+        Window::Offset { limit, offset },
+        viewer_id(viewer),
+    )
+    .await?;
+    let total = match rows.first() {
+        Some(row) => row.total.unwrap_or_default().max(0) as u64,
+        None if offset > 0 => repo::count(db, scope).await?,
+        None => 0,
+    };
+    Ok(ArticlePage {
+        articles: rows.into_iter().map(view).collect(),
+        total,
+    })
 }
 
-/// One keyset page and where the next one starts.
-async fn keyset_in(
-    txn: &DatabaseTransaction,
+/// One keyset page and where the next one starts, in one statement.
+async fn keyset_page(
+    db: &impl ConnectionTrait,
     viewer: Option<Principal>,
     scope: &Scope<'_>,
     keyset: Keyset,
 ) -> AppResult<(Vec<ArticleView>, Option<Cursor>)> {
-    let mut rows = repo::keyset(txn, scope, keyset.fetch(), keyset.after).await?;
-    let next = keyset.cut(&mut rows, |(article, _)| Cursor {
-        created_at: article.created_at,
-        id: article.id,
+    let window = Window::Keyset {
+        limit: keyset.fetch(),
+        after: keyset.after,
+    };
+    let mut rows = repo::shown(db, scope, window, viewer_id(viewer)).await?;
+    let next = keyset.cut(&mut rows, |row| Cursor {
+        created_at: row.created_at,
+        id: row.id,
     });
-    Ok((views(txn, viewer, rows, false).await?, next))
+    Ok((rows.into_iter().map(view).collect(), next))
 }
 
+/// The one article `scope` names, with its body, as `viewer` sees it.
+async fn one(
+    db: &impl ConnectionTrait,
+    viewer: Option<Principal>,
+    scope: &Scope<'_>,
+) -> AppResult<ArticleView> {
+    repo::shown(db, scope, Window::One, viewer_id(viewer))
+        .await?
+        .pop()
+        .map(view)
+        .ok_or(AppError::NotFound(Reason::ArticleNotFound))
+}
+
+/// The article a write just changed, read in the write's transaction.
 async fn reload_in(
     db: &impl ConnectionTrait,
     viewer: Principal,
     id: i64,
 ) -> AppResult<ArticleView> {
-    let row = repo::find_by_id(db, id)
-        .await?
-        .ok_or(AppError::NotFound(Reason::ArticleNotFound))?;
-    view_in(db, Some(viewer), row).await
+    one(db, Some(viewer), &Scope::Id(id)).await
 }
 
-async fn view_in(
-    db: &impl ConnectionTrait,
-    viewer: Option<Principal>,
-    row: ArticleRow,
-) -> AppResult<ArticleView> {
-    views(db, viewer, vec![row], true)
-        .await?
-        .pop()
-        .ok_or(AppError::NotFound(Reason::ArticleNotFound))
+fn viewer_id(viewer: Option<Principal>) -> Option<i64> {
+    viewer.map(|p| p.user_id)
 }
 
-/// Completes rows into views with a fixed number of statements, whatever their number.
-async fn views(
-    db: &impl ConnectionTrait,
-    viewer: Option<Principal>,
-    rows: Vec<ArticleRow>,
-    with_body: bool,
-) -> AppResult<Vec<ArticleView>> {
-    let ids: Vec<i64> = rows.iter().map(|(a, _)| a.id).collect();
-    let mut tags = repo::tags_of(db, &ids).await?;
-    let counts = repo::favorite_counts(db, &ids).await?;
-    let favorited = match viewer {
-        Some(p) => repo::favorited_among(db, p.user_id, &ids).await?,
-        None => HashSet::new(),
-    };
-    let authors = author_views(db, viewer, rows.iter().map(|(_, u)| u)).await?;
-    Ok(rows
-        .into_iter()
-        .map(|(article, author)| ArticleView {
-            tag_list: tags.remove(&article.id).unwrap_or_default(),
-            favorited: favorited.contains(&article.id),
-            favorites_count: counts.get(&article.id).copied().unwrap_or(0),
-            author: authors
-                .get(&author.id)
-                .cloned()
-                .unwrap_or_else(|| ProfileView::of(&author, false)),
-            body: with_body.then_some(article.body),
-            slug: article.slug,
-            title: article.title,
-            description: article.description,
-            created_at: article.created_at,
-            updated_at: article.updated_at,
-        })
-        .collect())
+fn view(row: repo::Shown) -> ArticleView {
+    // Aggregated without an order (the backends differ in how to ask); sorted here.
+    let mut tag_list: Vec<String> = row
+        .tags
+        .as_deref()
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_default();
+    tag_list.sort_unstable();
+    ArticleView {
+        slug: row.slug,
+        title: row.title,
+        description: row.description,
+        body: row.body,
+        tag_list,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        favorited: row.favorited,
+        favorites_count: row.favorites_count,
+        author: ProfileView {
+            username: row.username,
+            bio: row.bio,
+            image: row.image,
+            following: row.following,
+        },
+    }
 }
 
 /// Runs a write that picks a slug until it does not lose that slug to a concurrent writer
