@@ -2,6 +2,7 @@
 //! `docs/ARCHITECTURE.md` maps each responsibility to its module.
 
 pub mod auth;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -97,7 +97,30 @@ impl Lifecycle {
         };
         lifecycle.spawn_database_watch();
         lifecycle.spawn_idempotency_purge();
+        lifecycle.spawn_cache_invalidation();
+        // Warm: the first visitors get the tag list from memory too. Not fatal: with
+        // migrations left to a job the tables may not exist yet, and readiness says so.
+        if let Err(e) = crate::modules::tags::service::TagService::new(&lifecycle.state)
+            .list()
+            .await
+        {
+            tracing::warn!(error = %e, "tag cache not warmed");
+        }
         Ok(lifecycle)
+    }
+
+    /// On Postgres, other replicas' writes invalidate this one's read cache (see
+    /// `cache`); SQLite is one process and needs no signal.
+    fn spawn_cache_invalidation(&self) {
+        let settings = &self.state.settings.database;
+        if self.state.db().get_database_backend() != sea_orm::DbBackend::Postgres {
+            return;
+        }
+        let url = settings.url.clone();
+        let cache = self.state.store.cache().clone();
+        self.spawn_worker("cache-invalidation", move |stop| {
+            crate::cache::follow_other_replicas(url, cache, stop)
+        });
     }
 
     pub fn app_state(&self) -> AppState {

@@ -43,6 +43,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     metrics::describe_gauge!(DB_CONNECTIONS_MAX, "Database pool size limit");
     metrics::describe_counter!(JOB_RUNS, "Background job runs, by job and outcome");
     metrics::describe_gauge!(BUILD_INFO, "Always 1; labels name the build");
+    metrics::describe_counter!(
+        crate::cache::LOOKUPS,
+        "Read-cache lookups, by cache (tags, totals) and result (hit, miss)"
+    );
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "git_sha" => env!("CONDUIT_GIT_SHA")).set(1.0);
     Ok(handle)
 }

@@ -67,7 +67,12 @@ pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
     };
     // Lossy only past 128k buffered lines: then lines are dropped rather than requests
     // slowed down by a stalled stdout.
-    let (writer, logs_guard) = tracing_appender::non_blocking(std::io::stdout());
+    // Buffered: while lines queue up the writer thread fills 64 KiB before each write
+    // call, and it flushes whenever the queue runs dry.
+    let (writer, logs_guard) = tracing_appender::non_blocking(std::io::BufWriter::with_capacity(
+        64 * 1024,
+        std::io::stdout(),
+    ));
     let logs = if json {
         fmt::layer()
             .json()

@@ -34,7 +34,7 @@ const JWT_SECRET: &str = "benchmark-secret-not-for-production-0123456789";
 #[derive(Parser)]
 #[command(about = "conduit's benchmark harness")]
 struct Args {
-    /// Databases to measure on.
+    /// Databases to measure on (`none`: only the stack-cost pair).
     #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
     databases: Vec<String>,
     /// Article counts to seed (the flatness check compares the largest with the smallest).
@@ -91,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
     let duration = Duration::from_secs_f64(args.seconds);
     let mut results: Vec<Measurement> = Vec::new();
     let started = Instant::now();
-    for database in &args.databases {
+    for database in args.databases.iter().filter(|d| *d != "none") {
         for &size in &args.sizes {
             let db = TestDatabase::create(database, &args.postgres, size).await?;
             let server = Process::conduit(&conduit, &db.url)?;

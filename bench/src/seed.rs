@@ -163,7 +163,8 @@ fn token_subject(token: &str) -> anyhow::Result<i64> {
 }
 
 /// What Postgres alone serves for the statements conduit runs: each read's one
-/// statement, built by conduit's own repository code and executed straight through a
+/// statement as conduit runs it once the list's total is cached, built by conduit's own
+/// repository code and executed straight through a
 /// pool of 16 connections (prepared, as sqlx caches them), no HTTP, no service; the tag
 /// list is the peer's equivalent statement.
 pub async fn ceiling(
@@ -194,6 +195,7 @@ pub async fn ceiling(
                 Window::Offset {
                     limit: 20,
                     offset: 0,
+                    with_total: false,
                 },
                 None,
             ),
@@ -206,6 +208,7 @@ pub async fn ceiling(
                 Window::Offset {
                     limit: 10,
                     offset: 0,
+                    with_total: false,
                 },
                 None,
             ),
@@ -218,6 +221,7 @@ pub async fn ceiling(
                 Window::Offset {
                     limit: 20,
                     offset: 0,
+                    with_total: false,
                 },
                 Some(reader),
             ),

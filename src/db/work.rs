@@ -22,12 +22,13 @@
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
-use sea_orm::{DatabaseConnection, DatabaseTransaction};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
 use crate::{
+    cache::ReadCache,
     error::{AppError, AppResult, Reason},
     middleware::request_id,
 };
@@ -46,6 +47,8 @@ pub struct Store {
     units: TaskTracker,
     /// One per pooled connection: a unit holds one from start to finish.
     slots: Arc<Semaphore>,
+    /// Answers cached from this database; every committed write invalidates them.
+    cache: Arc<ReadCache>,
 }
 
 #[derive(Clone, Copy)]
@@ -60,11 +63,16 @@ impl Store {
             connection,
             units: TaskTracker::new(),
             slots: Arc::new(Semaphore::new(max_connections.max(1) as usize)),
+            cache: Arc::default(),
         }
     }
 
     pub fn connection(&self) -> &DatabaseConnection {
         &self.connection
+    }
+
+    pub fn cache(&self) -> &Arc<ReadCache> {
+        &self.cache
     }
 
     /// Waits until every unit still running has finished (shutdown, before the pool closes).
@@ -111,10 +119,15 @@ impl Store {
         F: for<'t> Fn(&'t DatabaseTransaction) -> Unit<'t, T> + Send + Sync + 'static,
     {
         let connection = self.connection.clone();
+        let cache = self.cache.clone();
         let work = async move {
             let mut attempt = 1;
             loop {
-                match once(&connection, mode, &unit).await {
+                let outcome = once(&connection, mode, &unit).await;
+                if matches!(mode, Mode::Write) && outcome.is_ok() {
+                    cache.advance();
+                }
+                match outcome {
                     Err(AppError::Contention(what)) if attempt < ATTEMPTS => {
                         tracing::debug!(
                             attempt,
@@ -174,6 +187,13 @@ where
     };
     match unit(&txn).await {
         Ok(value) => {
+            if matches!(mode, Mode::Write)
+                && txn.get_database_backend() == sea_orm::DbBackend::Postgres
+            {
+                // Delivered to every replica's listener only if this commits.
+                txn.execute_unprepared(&format!("NOTIFY {}", crate::cache::CHANNEL))
+                    .await?;
+            }
             txn.commit().await?;
             Ok(value)
         }

@@ -140,24 +140,31 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     } else {
         method.as_str()
     };
-    let span = if quiet {
-        request_span!(
+    // Exported spans carry the OpenTelemetry attributes; otherwise the span only gives
+    // log lines inside the request its ids (every field is formatted per request).
+    let span = match (crate::telemetry::exporting(), quiet) {
+        (true, true) => request_span!(
             tracing::Level::DEBUG,
             name,
             protocol,
             method,
             path,
             request_id
-        )
-    } else {
-        request_span!(
+        ),
+        (true, false) => request_span!(
             tracing::Level::INFO,
             name,
             protocol,
             method,
             path,
             request_id
-        )
+        ),
+        (false, true) => {
+            tracing::debug_span!("request", request_id = %request_id, trace_id = Empty)
+        }
+        (false, false) => {
+            tracing::info_span!("request", request_id = %request_id, trace_id = Empty)
+        }
     };
     // Continue the caller's trace: W3C traceparent/tracestate, from REST headers or gRPC
     // metadata alike (metadata are HTTP/2 headers). Without an exporter there is no

@@ -65,6 +65,15 @@ impl TestDb {
     pub fn is_postgres(&self) -> bool {
         self.admin.is_some()
     }
+
+    /// The same database for a second server (a replica); only the original drops it.
+    pub fn share(&self) -> TestDb {
+        TestDb {
+            url: self.url.clone(),
+            admin: None,
+            _dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
 }
 
 impl Drop for TestDb {

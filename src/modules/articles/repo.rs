@@ -44,6 +44,22 @@ pub enum Scope<'a> {
     FeedOf(i64),
 }
 
+impl Scope<'_> {
+    /// Names the list for the totals cache: equal keys, equal lists.
+    pub fn key(&self) -> String {
+        match self {
+            Scope::Slug(slug) => format!("slug\u{0}{slug}"),
+            Scope::Id(id) => format!("id\u{0}{id}"),
+            Scope::Filtered {
+                tag,
+                author,
+                favorited_by,
+            } => format!("articles\u{0}{tag:?}\u{0}{author:?}\u{0}{favorited_by:?}"),
+            Scope::FeedOf(reader) => format!("feed\u{0}{reader}"),
+        }
+    }
+}
+
 fn user_ids_named(username: &str) -> SelectStatement {
     Users::find()
         .select_only()
@@ -103,8 +119,13 @@ fn scoped(scope: &Scope<'_>) -> Select<Articles> {
 /// Which rows of a scope a read returns.
 #[derive(Clone, Copy)]
 pub enum Window {
-    /// A REST page: `limit` rows after skipping `offset`, with the total matching.
-    Offset { limit: u64, offset: u64 },
+    /// A REST page: `limit` rows after skipping `offset`, with the total matching
+    /// unless the caller has it already.
+    Offset {
+        limit: u64,
+        offset: u64,
+        with_total: bool,
+    },
     /// A keyset page: up to `limit` rows after `after`; no total.
     Keyset { limit: u64, after: Option<Cursor> },
     /// The one article a slug or id names, with its body.
@@ -230,17 +251,23 @@ pub fn shown_statement(
             .column(articles::Column::Body)
             .column_as(Expr::cust("CAST(NULL AS BIGINT)"), "total")
             .limit(1),
-        Window::Offset { limit, offset } => {
-            let total = scoped(scope)
-                .select_only()
-                .column_as(article_id().count(), "total")
-                .into_query();
+        Window::Offset {
+            limit,
+            offset,
+            with_total,
+        } => {
+            let total = if with_total {
+                let count = scoped(scope)
+                    .select_only()
+                    .column_as(article_id().count(), "total")
+                    .into_query();
+                Expr::SubQuery(None, Box::new(SubQueryStatement::SelectStatement(count)))
+            } else {
+                Expr::cust("CAST(NULL AS BIGINT)")
+            };
             query
                 .column_as(Expr::cust("CAST(NULL AS TEXT)"), "body")
-                .column_as(
-                    Expr::SubQuery(None, Box::new(SubQueryStatement::SelectStatement(total))),
-                    "total",
-                )
+                .column_as(total, "total")
                 .limit(limit)
                 .offset(offset)
         }

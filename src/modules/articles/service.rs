@@ -9,6 +9,7 @@ pub use super::repo::Hold;
 use super::repo::{self, ArticleRow, Scope, Window};
 use crate::{
     auth::Principal,
+    cache::ReadCache,
     db::Store,
     entities::articles,
     error::{AppError, AppResult, Reason},
@@ -163,6 +164,7 @@ impl ArticleService {
     ) -> AppResult<ArticlePage> {
         let (limit, offset) = page.validate()?;
         let filter = filter.normalized()?;
+        let cache = self.store.cache().clone();
         self.store
             .query(move |db| {
                 Box::pin(async move {
@@ -171,7 +173,7 @@ impl ArticleService {
                         author: filter.author.as_deref(),
                         favorited_by: filter.favorited.as_deref(),
                     };
-                    offset_page(db, viewer, &scope, limit, offset).await
+                    offset_page(db, &cache, viewer, &scope, limit, offset).await
                 })
             })
             .await
@@ -179,11 +181,12 @@ impl ArticleService {
 
     pub async fn feed(&self, viewer: Principal, page: PageRequest) -> AppResult<ArticlePage> {
         let (limit, offset) = page.validate()?;
+        let cache = self.store.cache().clone();
         self.store
             .query(move |db| {
                 Box::pin(async move {
                     let scope = Scope::FeedOf(viewer.user_id);
-                    offset_page(db, Some(viewer), &scope, limit, offset).await
+                    offset_page(db, &cache, Some(viewer), &scope, limit, offset).await
                 })
             })
             .await
@@ -353,27 +356,36 @@ impl ArticleFilter {
     }
 }
 
-/// A REST page and the total, in one statement (a second only for a page past the end,
-/// which has no row to carry the total).
+/// A REST page and the total, in one statement. The total comes from the read cache
+/// when this list's is there (counting every match is what grows with the data);
+/// otherwise the statement counts too, and a page past the end, which has no row to carry
+/// the count, takes a second statement.
 async fn offset_page(
     db: &impl ConnectionTrait,
+    cache: &ReadCache,
     viewer: Option<Principal>,
     scope: &Scope<'_>,
     limit: u64,
     offset: u64,
 ) -> AppResult<ArticlePage> {
-    let rows = repo::shown(
-        db,
-        scope,
-        Window::Offset { limit, offset },
-        viewer_id(viewer),
-    )
-    .await?;
-    let total = match rows.first() {
-        Some(row) => row.total.unwrap_or_default().max(0) as u64,
-        None if offset > 0 => repo::count(db, scope).await?,
-        None => 0,
+    let key = scope.key();
+    let generation = cache.generation();
+    let cached = cache.total(&key);
+    let window = Window::Offset {
+        limit,
+        offset,
+        with_total: cached.is_none(),
     };
+    let rows = repo::shown(db, scope, window, viewer_id(viewer)).await?;
+    let total = match (cached, rows.first()) {
+        (Some(total), _) => total,
+        (None, Some(row)) => row.total.unwrap_or_default().max(0) as u64,
+        (None, None) if offset > 0 => repo::count(db, scope).await?,
+        (None, None) => 0,
+    };
+    if cached.is_none() {
+        cache.keep_total(generation, key, total);
+    }
     Ok(ArticlePage {
         articles: rows.into_iter().map(view).collect(),
         total,

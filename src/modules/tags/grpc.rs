@@ -21,7 +21,7 @@ impl TagApi for TagGrpc {
         _request: Request<pb::ListTagsRequest>,
     ) -> Result<Response<pb::ListTagsResponse>, Status> {
         Ok(Response::new(pb::ListTagsResponse {
-            tags: self.0.list().await?,
+            tags: self.0.list().await?.to_vec(),
         }))
     }
 }

@@ -1,5 +1,7 @@
 //! REST adapter: `/api/tags`.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -14,7 +16,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Serialize, ToSchema)]
 struct TagsResponse {
-    tags: Vec<String>,
+    /// Shared with the cache: serialised without copying.
+    #[schema(value_type = Vec<String>)]
+    tags: Arc<Vec<String>>,
 }
 
 /// Get tags

@@ -1,5 +1,7 @@
 //! Tags, protocol-free.
 
+use std::sync::Arc;
+
 use super::repo;
 use crate::{db::Store, error::AppResult, state::AppState};
 
@@ -15,10 +17,16 @@ impl TagService {
         }
     }
 
-    /// One statement: no transaction needed.
-    pub async fn list(&self) -> AppResult<Vec<String>> {
+    /// From the cache; one statement (no transaction) when a write invalidated it.
+    pub async fn list(&self) -> AppResult<Arc<Vec<String>>> {
+        let store = self.store.clone();
         self.store
-            .query(|db| Box::pin(async move { Ok(repo::in_use(db).await?) }))
+            .cache()
+            .tags(async move {
+                store
+                    .query(|db| Box::pin(async move { Ok(repo::in_use(db).await?) }))
+                    .await
+            })
             .await
     }
 }

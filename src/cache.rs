@@ -1,0 +1,148 @@
+//! Read-mostly answers kept in memory (moka): the tag list and the totals of REST list
+//! pages — the reads whose cost grows with the data. Both are keyed by a *generation*
+//! that every committed write advances, so a cached answer is never served after a write
+//! that could change it:
+//!
+//! - in this process, `Store::write` advances it right after its commit;
+//! - across replicas on Postgres, each write transaction also sends
+//!   `NOTIFY conduit_changes` (delivered only if it commits), and every replica's
+//!   `cache-invalidation` worker advances its generation when one arrives — or when its
+//!   listening connection was lost, since notifications may have been missed then.
+//!
+//! A read that started before a write may still store what it read, under the old
+//! generation, where nobody looks any more. SQLite is the single-process default and needs
+//! no cross-process signal.
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use moka::sync::Cache;
+
+use crate::error::AppResult;
+
+/// The channel replicas signal committed writes on.
+pub const CHANNEL: &str = "conduit_changes";
+
+pub const LOOKUPS: &str = "conduit_cache_lookups_total";
+
+pub struct ReadCache {
+    generation: AtomicU64,
+    tags: Cache<u64, Arc<Vec<String>>>,
+    totals: Cache<(u64, String), u64>,
+}
+
+impl Default for ReadCache {
+    fn default() -> Self {
+        Self {
+            generation: AtomicU64::new(0),
+            tags: Cache::builder()
+                .max_capacity(4)
+                .time_to_live(Duration::from_secs(600))
+                .build(),
+            // One entry per filter combination in use; bounded whatever callers send.
+            totals: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(600))
+                .build(),
+        }
+    }
+}
+
+impl ReadCache {
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// After a committed write here, or a signal that one was committed elsewhere.
+    pub fn advance(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The tags in use, loaded by `load` when this generation has none yet.
+    pub async fn tags<F>(&self, load: F) -> AppResult<Arc<Vec<String>>>
+    where
+        F: Future<Output = AppResult<Vec<String>>>,
+    {
+        let generation = self.generation();
+        if let Some(tags) = self.tags.get(&generation) {
+            metrics::counter!(LOOKUPS, "cache" => "tags", "result" => "hit").increment(1);
+            return Ok(tags);
+        }
+        metrics::counter!(LOOKUPS, "cache" => "tags", "result" => "miss").increment(1);
+        let tags = Arc::new(load.await?);
+        self.tags.insert(generation, tags.clone());
+        Ok(tags)
+    }
+
+    /// The cached total of the list `scope` names, for this generation.
+    pub fn total(&self, scope: &str) -> Option<u64> {
+        let found = self.totals.get(&(self.generation(), scope.to_string()));
+        let result = if found.is_some() { "hit" } else { "miss" };
+        metrics::counter!(LOOKUPS, "cache" => "totals", "result" => result).increment(1);
+        found
+    }
+
+    /// Keeps a total read at `generation` (taken before the read).
+    pub fn keep_total(&self, generation: u64, scope: String, total: u64) {
+        self.totals.insert((generation, scope), total);
+    }
+}
+
+/// Listens for other replicas' writes on Postgres until `stop`; advances the generation
+/// on each, and whenever the listening connection had to be re-established.
+pub async fn follow_other_replicas(
+    url: String,
+    cache: Arc<ReadCache>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use sea_orm::sqlx::postgres::PgListener;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let listener = async {
+            let mut listener = PgListener::connect(&url).await?;
+            listener.listen(CHANNEL).await?;
+            anyhow::Ok(listener)
+        };
+        let mut listener = tokio::select! {
+            () = stop.cancelled() => return,
+            connected = listener => match connected {
+                Ok(listener) => listener,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cache invalidation: cannot listen; retrying");
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            },
+        };
+        delay = Duration::from_millis(100);
+        // Whatever was committed while we were not listening is unknown: start afresh.
+        cache.advance();
+        loop {
+            let received = tokio::select! {
+                () = stop.cancelled() => return,
+                received = listener.try_recv() => received,
+            };
+            match received {
+                Ok(Some(_)) => cache.advance(),
+                // The connection was lost and is being re-established: anything may have
+                // been committed in between.
+                Ok(None) => cache.advance(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cache invalidation: listener failed; reconnecting");
+                    cache.advance();
+                    break;
+                }
+            }
+        }
+    }
+}
