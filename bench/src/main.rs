@@ -61,6 +61,14 @@ struct Args {
     /// Skip the stack-cost pair.
     #[arg(long)]
     no_stack: bool,
+    /// Another conduit binary to measure (e.g. an earlier commit's, for before/after
+    /// figures from one harness); default: the one built beside the harness.
+    #[arg(long)]
+    conduit: Option<PathBuf>,
+    /// The directory conduit runs in (its `config/` is read from there); default: this
+    /// workspace.
+    #[arg(long)]
+    workdir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -81,7 +89,11 @@ async fn main() -> anyhow::Result<()> {
         .parent()
         .context("binary directory")?
         .to_path_buf();
-    let conduit = bin_dir.join("conduit");
+    let conduit = args
+        .conduit
+        .clone()
+        .unwrap_or_else(|| bin_dir.join("conduit"));
+    let workdir = args.workdir.clone().unwrap_or_else(workspace_root);
     if !conduit.exists() {
         bail!(
             "{} not found: build it with `cargo build --release -p conduit -p conduit-bench`",
@@ -94,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
     for database in args.databases.iter().filter(|d| *d != "none") {
         for &size in &args.sizes {
             let db = TestDatabase::create(database, &args.postgres, size).await?;
-            let server = Process::conduit(&conduit, &db.url)?;
+            let server = Process::conduit(&conduit, &workdir, &db.url)?;
             eprintln!(
                 "== {database}, {size} articles: seeding conduit at {}",
                 server.addr
@@ -179,6 +191,28 @@ async fn main() -> anyhow::Result<()> {
                     measure(scenario, "peer-rest", peer.addr, rest).await?;
                 }
             }
+            // Before the writes below, which add thousands of articles.
+            let mut ceilings = Vec::new();
+            if database == "postgres" {
+                for (scenario, outcome) in
+                    seed::ceiling(&db.url, seeded.reader_id, &tag, &slugs[0], duration).await?
+                {
+                    if !args.only.is_empty() && !args.only.iter().any(|o| o == scenario) {
+                        continue;
+                    }
+                    eprintln!(
+                        "   {scenario:<12} {:<13} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms",
+                        "postgres", outcome.requests_per_second, outcome.p50_ms, outcome.p99_ms
+                    );
+                    ceilings.push(Measurement {
+                        database: database.clone(),
+                        articles: size,
+                        scenario: scenario.into(),
+                        target: "postgres".into(),
+                        outcome,
+                    });
+                }
+            }
             let author = seeded.author_token.clone();
             let writes: Vec<(&str, Call, Call)> = vec![
                 (
@@ -225,26 +259,7 @@ async fn main() -> anyhow::Result<()> {
                 measure(scenario, "conduit-rest", server.addr, rest).await?;
                 measure(scenario, "conduit-grpc", server.addr, grpc).await?;
             }
-            if database == "postgres" {
-                for (scenario, outcome) in
-                    seed::ceiling(&db.url, seeded.reader_id, &tag, &slugs[0], duration).await?
-                {
-                    if !args.only.is_empty() && !args.only.iter().any(|o| o == scenario) {
-                        continue;
-                    }
-                    eprintln!(
-                        "   {scenario:<12} {:<13} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms",
-                        "postgres", outcome.requests_per_second, outcome.p50_ms, outcome.p99_ms
-                    );
-                    results.push(Measurement {
-                        database: database.clone(),
-                        articles: size,
-                        scenario: scenario.into(),
-                        target: "postgres".into(),
-                        outcome,
-                    });
-                }
-            }
+            results.extend(ceilings);
             drop(peer);
             drop(server);
             db.drop().await?;
@@ -376,11 +391,11 @@ impl Drop for Process {
 
 impl Process {
     /// conduit as production runs it: APP_ENV=prod, JSON access logs at info, metrics.
-    fn conduit(binary: &Path, database_url: &str) -> anyhow::Result<Process> {
+    fn conduit(binary: &Path, workdir: &Path, database_url: &str) -> anyhow::Result<Process> {
         let mut command = Command::new(binary);
         command
             .arg("serve")
-            .current_dir(workspace_root())
+            .current_dir(workdir)
             .env("APP_ENV", "prod")
             .env("CONDUIT__SERVER__ADDR", "127.0.0.1:0")
             .env("CONDUIT__SERVER__DRAIN_DELAY", "0s")

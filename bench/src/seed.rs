@@ -175,10 +175,14 @@ pub async fn ceiling(
     duration: Duration,
 ) -> anyhow::Result<Vec<(&'static str, Outcome)>> {
     use conduit::modules::articles::repo::{Scope, Window, shown_statement};
-    use sea_orm::{ConnectOptions, ConnectionTrait, Database, DbBackend, Statement};
-    let mut options = ConnectOptions::new(url);
-    options.max_connections(16).sqlx_logging(false);
-    let db = Database::connect(options).await?;
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    // conduit's own connection setup (session settings included), 16 connections.
+    let settings = conduit::config::DatabaseSettings {
+        url: url.to_string(),
+        max_connections: 16,
+        ..Default::default()
+    };
+    let db = conduit::db::connect(&settings).await?;
     let pg = DbBackend::Postgres;
     let filtered = |tag| Scope::Filtered {
         tag,

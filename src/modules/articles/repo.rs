@@ -9,8 +9,7 @@
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult,
-    JoinType, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, RelationTrait,
-    Select, Set, Statement,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Set, Statement,
     prelude::DateTimeUtc,
     sea_query::{Expr, ExprTrait, LockType, SelectStatement, SubQueryStatement},
 };
@@ -177,7 +176,7 @@ pub fn shown_statement(
     window: Window,
     viewer: Option<i64>,
 ) -> Statement {
-    use sea_orm::sea_query::Query;
+    use sea_orm::sea_query::{Order, Query};
     let article_id = || Expr::col((Articles, articles::Column::Id));
     let tags = match backend {
         DbBackend::Postgres => {
@@ -224,38 +223,33 @@ pub fn shown_statement(
         ),
         None => (Expr::val(false), Expr::val(false)),
     };
-    let mut query = scoped(scope)
-        .select_only()
-        .column(articles::Column::Id)
-        .column(articles::Column::Slug)
-        .column(articles::Column::Title)
-        .column(articles::Column::Description)
-        .column(articles::Column::CreatedAt)
-        .column(articles::Column::UpdatedAt)
-        .column_as(Expr::col((Users, users::Column::Username)), "username")
-        .column_as(Expr::col((Users, users::Column::Bio)), "bio")
-        .column_as(Expr::col((Users, users::Column::Image)), "image")
-        .column_as(Expr::cust(tags), "tags")
-        .column_as(
-            Expr::SubQuery(
-                None,
-                Box::new(SubQueryStatement::SelectStatement(favorites_count)),
-            ),
-            "favorites_count",
-        )
-        .column_as(favorited, "favorited")
-        .column_as(following, "following")
-        .join(JoinType::InnerJoin, articles::Relation::Author.def());
-    query = match window {
-        Window::One => query
-            .column(articles::Column::Body)
-            .column_as(Expr::cust("CAST(NULL AS BIGINT)"), "total")
-            .limit(1),
+    // The page is chosen first, in a derived table that keeps the table's name, so the
+    // per-row subqueries run for the page's rows only whatever plan Postgres picks (a
+    // generic plan cannot see the LIMIT's value and would otherwise be free to compute
+    // them for every matching row before sorting).
+    let mut page = scoped(scope).select_only().columns([
+        articles::Column::Id,
+        articles::Column::Slug,
+        articles::Column::Title,
+        articles::Column::Description,
+        articles::Column::CreatedAt,
+        articles::Column::UpdatedAt,
+        articles::Column::AuthorId,
+    ]);
+    let (body, total) = match window {
+        Window::One => {
+            page = page.column(articles::Column::Body).limit(1);
+            (
+                Expr::col((Articles, articles::Column::Body)),
+                Expr::cust("CAST(NULL AS BIGINT)"),
+            )
+        }
         Window::Offset {
             limit,
             offset,
             with_total,
         } => {
+            page = page.limit(limit).offset(offset);
             let total = if with_total {
                 let count = scoped(scope)
                     .select_only()
@@ -265,27 +259,57 @@ pub fn shown_statement(
             } else {
                 Expr::cust("CAST(NULL AS BIGINT)")
             };
-            query
-                .column_as(Expr::cust("CAST(NULL AS TEXT)"), "body")
-                .column_as(total, "total")
-                .limit(limit)
-                .offset(offset)
+            (Expr::cust("CAST(NULL AS TEXT)"), total)
         }
         Window::Keyset { limit, after } => {
             if let Some(after) = after {
-                query =
-                    query.filter(after.follows(articles::Column::CreatedAt, articles::Column::Id));
+                page =
+                    page.filter(after.follows(articles::Column::CreatedAt, articles::Column::Id));
             }
-            query
-                .column_as(Expr::cust("CAST(NULL AS TEXT)"), "body")
-                .column_as(Expr::cust("CAST(NULL AS BIGINT)"), "total")
-                .limit(limit)
+            page = page.limit(limit);
+            (
+                Expr::cust("CAST(NULL AS TEXT)"),
+                Expr::cust("CAST(NULL AS BIGINT)"),
+            )
         }
     };
-    query
+    let page = page
         .order_by_desc(articles::Column::CreatedAt)
         .order_by_desc(articles::Column::Id)
-        .build(backend)
+        .into_query();
+    let shown = Query::select()
+        .columns([
+            (Articles, articles::Column::Id),
+            (Articles, articles::Column::Slug),
+            (Articles, articles::Column::Title),
+            (Articles, articles::Column::Description),
+            (Articles, articles::Column::CreatedAt),
+            (Articles, articles::Column::UpdatedAt),
+        ])
+        .expr_as(body, "body")
+        .expr_as(Expr::col((Users, users::Column::Username)), "username")
+        .expr_as(Expr::col((Users, users::Column::Bio)), "bio")
+        .expr_as(Expr::col((Users, users::Column::Image)), "image")
+        .expr_as(Expr::cust(tags), "tags")
+        .expr_as(
+            Expr::SubQuery(
+                None,
+                Box::new(SubQueryStatement::SelectStatement(favorites_count)),
+            ),
+            "favorites_count",
+        )
+        .expr_as(favorited, "favorited")
+        .expr_as(following, "following")
+        .expr_as(total, "total")
+        .from_subquery(page, Articles)
+        .inner_join(
+            Users,
+            Expr::col((Users, users::Column::Id)).equals((Articles, articles::Column::AuthorId)),
+        )
+        .order_by((Articles, articles::Column::CreatedAt), Order::Desc)
+        .order_by((Articles, articles::Column::Id), Order::Desc)
+        .to_owned();
+    backend.build(&shown)
 }
 
 /// How many articles `scope` matches: for an offset page past the end, which has no row
