@@ -112,6 +112,14 @@ async fn main() -> anyhow::Result<()> {
                 server.addr
             );
             let seeded = seed::seed(server.addr, size).await?;
+            if database == "postgres" {
+                // Fresh tables have no planner statistics until autovacuum gets to them;
+                // a database in service has them.
+                use sqlx::Executor;
+                let analyze = sqlx::PgPool::connect(&db.url).await?;
+                analyze.execute("ANALYZE").await?;
+                analyze.close().await;
+            }
             let peer = if database == "postgres" {
                 Some(Process::peer(&bin_dir.join("bench-peer"), &db.url)?)
             } else {
