@@ -119,11 +119,7 @@ impl ArticleService {
             .store
             .query(move |db| {
                 Box::pin(async move {
-                    let scope = Scope::Filtered {
-                        tag: filter.tag.as_deref(),
-                        author: filter.author.as_deref(),
-                        favorited_by: filter.favorited.as_deref(),
-                    };
+                    let scope = filter.scope();
                     keyset_page(db, viewer, &scope, keyset).await
                 })
             })
@@ -168,11 +164,7 @@ impl ArticleService {
         self.store
             .query(move |db| {
                 Box::pin(async move {
-                    let scope = Scope::Filtered {
-                        tag: filter.tag.as_deref(),
-                        author: filter.author.as_deref(),
-                        favorited_by: filter.favorited.as_deref(),
-                    };
+                    let scope = filter.scope();
                     offset_page(db, &cache, viewer, &scope, limit, offset).await
                 })
             })
@@ -339,6 +331,15 @@ impl ArticleService {
 }
 
 impl ArticleFilter {
+    /// The articles this filter lists, for the repository.
+    fn scope(&self) -> Scope<'_> {
+        Scope::Filtered {
+            tag: self.tag.as_deref(),
+            author: self.author.as_deref(),
+            favorited_by: self.favorited.as_deref(),
+        }
+    }
+
     /// Filters obey the rules names were stored under: a tag filter is trimmed and
     /// normalised exactly as tags are when articles are written.
     fn normalized(self) -> AppResult<Self> {
