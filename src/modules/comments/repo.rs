@@ -13,29 +13,12 @@ use crate::pagination::Cursor;
 
 pub type CommentRow = (comments::Model, users::Model);
 
-/// Newest first, with authors, in one statement.
-pub async fn of_article(
+/// Newest first, with authors, in one statement: all of them (`limit` None), or up to
+/// `limit` after `after` (a keyset page).
+pub async fn newest(
     db: &impl ConnectionTrait,
     article_id: i64,
-) -> Result<Vec<CommentRow>, DbErr> {
-    let rows = Comments::find()
-        .filter(comments::Column::ArticleId.eq(article_id))
-        .order_by_desc(comments::Column::CreatedAt)
-        .order_by_desc(comments::Column::Id)
-        .find_also_related(Users)
-        .all(db)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(comment, author)| author.map(|a| (comment, a)))
-        .collect())
-}
-
-/// Up to `limit` comments after `after`, newest first, with authors, in one statement.
-pub async fn keyset(
-    db: &impl ConnectionTrait,
-    article_id: i64,
-    limit: u64,
+    limit: Option<u64>,
     after: Option<Cursor>,
 ) -> Result<Vec<CommentRow>, DbErr> {
     let mut query = Comments::find().filter(comments::Column::ArticleId.eq(article_id));

@@ -61,7 +61,7 @@ impl CommentService {
                 Box::pin(async move {
                     let (article, _) = find_in(txn, &slug).await?;
                     let mut rows =
-                        repo::keyset(txn, article.id, keyset.fetch(), keyset.after).await?;
+                        repo::newest(txn, article.id, Some(keyset.fetch()), keyset.after).await?;
                     let next = keyset.cut(&mut rows, |(comment, _)| Cursor {
                         created_at: comment.created_at,
                         id: comment.id,
@@ -84,7 +84,7 @@ impl CommentService {
                 let slug = slug.clone();
                 Box::pin(async move {
                     let (article, _) = find_in(txn, &slug).await?;
-                    let rows = repo::of_article(txn, article.id).await?;
+                    let rows = repo::newest(txn, article.id, None, None).await?;
                     views(txn, viewer, rows).await
                 })
             })
