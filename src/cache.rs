@@ -1,5 +1,6 @@
-//! Read-mostly answers kept in memory (moka): the tag list and the totals of REST list
-//! pages — the reads whose cost grows with the data. Both are keyed by a *generation*
+//! Read-mostly answers kept in memory (moka): article reads (list and feed pages, single
+//! articles, as each viewer sees them), the tag list and the totals of REST list pages.
+//! All are keyed by a *generation*
 //! that every committed write advances, so a cached answer is never served after a write
 //! that could change it:
 //!
@@ -14,6 +15,7 @@
 //! no cross-process signal.
 
 use std::{
+    any::Any,
     future::Future,
     sync::{
         Arc,
@@ -24,7 +26,7 @@ use std::{
 
 use moka::sync::Cache;
 
-use crate::error::AppResult;
+use crate::{config::CacheSettings, error::AppResult};
 
 /// The channel replicas signal committed writes on.
 pub const CHANNEL: &str = "conduit_changes";
@@ -35,20 +37,40 @@ pub struct ReadCache {
     generation: AtomicU64,
     tags: Cache<u64, Arc<Vec<String>>>,
     totals: Cache<(u64, String), u64>,
+    answers: Cache<AnswerKey, Weighed>,
 }
 
-impl Default for ReadCache {
-    fn default() -> Self {
+/// (generation, kind, what was asked): kinds keep different answer types apart.
+type AnswerKey = (u64, &'static str, String);
+
+#[derive(Clone)]
+struct Weighed {
+    /// Estimated bytes held, for the cache's memory bound.
+    weight: u32,
+    answer: Arc<dyn Any + Send + Sync>,
+}
+
+impl ReadCache {
+    pub fn new(settings: &CacheSettings) -> Self {
         Self {
             generation: AtomicU64::new(0),
             tags: Cache::builder()
                 .max_capacity(4)
-                .time_to_live(Duration::from_secs(600))
+                .time_to_live(settings.ttl)
                 .build(),
             // One entry per filter combination in use; bounded whatever callers send.
             totals: Cache::builder()
                 .max_capacity(10_000)
-                .time_to_live(Duration::from_secs(600))
+                .time_to_live(settings.ttl)
+                .build(),
+            // Bounded by estimated bytes, not entries: a single article may carry a body
+            // of up to the request body limit, a list page up to 100 summaries.
+            answers: Cache::builder()
+                .max_capacity(settings.max_bytes)
+                .weigher(|key: &AnswerKey, value: &Weighed| {
+                    value.weight.saturating_add(key.2.len() as u32)
+                })
+                .time_to_live(settings.ttl)
                 .build(),
         }
     }
@@ -78,6 +100,42 @@ impl ReadCache {
         let tags = Arc::new(load.await?);
         self.tags.insert(generation, tags.clone());
         Ok(tags)
+    }
+
+    /// The answer of kind `kind` to `key` for this generation, loaded by `load` (and kept,
+    /// weighed by `weight` in estimated bytes) when there is none. A load that raced a
+    /// write is kept under the generation it started in, where nobody looks any more.
+    pub async fn answer<T, F>(
+        &self,
+        kind: &'static str,
+        key: String,
+        weight: impl FnOnce(&T) -> usize,
+        load: F,
+    ) -> AppResult<Arc<T>>
+    where
+        T: Send + Sync + 'static,
+        F: Future<Output = AppResult<T>>,
+    {
+        let key = (self.generation(), kind, key);
+        if let Some(found) = self
+            .answers
+            .get(&key)
+            .and_then(|found| found.answer.downcast::<T>().ok())
+        {
+            metrics::counter!(LOOKUPS, "cache" => kind, "result" => "hit").increment(1);
+            return Ok(found);
+        }
+        metrics::counter!(LOOKUPS, "cache" => kind, "result" => "miss").increment(1);
+        let answer = Arc::new(load.await?);
+        let weight = u32::try_from(weight(&answer)).unwrap_or(u32::MAX);
+        self.answers.insert(
+            key,
+            Weighed {
+                weight,
+                answer: answer.clone(),
+            },
+        );
+        Ok(answer)
     }
 
     /// The cached total of the list `scope` names, for this generation.

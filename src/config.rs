@@ -75,6 +75,7 @@ pub struct Settings {
     pub docs: DocsSettings,
     pub telemetry: TelemetrySettings,
     pub idempotency: IdempotencySettings,
+    pub cache: CacheSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -246,6 +247,28 @@ impl Default for IdempotencySettings {
     }
 }
 
+/// The read cache (`cache.rs`): answers to article reads, the tag list and list totals,
+/// invalidated by every committed write.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    /// Memory for cached article reads, in bytes (estimated from their text); 0 turns
+    /// that cache off, so every read goes to the database.
+    pub max_bytes: u64,
+    /// Longest an answer is kept; writes invalidate it sooner.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 * 1024 * 1024,
+            ttl: Duration::from_secs(600),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -399,6 +422,7 @@ impl Settings {
             ),
             ("auth.token_ttl", self.auth.token_ttl),
             ("idempotency.ttl", self.idempotency.ttl),
+            ("cache.ttl", self.cache.ttl),
             (
                 "idempotency.purge_interval",
                 self.idempotency.purge_interval,

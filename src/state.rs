@@ -5,7 +5,8 @@ use std::sync::Arc;
 use sea_orm::DatabaseConnection;
 
 use crate::{
-    auth::TokenKeys, config::Settings, db::Store, lifecycle::Readiness, pagination::PageTokens,
+    auth::TokenKeys, cache::ReadCache, config::Settings, db::Store, lifecycle::Readiness,
+    pagination::PageTokens,
 };
 
 #[derive(Clone)]
@@ -23,7 +24,11 @@ impl AppState {
     pub fn new(settings: Arc<Settings>, db: DatabaseConnection, readiness: Readiness) -> Self {
         let tokens = Arc::new(TokenKeys::new(&settings.auth));
         let pages = Arc::new(PageTokens::new(settings.auth.jwt_secret.as_bytes()));
-        let store = Store::new(db, settings.database.max_connections);
+        let store = Store::new(
+            db,
+            settings.database.max_connections,
+            ReadCache::new(&settings.cache),
+        );
         Self {
             settings,
             store,

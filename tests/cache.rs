@@ -1,6 +1,7 @@
-//! The read cache (tag list, list totals): a write is visible at once on the server that
-//! took it, and — on Postgres, through LISTEN/NOTIFY — on every other replica of the same
-//! database; hits and misses are counted in /metrics.
+//! The read cache (article reads, tag list, list totals): a write is visible at once on
+//! the server that took it, and — on Postgres, through LISTEN/NOTIFY — on every other
+//! replica of the same database; one viewer's flags never reach another; hits and misses
+//! are counted in /metrics.
 
 mod common;
 
@@ -58,10 +59,13 @@ async fn writes_invalidate_the_cache_here_and_on_other_replicas() {
     publish(&rest, &token, &first).await;
     let (_, listed) = rest.get("/api/articles", None).await;
     assert_eq!(listed["articlesCount"], 2, "the cached total moved on");
-    // Reads without writes in between are hits.
+    // Reads without writes in between are hits; another page of the same list is a new
+    // answer but the same total.
     tags(&rest).await;
     tags(&rest).await;
     rest.get("/api/articles", None).await;
+    let (_, second) = rest.get("/api/articles?offset=1", None).await;
+    assert_eq!(second["articlesCount"], 2);
 
     let metrics = server.http().get(server.url("/metrics")).send().await;
     let metrics = metrics.expect("metrics").text().await.expect("text");
@@ -69,6 +73,8 @@ async fn writes_invalidate_the_cache_here_and_on_other_replicas() {
     assert!(lookups(&metrics, "tags", "miss") >= 1.0, "{metrics}");
     assert!(lookups(&metrics, "totals", "miss") >= 1.0, "{metrics}");
     assert!(lookups(&metrics, "totals", "hit") >= 1.0, "{metrics}");
+    assert!(lookups(&metrics, "articles", "hit") >= 1.0, "{metrics}");
+    assert!(lookups(&metrics, "articles", "miss") >= 1.0, "{metrics}");
 
     // Another replica of the same Postgres database, writing.
     let Some(replica_db) = replica_db else {
@@ -99,4 +105,96 @@ async fn writes_invalidate_the_cache_here_and_on_other_replicas() {
         seen.is_some(),
         "the first server never saw the replica's write in its cached tag list and total"
     );
+
+    // A cached single article moves on when another replica favorites it.
+    let slug = article_slug(&rest, &elsewhere).await;
+    let path = format!("/api/articles/{slug}");
+    let (_, before) = rest.get(&path, None).await;
+    assert_eq!(before["article"]["favoritesCount"], 0);
+    let fan = replica_rest.register(&unique("fan")).await;
+    let (status, _) = replica_rest
+        .post(&format!("{path}/favorite"), Some(&fan), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut count = Value::Null;
+    for _ in 0..200 {
+        count = rest.get(&path, None).await.1["article"]["favoritesCount"].clone();
+        if count == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        count, 1,
+        "a cached article never saw another replica's favorite"
+    );
+}
+
+async fn article_slug(rest: &Rest, tag: &str) -> String {
+    let (_, page) = rest.get(&format!("/api/articles?tag={tag}"), None).await;
+    page["articles"][0]["slug"]
+        .as_str()
+        .expect("an article with the tag")
+        .to_string()
+}
+
+#[tokio::test]
+async fn cached_reads_are_per_viewer_and_follow_writes() {
+    let server = TestServer::start().await;
+    let rest = Rest::new(&server);
+    let author = rest.register(&unique("writer")).await;
+    let fan = rest.register(&unique("fan")).await;
+    let other = rest.register(&unique("other")).await;
+    let tag = unique("viewed");
+    publish(&rest, &author, &tag).await;
+    let slug = article_slug(&rest, &tag).await;
+    let path = format!("/api/articles/{slug}");
+    let list = format!("/api/articles?tag={tag}");
+
+    // Everyone's view is cached once read ...
+    for token in [None, Some(&fan), Some(&other)] {
+        let token = token.map(String::as_str);
+        for _ in 0..2 {
+            let (status, body) = rest.get(&path, token).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(body["article"]["favorited"], false);
+            assert_eq!(body["article"]["favoritesCount"], 0);
+            let (_, page) = rest.get(&list, token).await;
+            assert_eq!(page["articles"][0]["favorited"], false);
+        }
+    }
+    // ... and a write moves every view on: the fan's own flag and everyone's count, and
+    // the fan's flag stays the fan's.
+    let (status, _) = rest
+        .post(&format!("{path}/favorite"), Some(&fan), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for (token, favorited) in [(None, false), (Some(&fan), true), (Some(&other), false)] {
+        let token = token.map(String::as_str);
+        for _ in 0..2 {
+            let (_, body) = rest.get(&path, token).await;
+            assert_eq!(body["article"]["favorited"], favorited, "{token:?}");
+            assert_eq!(body["article"]["favoritesCount"], 1);
+            let (_, page) = rest.get(&list, token).await;
+            assert_eq!(page["articles"][0]["favorited"], favorited, "{token:?}");
+            assert_eq!(page["articles"][0]["favoritesCount"], 1);
+        }
+    }
+    // Edits and deletes are seen at once.
+    let (status, _) = rest
+        .put(
+            &path,
+            Some(&author),
+            json!({"article": {"description": "edited"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        rest.get(&path, None).await.1["article"]["description"],
+        "edited"
+    );
+    let (status, _) = rest.delete(&path, Some(&author)).await;
+    assert!(status.is_success());
+    assert_eq!(rest.get(&path, None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(rest.get(&list, None).await.1["articlesCount"], 0);
 }

@@ -222,14 +222,26 @@ async fn list_queries_do_not_grow_with_the_page() {
         .await;
     let page = page.expect("list");
     assert_eq!((page.articles.len(), page.total, past_end), (0, 6, 2));
+    let further = || PageRequest {
+        limit: Some(10),
+        offset: Some(2000),
+    };
     let (again, page) = counted
-        .count(articles.list(None, by_author(), beyond()))
+        .count(articles.list(None, by_author(), further()))
         .await;
     assert_eq!(
         (page.expect("list").total, again),
         (6, 1),
-        "the total from the cache"
+        "another page of the list: its total from the cache"
     );
+    // The same read again, with no write in between, is answered from memory.
+    let (repeated, page) = counted
+        .count(articles.list(None, by_author(), further()))
+        .await;
+    assert_eq!((page.expect("list").total, repeated), (6, 0));
+    let (repeated, article) = counted.count(articles.get(None, &slugs[0])).await;
+    assert_eq!(article.expect("get").tag_list.len(), 3);
+    assert_eq!(repeated, 0, "a cached article");
 
     let (few, one) = counted.count(comments.list(Some(reader), &slugs[1])).await;
     let (lots, twelve) = counted.count(comments.list(Some(reader), &slugs[0])).await;

@@ -58,12 +58,12 @@ enum Mode {
 }
 
 impl Store {
-    pub fn new(connection: DatabaseConnection, max_connections: u32) -> Self {
+    pub fn new(connection: DatabaseConnection, max_connections: u32, cache: ReadCache) -> Self {
         Self {
             connection,
             units: TaskTracker::new(),
             slots: Arc::new(Semaphore::new(max_connections.max(1) as usize)),
-            cache: Arc::default(),
+            cache: Arc::new(cache),
         }
     }
 

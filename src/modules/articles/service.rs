@@ -66,7 +66,7 @@ impl PageRequest {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ArticlePage {
     pub articles: Vec<ArticleView>,
     pub total: u64,
@@ -115,13 +115,18 @@ impl ArticleService {
             .with(filter.author.as_deref())
             .with(filter.favorited.as_deref());
         let keyset = self.pages.open(&scope, &query)?;
+        let key = read_key(&filter.scope(), viewer, &keyset);
+        let store = self.store.clone();
         let (items, last) = self
-            .store
-            .query(move |db| {
-                Box::pin(async move {
-                    let scope = filter.scope();
-                    keyset_page(db, viewer, &scope, keyset).await
-                })
+            .cached(key, async move {
+                store
+                    .query(move |db| {
+                        Box::pin(async move {
+                            let scope = filter.scope();
+                            keyset_page(db, viewer, &scope, keyset).await
+                        })
+                    })
+                    .await
             })
             .await?;
         Ok(Page {
@@ -138,12 +143,18 @@ impl ArticleService {
     ) -> AppResult<Page<ArticleView>> {
         let scope = PageScope::new("feed").with(Some(&viewer.user_id.to_string()));
         let keyset = self.pages.open(&scope, &query)?;
+        let key = read_key(&Scope::FeedOf(viewer.user_id), Some(viewer), &keyset);
+        let store = self.store.clone();
         let (items, last) = self
-            .store
-            .query(move |db| {
-                Box::pin(async move {
-                    keyset_page(db, Some(viewer), &Scope::FeedOf(viewer.user_id), keyset).await
-                })
+            .cached(key, async move {
+                store
+                    .query(move |db| {
+                        Box::pin(async move {
+                            let scope = Scope::FeedOf(viewer.user_id);
+                            keyset_page(db, Some(viewer), &scope, keyset).await
+                        })
+                    })
+                    .await
             })
             .await?;
         Ok(Page {
@@ -160,35 +171,71 @@ impl ArticleService {
     ) -> AppResult<ArticlePage> {
         let (limit, offset) = page.validate()?;
         let filter = filter.normalized()?;
+        let key = read_key(&filter.scope(), viewer, &(limit, offset));
         let cache = self.store.cache().clone();
-        self.store
-            .query(move |db| {
-                Box::pin(async move {
-                    let scope = filter.scope();
-                    offset_page(db, &cache, viewer, &scope, limit, offset).await
+        let store = self.store.clone();
+        self.cached(key, async move {
+            store
+                .query(move |db| {
+                    Box::pin(async move {
+                        let scope = filter.scope();
+                        offset_page(db, &cache, viewer, &scope, limit, offset).await
+                    })
                 })
-            })
-            .await
+                .await
+        })
+        .await
     }
 
     pub async fn feed(&self, viewer: Principal, page: PageRequest) -> AppResult<ArticlePage> {
         let (limit, offset) = page.validate()?;
+        let key = read_key(
+            &Scope::FeedOf(viewer.user_id),
+            Some(viewer),
+            &(limit, offset),
+        );
         let cache = self.store.cache().clone();
-        self.store
-            .query(move |db| {
-                Box::pin(async move {
-                    let scope = Scope::FeedOf(viewer.user_id);
-                    offset_page(db, &cache, Some(viewer), &scope, limit, offset).await
+        let store = self.store.clone();
+        self.cached(key, async move {
+            store
+                .query(move |db| {
+                    Box::pin(async move {
+                        let scope = Scope::FeedOf(viewer.user_id);
+                        offset_page(db, &cache, Some(viewer), &scope, limit, offset).await
+                    })
                 })
-            })
-            .await
+                .await
+        })
+        .await
     }
 
     pub async fn get(&self, viewer: Option<Principal>, slug: &str) -> AppResult<ArticleView> {
         let slug = lookup_slug(slug)?;
-        self.store
-            .query(move |db| Box::pin(async move { one(db, viewer, &Scope::Slug(&slug)).await }))
-            .await
+        let key = read_key(&Scope::Slug(&slug), viewer, &());
+        let store = self.store.clone();
+        self.cached(key, async move {
+            store
+                .query(move |db| {
+                    Box::pin(async move { one(db, viewer, &Scope::Slug(&slug)).await })
+                })
+                .await
+        })
+        .await
+    }
+
+    /// A read answered from the read cache when this generation has it: what the viewer
+    /// sees depends only on the data, so any committed write (here or, on Postgres, on
+    /// another replica) starts a new generation and the next read goes to the database.
+    async fn cached<T>(&self, key: String, load: impl Future<Output = AppResult<T>>) -> AppResult<T>
+    where
+        T: Weigh + Clone + Send + Sync + 'static,
+    {
+        let answer = self
+            .store
+            .cache()
+            .answer("articles", key, T::weigh, load)
+            .await?;
+        Ok(T::clone(&answer))
     }
 
     pub async fn create(&self, author: Principal, input: NewArticle) -> AppResult<ArticleView> {
@@ -354,6 +401,55 @@ impl ArticleFilter {
             author: normalize(self.author),
             favorited: normalize(self.favorited),
         })
+    }
+}
+
+/// Names a read for the read cache: the articles, the window and who is looking (the
+/// viewer's flags are part of the answer).
+fn read_key(scope: &Scope<'_>, viewer: Option<Principal>, window: &impl std::fmt::Debug) -> String {
+    format!("{}\u{0}{window:?}\u{0}{:?}", scope.key(), viewer_id(viewer))
+}
+
+/// Estimated bytes an answer holds, for the read cache's memory bound.
+trait Weigh {
+    fn weigh(&self) -> usize;
+}
+
+impl Weigh for ArticleView {
+    fn weigh(&self) -> usize {
+        let text = [
+            &self.slug,
+            &self.title,
+            &self.description,
+            &self.author.username,
+        ]
+        .iter()
+        .map(|s| s.len())
+        .sum::<usize>();
+        let optional = [&self.body, &self.author.bio, &self.author.image]
+            .iter()
+            .map(|s| s.as_ref().map_or(0, String::len))
+            .sum::<usize>();
+        let tags = self.tag_list.iter().map(|t| t.len() + 24).sum::<usize>();
+        std::mem::size_of::<Self>() + text + optional + tags
+    }
+}
+
+impl Weigh for Vec<ArticleView> {
+    fn weigh(&self) -> usize {
+        self.iter().map(Weigh::weigh).sum()
+    }
+}
+
+impl Weigh for ArticlePage {
+    fn weigh(&self) -> usize {
+        self.articles.weigh() + 8
+    }
+}
+
+impl Weigh for (Vec<ArticleView>, Option<Cursor>) {
+    fn weigh(&self) -> usize {
+        self.0.weigh() + std::mem::size_of::<Option<Cursor>>()
     }
 }
 
