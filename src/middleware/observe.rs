@@ -140,8 +140,9 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     } else {
         method.as_str()
     };
-    // Exported spans carry the OpenTelemetry attributes; otherwise the span only gives
-    // log lines inside the request its ids (every field is formatted per request).
+    // Exported spans carry the OpenTelemetry attributes. Without an exporter a span is
+    // only context for human-readable log lines; JSON lines take the request's ids from
+    // the task, so then there is no span at all.
     let span = match (crate::telemetry::exporting(), quiet) {
         (true, true) => request_span!(
             tracing::Level::DEBUG,
@@ -159,6 +160,7 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
             path,
             request_id
         ),
+        (false, _) if !crate::telemetry::text_logs() => Span::none(),
         (false, true) => {
             tracing::debug_span!("request", request_id = %request_id, trace_id = Empty)
         }

@@ -23,6 +23,11 @@ pub fn current() -> Option<String> {
     IDS.try_with(|ids| ids.request_id.clone()).ok()
 }
 
+/// Runs `f` with the current request's ids, without copying them.
+pub fn with_current<R>(f: impl FnOnce(&Ids) -> R) -> Option<R> {
+    IDS.try_with(f).ok()
+}
+
 pub fn current_trace() -> Option<String> {
     IDS.try_with(|ids| ids.trace_id.clone()).ok().flatten()
 }

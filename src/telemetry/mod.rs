@@ -1,17 +1,20 @@
 //! Logs, traces and error tracking, initialised once by `main` and flushed at shutdown.
 //!
-//! - Logs: JSON lines in dev and prod (span fields included, so lines inside a request
-//!   carry its `request_id` and `trace_id`), human-readable locally. `RUST_LOG` overrides
+//! - Logs: JSON lines in dev and prod (`json_lines`: lines inside a request carry its
+//!   `request_id` and `trace_id`), human-readable locally. `RUST_LOG` overrides
 //!   the configured level.
 //! - Traces: with an exporter (`telemetry.otlp_endpoint` or `OTEL_EXPORTER_OTLP_ENDPOINT`),
 //!   `tracing` spans become OpenTelemetry spans, sampled parent-based at
 //!   `telemetry.trace_sample_ratio` and exported over OTLP/gRPC; W3C trace context is
 //!   extracted in the `observe` layer. Without one, no OpenTelemetry work is done per
 //!   request: the caller's `traceparent` trace id (or a fresh one) is still logged.
-//! - Logs go through a non-blocking writer (a dedicated thread does the writes, so a slow
-//!   stdout never stalls a request); colour only when stdout is a terminal.
+//! - Logs go through a batched writer (`log_writer`: a dedicated thread does the writes,
+//!   so a slow stdout never stalls a request); colour only when stdout is a terminal.
 //! - Error tracking: with `telemetry.sentry_dsn`, ERROR events (internal errors, panics)
 //!   are sent as Sentry events with their fields (request id, trace id).
+
+mod json_lines;
+mod log_writer;
 
 use anyhow::Context as _;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -38,7 +41,7 @@ pub struct Telemetry {
     tracer_provider: Option<SdkTracerProvider>,
     sentry: Option<sentry::ClientInitGuard>,
     metrics: PrometheusHandle,
-    logs: tracing_appender::non_blocking::WorkerGuard,
+    logs: log_writer::Flush,
 }
 
 /// Whether spans are exported: set once by `init`. When not, `observe` skips
@@ -47,6 +50,13 @@ static EXPORTING: AtomicBool = AtomicBool::new(false);
 
 pub fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
+}
+
+/// Whether logs are human-readable text, which shows a request's ids through its span.
+static TEXT_LOGS: AtomicBool = AtomicBool::new(false);
+
+pub fn text_logs() -> bool {
+    TEXT_LOGS.load(Ordering::Relaxed)
 }
 
 pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
@@ -65,21 +75,11 @@ pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
         LogFormat::Text => false,
         LogFormat::Auto => settings.app_env() != AppEnv::Local,
     };
-    // Lossy only past 128k buffered lines: then lines are dropped rather than requests
-    // slowed down by a stalled stdout.
-    // Buffered: while lines queue up the writer thread fills 64 KiB before each write
-    // call, and it flushes whenever the queue runs dry.
-    let (writer, logs_guard) = tracing_appender::non_blocking(std::io::BufWriter::with_capacity(
-        64 * 1024,
-        std::io::stdout(),
-    ));
+    TEXT_LOGS.store(!json, Ordering::Relaxed);
+    let (writer, logs_guard) =
+        log_writer::batched(std::io::stdout()).context("starting the log writer thread")?;
     let logs = if json {
-        fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_writer(writer)
+        json_lines::JsonLines::new(writer)
             .with_filter(log_filter)
             .boxed()
     } else {
