@@ -39,7 +39,7 @@ use crate::{
     idempotency::IdempotencyLayer,
     lifecycle::Lifecycle,
     metrics,
-    middleware::{self, Protocol, layer_error},
+    middleware::{self, Protocol, layer_error, shared::SharedLayer},
     modules::{self, GrpcServices},
     probes,
     proto::FILE_DESCRIPTOR_SET,
@@ -190,6 +190,8 @@ async fn method_not_allowed(request: Request) -> Response {
 pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
     let server = &settings.server;
     let base_path: Arc<str> = Arc::from(server.base_path.as_str());
+    // `SharedLayer` sits under each layer that clones its inner service per request, so
+    // that clone is one pointer (middleware::shared).
     ServiceBuilder::new()
         // 1. request id: keep the caller's x-request-id or mint a UUID, before anything logs
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -197,9 +199,11 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
         .layer(PropagateRequestIdLayer::x_request_id())
         // 3. span + access log; the outcome is read from grpc-status (header or trailer)
         .layer(from_fn(middleware::observe::observe))
+        .layer(SharedLayer)
         // 4. a panicking handler becomes INTERNAL / 500 for that request only; inside the
         //    log layer so the failure is logged with its request id
         .layer(from_fn(middleware::panic::catch))
+        .layer(SharedLayer)
         // 5. CORS: answers preflights before timeouts, limits or auth get involved
         .layer(cors(&settings.cors))
         // 6. proxies that keep server.base_path in the URL: strip it before routing
@@ -207,16 +211,19 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
             base_path,
             middleware::rewrite::strip_base_path,
         ))
+        .layer(SharedLayer)
         // 7. deadline: server.request_timeout, or a shorter grpc-timeout
         .layer(from_fn_with_state(
             server.request_timeout,
             middleware::timeout::enforce,
         ))
+        .layer(SharedLayer)
         // 8. body limit → 413 / RESOURCE_EXHAUSTED
         .layer(from_fn_with_state(
             server.body_limit_bytes,
             middleware::body_limit::enforce,
         ))
+        .layer(SharedLayer)
         // 9. gzip for REST only: compressing gRPC or gRPC-Web frames breaks their framing
         .layer(
             CompressionLayer::new()
@@ -225,14 +232,18 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
         )
         // 10. authentication: Authorization header / metadata → Auth extension
         .layer(from_fn_with_state(state.tokens.clone(), auth::resolve))
+        .layer(SharedLayer)
         // 11. gRPC-Web → gRPC translation, so every layer above saw the original
         .layer(middleware::grpc_web::GrpcWebOnlyLayer)
+        .layer(SharedLayer)
         // 12. idempotency keys: after auth (keys are per caller) and translation (gRPC and
         //     gRPC-Web retries share one stored answer)
         .layer(IdempotencyLayer::new(state))
+        .layer(SharedLayer)
         // 13. statuses tonic answers by itself (unknown method, undecodable message) get
         //     the ErrorInfo every other gRPC error carries
         .layer(from_fn(middleware::error_info::complete))
+        .layer(SharedLayer)
         .service(router)
         .map_response(IntoResponse::into_response)
         .boxed_clone()

@@ -8,6 +8,7 @@ pub mod observe;
 pub mod panic;
 pub mod request_id;
 pub mod rewrite;
+pub mod shared;
 pub mod timeout;
 
 use axum::{
