@@ -38,6 +38,8 @@ pub struct ReadCache {
     tags: Cache<u64, Arc<Vec<String>>>,
     totals: Cache<(u64, String), u64>,
     answers: Cache<AnswerKey, Weighed>,
+    /// `cache.max_bytes = 0`: answers are always loaded, never kept.
+    answers_enabled: bool,
 }
 
 /// (generation, kind, what was asked): kinds keep different answer types apart.
@@ -72,6 +74,7 @@ impl ReadCache {
                 })
                 .time_to_live(settings.ttl)
                 .build(),
+            answers_enabled: settings.max_bytes > 0,
         }
     }
 }
@@ -116,6 +119,9 @@ impl ReadCache {
         T: Send + Sync + 'static,
         F: Future<Output = AppResult<T>>,
     {
+        if !self.answers_enabled {
+            return Ok(Arc::new(load.await?));
+        }
         let key = (self.generation(), kind, key);
         if let Some(found) = self
             .answers

@@ -265,11 +265,14 @@ async fn send(client: &mut Client, call: &Call, n: u64, authority: &str) -> bool
 }
 
 /// Drives `call` at `addr` from `connections` workers for a warm-up second plus
-/// `duration`, and reports what the measured part saw.
+/// `duration`, and reports what the measured part saw. gRPC workers share one HTTP/2
+/// connection `grpc_streams` at a time, as calls on one gRPC channel do (1: a connection
+/// each, like REST's).
 pub async fn run(
     addr: SocketAddr,
     call: Call,
     connections: usize,
+    grpc_streams: usize,
     duration: Duration,
 ) -> anyhow::Result<Outcome> {
     let warm_up = Duration::from_secs(1);
@@ -278,8 +281,16 @@ pub async fn run(
     let end = measure_from + duration;
     let authority = addr.to_string();
     let mut workers = Vec::with_capacity(connections);
+    let mut shared: Option<http2::SendRequest<Full<Bytes>>> = None;
     for worker in 0..connections {
-        let mut client = connect(addr, &call).await?;
+        let mut client = match (&shared, worker % grpc_streams.max(1)) {
+            (Some(sender), i) if i > 0 => Client::Grpc(sender.clone()),
+            _ => connect(addr, &call).await?,
+        };
+        shared = match &client {
+            Client::Grpc(sender) => Some(sender.clone()),
+            Client::Rest(_) => None,
+        };
         let call = call.clone();
         let authority = authority.clone();
         workers.push(tokio::spawn(async move {

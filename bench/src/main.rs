@@ -46,6 +46,10 @@ struct Args {
     /// Concurrent connections (closed loop).
     #[arg(long, default_value_t = 32)]
     connections: usize,
+    /// gRPC calls in flight per HTTP/2 connection (`--connections` in all), as a gRPC
+    /// channel multiplexes them; 1 gives each its own connection, like REST's.
+    #[arg(long, default_value_t = 1)]
+    grpc_streams: usize,
     /// A Postgres server's maintenance database; each run creates and drops its own.
     #[arg(
         long,
@@ -129,7 +133,8 @@ async fn main() -> anyhow::Result<()> {
                 if !args.only.is_empty() && !args.only.iter().any(|o| o == scenario) {
                     return anyhow::Ok(());
                 }
-                let outcome = load::run(addr, call, args.connections, duration).await?;
+                let outcome =
+                    load::run(addr, call, args.connections, args.grpc_streams, duration).await?;
                 eprintln!(
                     "   {scenario:<12} {target:<13} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
                     outcome.requests_per_second, outcome.p50_ms, outcome.p99_ms, outcome.errors
@@ -280,6 +285,7 @@ async fn main() -> anyhow::Result<()> {
                 probe.addr,
                 Call::get("/probe", None),
                 args.connections,
+                1,
                 duration,
             )
             .await?;
@@ -306,6 +312,7 @@ async fn main() -> anyhow::Result<()> {
         serde_json::to_string_pretty(&serde_json::json!({
             "machine": machine,
             "connections": args.connections,
+            "grpc_streams": args.grpc_streams,
             "seconds": args.seconds,
             "results": results,
         }))?,
