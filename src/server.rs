@@ -2,7 +2,7 @@
 //! gRPC routes with probes, docs, health and reflection; `stack` wraps the result in the
 //! middleware every request passes through; `serve` accepts HTTP/1.1 and h2c on one socket.
 
-use std::{convert::Infallible, future::Future, sync::Arc};
+use std::{convert::Infallible, future::Future};
 
 use anyhow::Context;
 use axum::{
@@ -39,7 +39,7 @@ use crate::{
     idempotency::IdempotencyLayer,
     lifecycle::Lifecycle,
     metrics,
-    middleware::{self, Protocol, layer_error, shared::SharedLayer},
+    middleware::{self, Protocol, guard::GuardLayer, layer_error, shared::SharedLayer},
     modules::{self, GrpcServices},
     probes,
     proto::FILE_DESCRIPTOR_SET,
@@ -189,7 +189,6 @@ async fn method_not_allowed(request: Request) -> Response {
 /// probes, docs — passes through every layer, so order is behaviour:
 pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
     let server = &settings.server;
-    let base_path: Arc<str> = Arc::from(server.base_path.as_str());
     // `SharedLayer` sits under each layer that clones its inner service per request, so
     // that clone is one pointer (middleware::shared).
     ServiceBuilder::new()
@@ -200,47 +199,35 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
         // 3. span + access log; the outcome is read from grpc-status (header or trailer)
         .layer(from_fn(middleware::observe::observe))
         .layer(SharedLayer)
-        // 4. a panicking handler becomes INTERNAL / 500 for that request only; inside the
-        //    log layer so the failure is logged with its request id
-        .layer(from_fn(middleware::panic::catch))
-        .layer(SharedLayer)
-        // 5. CORS: answers preflights before timeouts, limits or auth get involved
+        // 4. CORS: answers preflights before deadlines, limits or auth get involved, and
+        //    puts its headers on every answer below, errors included
         .layer(cors(&settings.cors))
-        // 6. proxies that keep server.base_path in the URL: strip it before routing
-        .layer(from_fn_with_state(
-            base_path,
-            middleware::rewrite::strip_base_path,
-        ))
-        .layer(SharedLayer)
-        // 7. deadline: server.request_timeout, or a shorter grpc-timeout
-        .layer(from_fn_with_state(
+        // 5. guards (middleware::guard): strip server.base_path before routing; a body
+        //    over the limit → 413 / RESOURCE_EXHAUSTED; the deadline, server.request_timeout
+        //    or a shorter grpc-timeout → 504 / DEADLINE_EXCEEDED; a panicking handler →
+        //    500 / INTERNAL for that request only (inside observe: logged with its id)
+        .layer(GuardLayer::new(
+            &server.base_path,
             server.request_timeout,
-            middleware::timeout::enforce,
-        ))
-        .layer(SharedLayer)
-        // 8. body limit → 413 / RESOURCE_EXHAUSTED
-        .layer(from_fn_with_state(
             server.body_limit_bytes,
-            middleware::body_limit::enforce,
         ))
-        .layer(SharedLayer)
-        // 9. gzip for REST only: compressing gRPC or gRPC-Web frames breaks their framing
+        // 6. gzip for REST only: compressing gRPC or gRPC-Web frames breaks their framing
         .layer(
             CompressionLayer::new()
                 .gzip(true)
                 .compress_when(rest_only()),
         )
-        // 10. authentication: Authorization header / metadata → Auth extension
+        // 7. authentication: Authorization header / metadata → Auth extension
         .layer(from_fn_with_state(state.tokens.clone(), auth::resolve))
         .layer(SharedLayer)
-        // 11. gRPC-Web → gRPC translation, so every layer above saw the original
+        // 8. gRPC-Web → gRPC translation, so every layer above saw the original
         .layer(middleware::grpc_web::GrpcWebOnlyLayer)
         .layer(SharedLayer)
-        // 12. idempotency keys: after auth (keys are per caller) and translation (gRPC and
+        // 9. idempotency keys: after auth (keys are per caller) and translation (gRPC and
         //     gRPC-Web retries share one stored answer)
         .layer(IdempotencyLayer::new(state))
         .layer(SharedLayer)
-        // 13. statuses tonic answers by itself (unknown method, undecodable message) get
+        // 10. statuses tonic answers by itself (unknown method, undecodable message) get
         //     the ErrorInfo every other gRPC error carries
         .layer(from_fn(middleware::error_info::complete))
         .layer(SharedLayer)

@@ -5,26 +5,29 @@
 
 use axum::{
     body::Body,
-    extract::{Request, State},
+    extract::Request,
     http::{StatusCode, header::CONTENT_LENGTH},
-    middleware::Next,
     response::Response,
 };
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::{Protocol, layer_error};
 
-pub async fn enforce(State(limit): State<usize>, request: Request, next: Next) -> Response {
-    let protocol = Protocol::of(&request);
+/// The answer to a request whose declared length is over `limit` already.
+pub fn declared_over(limit: usize, protocol: Protocol, request: &Request) -> Option<Response> {
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return too_large(protocol, limit);
-    }
-    let request = request.map(|body| {
+    declared
+        .is_some_and(|len| len > limit as u64)
+        .then(|| too_large(protocol, limit))
+}
+
+/// `request` with its body cut at `limit` bytes while it is read.
+pub fn bounded(limit: usize, protocol: Protocol, request: Request) -> Request {
+    request.map(|body| {
         let limited = Limited::new(body, limit);
         if protocol.is_grpc() {
             Body::new(limited.map_err(move |e| {
@@ -37,8 +40,7 @@ pub async fn enforce(State(limit): State<usize>, request: Request, next: Next) -
         } else {
             Body::new(limited)
         }
-    });
-    next.run(request).await
+    })
 }
 
 fn grpc_too_large(limit: usize) -> tonic::Status {

@@ -4,6 +4,7 @@
 pub mod body_limit;
 pub mod error_info;
 pub mod grpc_web;
+pub mod guard;
 pub mod observe;
 pub mod panic;
 pub mod request_id;

@@ -1,51 +1,48 @@
 //! A panicking handler becomes INTERNAL (gRPC) or 500 (REST) for that one request; the
 //! connection, the worker and every other request carry on. The payload is logged, never sent.
 
-use std::panic::AssertUnwindSafe;
+use std::any::Any;
 
-use axum::{extract::Request, http::StatusCode, middleware::Next, response::Response};
-use futures_util::FutureExt;
+use axum::{http::StatusCode, response::Response};
 
 use super::{Protocol, layer_error, request_id};
 
-pub async fn catch(request: Request, next: Next) -> Response {
-    let protocol = Protocol::of(&request);
-    match AssertUnwindSafe(next.run(request)).catch_unwind().await {
-        Ok(response) => response,
-        Err(payload) => {
-            let detail = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic payload".into());
-            tracing::error!(
-                panic = %detail,
-                request_id = request_id::current(),
-                trace_id = crate::telemetry::current_trace_id(),
-                "handler panicked"
-            );
-            let message = crate::error::internal_message();
-            layer_error(
-                protocol,
-                crate::error::status(
-                    tonic::Code::Internal,
-                    crate::error::Reason::Internal,
-                    message.clone(),
-                ),
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                &message,
-            )
-        }
-    }
+/// The answer to a request whose handler panicked with `payload`.
+pub fn answer(protocol: Protocol, payload: Box<dyn Any + Send>) -> Response {
+    let detail = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into());
+    tracing::error!(
+        panic = %detail,
+        request_id = request_id::current(),
+        trace_id = crate::telemetry::current_trace_id(),
+        "handler panicked"
+    );
+    let message = crate::error::internal_message();
+    layer_error(
+        protocol,
+        crate::error::status(
+            tonic::Code::Internal,
+            crate::error::Reason::Internal,
+            message.clone(),
+        ),
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        &message,
+    )
 }
 
 #[cfg(test)]
 mod tests {
-    use axum::{Router, body::Body, http::Request, middleware::from_fn, routing::post};
+    use std::time::Duration;
+
+    use axum::{Router, body::Body, http::Request, routing::post};
     use tower::ServiceExt;
 
     use super::*;
+    use crate::middleware::guard::GuardLayer;
 
     async fn boom() -> &'static str {
         panic!("secret internals")
@@ -54,7 +51,7 @@ mod tests {
     fn app() -> Router {
         Router::new()
             .route("/boom", post(boom))
-            .layer(from_fn(catch))
+            .layer(GuardLayer::new("", Duration::from_secs(5), 1024))
     }
 
     async fn call(content_type: &str) -> Response {

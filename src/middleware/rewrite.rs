@@ -1,22 +1,11 @@
 //! Path rewriting behind a reverse proxy that forwards `/prefix/api/...` without stripping
 //! the prefix: `server.base_path` is removed before routing, so routes stay prefix-free.
 
-use std::sync::Arc;
+use axum::{extract::Request, http::Uri};
 
-use axum::{
-    extract::{Request, State},
-    http::Uri,
-    middleware::Next,
-    response::Response,
-};
-
-pub async fn strip_base_path(
-    State(base): State<Arc<str>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub fn strip_base_path(base: &str, request: &mut Request) {
     if !base.is_empty()
-        && let Some(rest) = request.uri().path().strip_prefix(&*base)
+        && let Some(rest) = request.uri().path().strip_prefix(base)
         && (rest.is_empty() || rest.starts_with('/'))
     {
         let rest = if rest.is_empty() { "/" } else { rest };
@@ -32,5 +21,4 @@ pub async fn strip_base_path(
             }
         }
     }
-    next.run(request).await
 }

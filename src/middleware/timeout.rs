@@ -5,43 +5,40 @@
 use std::time::Duration;
 
 use axum::{
-    extract::{Request, State},
     http::{HeaderMap, StatusCode},
-    middleware::Next,
     response::Response,
 };
 
 use super::{Protocol, layer_error};
 
-pub async fn enforce(State(default): State<Duration>, request: Request, next: Next) -> Response {
-    let protocol = Protocol::of(&request);
-    let deadline = match grpc_timeout(request.headers()) {
+/// The request's deadline: `server.request_timeout`, or a shorter `grpc-timeout` asked
+/// for by a gRPC caller.
+pub fn deadline(default: Duration, protocol: Protocol, headers: &HeaderMap) -> Duration {
+    match grpc_timeout(headers) {
         Some(asked) if protocol.is_grpc() => asked.min(default),
         _ => default,
-    };
-    match tokio::time::timeout(deadline, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(
-                timeout_ms = deadline.as_millis() as u64,
-                "request timed out"
-            );
-            layer_error(
-                protocol,
-                crate::error::status(
-                    tonic::Code::DeadlineExceeded,
-                    crate::error::Reason::DeadlineExceeded,
-                    "deadline exceeded",
-                ),
-                StatusCode::GATEWAY_TIMEOUT,
-                "request",
-                "timed out",
-            )
-        }
     }
 }
 
-/// `grpc-timeout: <up to 8 digits><unit>`, unit one of H M S m u n.
+/// The answer to a request that ran out of time.
+pub fn timed_out(protocol: Protocol, deadline: Duration) -> Response {
+    tracing::warn!(
+        timeout_ms = deadline.as_millis() as u64,
+        "request timed out"
+    );
+    layer_error(
+        protocol,
+        crate::error::status(
+            tonic::Code::DeadlineExceeded,
+            crate::error::Reason::DeadlineExceeded,
+            "deadline exceeded",
+        ),
+        StatusCode::GATEWAY_TIMEOUT,
+        "request",
+        "timed out",
+    )
+}
+
 pub fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get("grpc-timeout")?.to_str().ok()?;
     if value.len() < 2 || value.len() > 9 {

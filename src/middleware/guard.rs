@@ -1,0 +1,105 @@
+//! The request guards that need no I/O of their own, as one layer: the base-path rewrite
+//! (`rewrite`), the body limit (`body_limit`), the deadline (`timeout`) and the panic
+//! guard (`panic`). As four `from_fn` layers each cost a boxed future, a clone of the
+//! service below and a move of the request per request; here it is one of each.
+//!
+//! Order within: the path is rewritten before anything routes on it; an over-limit
+//! declared body is answered before the deadline starts; the deadline covers the handler
+//! and everything below; a panic — in the inner service's `call` or while its future
+//! runs — becomes INTERNAL / 500 for that request only.
+
+use std::{
+    convert::Infallible,
+    panic::AssertUnwindSafe,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::{
+    extract::Request,
+    response::{IntoResponse, Response},
+};
+use futures_util::{FutureExt, future::BoxFuture};
+use tower::{Layer, Service};
+
+use super::{Protocol, body_limit, panic, rewrite, timeout};
+
+#[derive(Clone)]
+pub struct GuardLayer(Arc<Limits>);
+
+struct Limits {
+    base_path: String,
+    request_timeout: Duration,
+    body_limit_bytes: usize,
+}
+
+impl GuardLayer {
+    pub fn new(base_path: &str, request_timeout: Duration, body_limit_bytes: usize) -> Self {
+        Self(Arc::new(Limits {
+            base_path: base_path.to_string(),
+            request_timeout,
+            body_limit_bytes,
+        }))
+    }
+}
+
+impl<S> Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Guard {
+            inner,
+            limits: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Guard<S> {
+    inner: S,
+    limits: Arc<Limits>,
+}
+
+impl<S> Service<Request> for Guard<S>
+where
+    S: Service<Request, Error = Infallible>,
+    S::Response: IntoResponse,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let limits = &self.limits;
+        let protocol = Protocol::of(&request);
+        rewrite::strip_base_path(&limits.base_path, &mut request);
+        if let Some(refused) =
+            body_limit::declared_over(limits.body_limit_bytes, protocol, &request)
+        {
+            return Box::pin(std::future::ready(Ok(refused)));
+        }
+        let request = body_limit::bounded(limits.body_limit_bytes, protocol, request);
+        let deadline = timeout::deadline(limits.request_timeout, protocol, request.headers());
+        let inner = &mut self.inner;
+        let called = std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request)));
+        Box::pin(async move {
+            let future = match called {
+                Ok(future) => future,
+                Err(payload) => return Ok(panic::answer(protocol, payload)),
+            };
+            let guarded = AssertUnwindSafe(future).catch_unwind();
+            Ok(match tokio::time::timeout(deadline, guarded).await {
+                Ok(Ok(Ok(response))) => response.into_response(),
+                Ok(Ok(Err(never))) => match never {},
+                Ok(Err(payload)) => panic::answer(protocol, payload),
+                Err(_) => timeout::timed_out(protocol, deadline),
+            })
+        })
+    }
+}
