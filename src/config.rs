@@ -460,11 +460,30 @@ impl Settings {
         if self.auth.jwt_secret.len() < 32 {
             return invalid("auth.jwt_secret", "must be at least 32 bytes".into());
         }
-        if self.app_env() == AppEnv::Prod && self.auth.jwt_secret == DEV_JWT_SECRET {
-            return invalid(
-                "auth.jwt_secret",
-                "the built-in development secret is refused in prod; set CONDUIT__AUTH__JWT_SECRET or CONDUIT__AUTH__JWT_SECRET_FILE".into(),
-            );
+        if self.auth.jwt_secret == DEV_JWT_SECRET {
+            // The built-in secret is in the source: anyone who can reach the server could
+            // mint tokens for any account. Only a loopback listener may use it.
+            let set_one = "set CONDUIT__AUTH__JWT_SECRET or CONDUIT__AUTH__JWT_SECRET_FILE";
+            if self.app_env() == AppEnv::Prod {
+                return invalid(
+                    "auth.jwt_secret",
+                    format!("the built-in development secret is refused in prod; {set_one}"),
+                );
+            }
+            let loopback_only = self
+                .server
+                .addr
+                .to_socket_addrs()
+                .is_ok_and(|mut addrs| addrs.all(|a| a.ip().is_loopback()));
+            if !loopback_only {
+                return invalid(
+                    "auth.jwt_secret",
+                    format!(
+                        "the built-in development secret only serves on a loopback address, not {:?}; {set_one}",
+                        self.server.addr
+                    ),
+                );
+            }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level).is_err() {
             return invalid(
@@ -568,6 +587,7 @@ mod tests {
             None,
             &[
                 ("CONDUIT__SERVER__ADDR", "0.0.0.0:9999"),
+                ("CONDUIT__AUTH__JWT_SECRET", &"s".repeat(40)),
                 ("CONDUIT__CORS__ALLOWED_ORIGINS", "http://a,http://b"),
             ],
         )
@@ -575,6 +595,20 @@ mod tests {
         assert_eq!(s.server.addr, "0.0.0.0:9999");
         assert_eq!(s.cors.allowed_origins, vec!["http://a", "http://b"]);
         assert_eq!(s.app_env(), AppEnv::Local);
+    }
+
+    #[test]
+    fn the_development_secret_serves_only_on_loopback() {
+        for addr in ["127.0.0.1:8080", "[::1]:8080", "localhost:8080"] {
+            load(None, &[("CONDUIT__SERVER__ADDR", addr)]).expect(addr);
+        }
+        for addr in ["0.0.0.0:8080", "[::]:8080", "192.0.2.1:8080"] {
+            let e = load(None, &[("CONDUIT__SERVER__ADDR", addr)]).expect_err(addr);
+            assert!(
+                e.to_string().contains("auth.jwt_secret: the built-in"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -169,7 +169,7 @@ async fn unreachable_database_fails_fast_with_a_clear_message() {
 #[tokio::test]
 async fn invalid_configuration_is_rejected_naming_the_key() {
     let db = TestDb::new().await;
-    let cases: [(&[(&str, &str)], &str); 4] = [
+    let cases: [(&[(&str, &str)], &str); 5] = [
         (&[("CONDUIT__SERVER__LISTEN", "0.0.0.0:1")], "listen"),
         (
             &[("CONDUIT__SERVER__REQUEST_TIMEOUT", "soon")],
@@ -180,6 +180,8 @@ async fn invalid_configuration_is_rejected_naming_the_key() {
             "server.addr",
         ),
         (&[("APP_ENV", "prod")], "auth.jwt_secret"),
+        // The built-in secret is public: never on an address others can reach.
+        (&[("CONDUIT__SERVER__ADDR", "0.0.0.0:0")], "auth.jwt_secret"),
     ];
     for (env, key) in cases {
         for args in [&["config", "check"][..], &["serve"][..]] {
