@@ -186,6 +186,13 @@ pub struct AuthSettings {
     pub jwt_issuer: String,
     #[serde(with = "humantime_serde")]
     pub token_ttl: Duration,
+    /// Password hashes computed at once (argon2id, 19 MiB and tens of milliseconds of CPU
+    /// each); 0 means one per CPU core.
+    pub max_concurrent_hashes: usize,
+    /// How long a login, registration or password change waits for a hashing slot
+    /// before it is answered 503 / UNAVAILABLE.
+    #[serde(with = "humantime_serde")]
+    pub hash_queue_timeout: Duration,
 }
 
 impl fmt::Debug for AuthSettings {
@@ -194,6 +201,8 @@ impl fmt::Debug for AuthSettings {
             .field("jwt_secret", &REDACTED)
             .field("jwt_issuer", &self.jwt_issuer)
             .field("token_ttl", &self.token_ttl)
+            .field("max_concurrent_hashes", &self.max_concurrent_hashes)
+            .field("hash_queue_timeout", &self.hash_queue_timeout)
             .finish()
     }
 }
@@ -204,6 +213,8 @@ impl Default for AuthSettings {
             jwt_secret: DEV_JWT_SECRET.into(),
             jwt_issuer: "conduit".into(),
             token_ttl: Duration::from_secs(24 * 3600),
+            max_concurrent_hashes: 0,
+            hash_queue_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -421,6 +432,7 @@ impl Settings {
                 self.database.health_check_interval,
             ),
             ("auth.token_ttl", self.auth.token_ttl),
+            ("auth.hash_queue_timeout", self.auth.hash_queue_timeout),
             ("idempotency.ttl", self.idempotency.ttl),
             ("cache.ttl", self.cache.ttl),
             (

@@ -14,6 +14,7 @@ pub const DB_CONNECTIONS: &str = "db_client_connections_usage";
 pub const DB_CONNECTIONS_MAX: &str = "db_client_connections_max";
 pub const JOB_RUNS: &str = "conduit_job_runs_total";
 pub const BUILD_INFO: &str = "conduit_build_info";
+pub const HASHING_REFUSED: &str = "conduit_password_hashing_refused_total";
 
 /// Seconds; tuned for an API whose calls take milliseconds, with room for slow ones.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -45,7 +46,11 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     metrics::describe_gauge!(BUILD_INFO, "Always 1; labels name the build");
     metrics::describe_counter!(
         crate::cache::LOOKUPS,
-        "Read-cache lookups, by cache (tags, totals) and result (hit, miss)"
+        "Read-cache lookups, by cache (articles, tags, totals) and result (hit, miss)"
+    );
+    metrics::describe_counter!(
+        HASHING_REFUSED,
+        "Logins, registrations and password changes answered 503 / UNAVAILABLE because every password-hashing slot stayed busy"
     );
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "git_sha" => env!("CONDUIT_GIT_SHA")).set(1.0);
     Ok(handle)

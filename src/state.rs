@@ -5,7 +5,11 @@ use std::sync::Arc;
 use sea_orm::DatabaseConnection;
 
 use crate::{
-    auth::TokenKeys, cache::ReadCache, config::Settings, db::Store, lifecycle::Readiness,
+    auth::{TokenKeys, password::Hasher},
+    cache::ReadCache,
+    config::Settings,
+    db::Store,
+    lifecycle::Readiness,
     pagination::PageTokens,
 };
 
@@ -18,6 +22,8 @@ pub struct AppState {
     pub tokens: Arc<TokenKeys>,
     /// Signs the gRPC lists' page tokens.
     pub pages: Arc<PageTokens>,
+    /// Password hashing, bounded in concurrency.
+    pub hasher: Hasher,
 }
 
 impl AppState {
@@ -29,12 +35,14 @@ impl AppState {
             settings.database.max_connections,
             ReadCache::new(&settings.cache),
         );
+        let hasher = Hasher::new(&settings.auth);
         Self {
             settings,
             store,
             readiness,
             tokens,
             pages,
+            hasher,
         }
     }
 

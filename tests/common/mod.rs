@@ -212,6 +212,11 @@ impl TestServer {
         assert!(status.success());
     }
 
+    /// The server's process id, for reading its resource use from /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn wait(&mut self) -> ExitStatus {
         self.child.wait().expect("wait")
     }

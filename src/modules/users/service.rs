@@ -7,7 +7,7 @@ use sea_orm::{ConnectionTrait, IntoActiveModel, Set};
 
 use super::repo;
 use crate::{
-    auth::{Principal, TokenKeys, password},
+    auth::{Principal, TokenKeys, password::Hasher},
     db::Store,
     entities::users::{Column, Model},
     error::{AppError, AppResult, Reason},
@@ -60,6 +60,7 @@ pub struct UserChanges {
 pub struct UserService {
     store: Store,
     tokens: Arc<TokenKeys>,
+    hasher: Hasher,
 }
 
 impl UserService {
@@ -67,6 +68,7 @@ impl UserService {
         Self {
             store: state.store.clone(),
             tokens: state.tokens.clone(),
+            hasher: state.hasher.clone(),
         }
     }
 
@@ -113,7 +115,7 @@ impl UserService {
         let row = Arc::new(repo::NewRow {
             username,
             email,
-            password_hash: password::hash(input.password).await?,
+            password_hash: self.hasher.hash(input.password).await?,
         });
         let user = self
             .store
@@ -139,11 +141,13 @@ impl UserService {
             .await?;
         // Verified even when no user matched (against a dummy hash), so response time does
         // not reveal which emails are registered.
-        let matched = password::verify(
-            input.password,
-            user.as_ref().map(|u| u.password_hash.clone()),
-        )
-        .await?;
+        let matched = self
+            .hasher
+            .verify(
+                input.password,
+                user.as_ref().map(|u| u.password_hash.clone()),
+            )
+            .await?;
         match user {
             Some(user) if matched => self.authenticated(user),
             _ => Err(AppError::Unauthorized(Reason::InvalidCredentials)),
@@ -193,7 +197,7 @@ impl UserService {
         // Hashed before the transaction: a unit may run twice and must not hold locks
         // through seconds of hashing.
         let password_hash = match changes.password {
-            Some(new_password) => Some(password::hash(new_password).await?),
+            Some(new_password) => Some(self.hasher.hash(new_password).await?),
             None => None,
         };
         let changes = Arc::new(UserChanges {

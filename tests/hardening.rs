@@ -1,0 +1,122 @@
+//! Hostile and careless clients: what a storm of requests may cost the process.
+
+mod common;
+
+use common::{Rest, TestServer, unique};
+use conduit::proto::conduit::v1::{LoginRequest, user_service_client::UserServiceClient};
+use reqwest::StatusCode;
+use serde_json::json;
+use tonic::Code;
+
+/// Peak resident memory of a process, from /proc (Linux).
+fn peak_rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kib * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_storm_is_bounded_and_answered() {
+    // One hashing slot and a short queue, so the storm certainly overflows it.
+    let server = TestServer::start_with(&[
+        ("CONDUIT__AUTH__MAX_CONCURRENT_HASHES", "1"),
+        ("CONDUIT__AUTH__HASH_QUEUE_TIMEOUT", "50ms"),
+    ])
+    .await;
+    let rest = Rest::new(&server);
+    let name = unique("stormed");
+    rest.register(&name).await;
+
+    let http = server.http();
+    let rest_logins = (0..96).map(|i| {
+        let http = http.clone();
+        let url = server.url("/api/users/login");
+        async move {
+            http.post(url)
+                .json(&json!({"user": {"email": format!("nobody{i}@example.com"), "password": "wrong-password"}}))
+                .send()
+                .await
+                .expect("answered")
+        }
+    });
+    let channel = server.channel().await;
+    let grpc_logins = (0..32).map(|i| {
+        let mut client = UserServiceClient::new(channel.clone());
+        async move {
+            client
+                .login(LoginRequest {
+                    email: format!("nobody{i}@example.com"),
+                    password: "wrong-password".into(),
+                })
+                .await
+        }
+    });
+    let (rest_answers, grpc_answers) = tokio::join!(
+        futures_util::future::join_all(rest_logins),
+        futures_util::future::join_all(grpc_logins)
+    );
+
+    let mut busy = 0;
+    for response in rest_answers {
+        match response.status() {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::SERVICE_UNAVAILABLE => {
+                busy += 1;
+                let body: serde_json::Value = response.json().await.expect("json");
+                assert!(body["errors"]["request"].is_array(), "{body}");
+            }
+            other => panic!("a login in the storm answered {other}"),
+        }
+    }
+    assert!(busy > 0, "96 logins on one slot: some must be refused");
+    let mut grpc_busy = 0;
+    for answer in grpc_answers {
+        let status = answer.expect_err("no such user");
+        match status.code() {
+            Code::Unauthenticated => {}
+            Code::Unavailable => grpc_busy += 1,
+            other => panic!("a gRPC login in the storm answered {other:?}"),
+        }
+    }
+    assert!(grpc_busy > 0, "gRPC logins are refused the same way");
+
+    // The service kept answering, and a real login after the storm works.
+    let (status, _) = rest.get("/api/tags", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = rest
+        .post(
+            "/api/users/login",
+            None,
+            json!({"user": {"email": format!("{name}@example.com"), "password": "password123"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Hashing is bounded: the storm costs one hash's memory at a time, not one per login.
+    let peak = peak_rss_bytes(server.pid());
+    assert!(
+        peak < 400 * 1024 * 1024,
+        "peak RSS {} MiB",
+        peak / 1024 / 1024
+    );
+
+    let metrics = server
+        .http()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("conduit_password_hashing_refused_total ")),
+        "{metrics}"
+    );
+}
