@@ -192,7 +192,9 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
     // `SharedLayer` sits under each layer that clones its inner service per request, so
     // that clone is one pointer (middleware::shared).
     ServiceBuilder::new()
-        // 1. request id: keep the caller's x-request-id or mint a UUID, before anything logs
+        // 1. request id: keep the caller's x-request-id when it is short and safe, else
+        //    mint a UUID, before anything logs
+        .map_request(middleware::request_id::keep_only_safe::<Body>)
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         // 2. echo it on every response (gRPC: response metadata), including errors below
         .layer(PropagateRequestIdLayer::x_request_id())

@@ -120,3 +120,51 @@ async fn a_login_storm_is_bounded_and_answered() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn request_ids_are_bounded_and_safe_or_replaced() {
+    let server = TestServer::start().await;
+    let http = server.http();
+    let send = |id: reqwest::header::HeaderValue| {
+        let request = http.get(server.url("/api/tags")).header("x-request-id", id);
+        async move { request.send().await.expect("answered") }
+    };
+    let echoed = |response: &reqwest::Response| {
+        response.headers()["x-request-id"]
+            .to_str()
+            .expect("ascii")
+            .to_string()
+    };
+
+    let kept = send("trace-01HZX3:abc/def+=@x".parse().expect("header")).await;
+    assert_eq!(echoed(&kept), "trace-01HZX3:abc/def+=@x");
+    let at_limit = "a".repeat(128);
+    assert_eq!(
+        echoed(&send(at_limit.parse().expect("header")).await),
+        at_limit
+    );
+
+    let huge = "a".repeat(100_000);
+    let not_utf8 = reqwest::header::HeaderValue::from_bytes(b"id-\xff\xfe").expect("obs-text");
+    for (what, id) in [
+        ("129 characters", "a".repeat(129).parse().expect("header")),
+        ("100 KB", huge.parse().expect("header")),
+        ("spaces and quotes", "a \"b\" {c}".parse().expect("header")),
+        ("not UTF-8", not_utf8),
+    ] {
+        let response = send(id).await;
+        assert_eq!(response.status(), StatusCode::OK, "{what}");
+        let minted = echoed(&response);
+        assert!(
+            uuid::Uuid::parse_str(&minted).is_ok(),
+            "{what}: replaced by a fresh id, got {minted:.60}"
+        );
+    }
+    // Logged as answered: no line carries the caller's unsafe id.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let logs = serde_json::to_string(&server.logs()).expect("json");
+    assert!(
+        !logs.contains(&"a".repeat(129)),
+        "an over-long id reached the logs"
+    );
+}
