@@ -106,6 +106,9 @@ pub struct ServerSettings {
     #[serde(with = "humantime_serde")]
     pub http2_keepalive_timeout: Duration,
     pub http2_max_concurrent_streams: u32,
+    /// `Strict-Transport-Security` for REST answers (e.g. `max-age=63072000;
+    /// includeSubDomains`) when every client reaches the service over HTTPS; empty: none.
+    pub hsts: String,
 }
 
 impl Default for ServerSettings {
@@ -122,6 +125,7 @@ impl Default for ServerSettings {
             http2_keepalive_interval: Duration::from_secs(20),
             http2_keepalive_timeout: Duration::from_secs(20),
             http2_max_concurrent_streams: 200,
+            hsts: String::new(),
         }
     }
 }
@@ -402,6 +406,12 @@ impl Settings {
             return invalid(
                 "server.base_path",
                 format!("{base:?} must start with '/' and not end with '/'"),
+            );
+        }
+        if http::HeaderValue::from_str(&self.server.hsts).is_err() {
+            return invalid(
+                "server.hsts",
+                format!("{:?} is not a header value", self.server.hsts),
             );
         }
         if self.server.body_limit_bytes == 0 {

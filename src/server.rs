@@ -189,6 +189,9 @@ async fn method_not_allowed(request: Request) -> Response {
 /// probes, docs — passes through every layer, so order is behaviour:
 pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
     let server = &settings.server;
+    let hsts = (!server.hsts.is_empty())
+        .then(|| HeaderValue::from_str(&server.hsts).ok())
+        .flatten();
     // `SharedLayer` sits under each layer that clones its inner service per request, so
     // that clone is one pointer (middleware::shared).
     ServiceBuilder::new()
@@ -198,6 +201,8 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         // 2. echo it on every response (gRPC: response metadata), including errors below
         .layer(PropagateRequestIdLayer::x_request_id())
+        // nosniff, no-referrer, never framed, HSTS when configured: REST answers only
+        .map_response(move |response| middleware::security_headers::add(response, hsts.as_ref()))
         // 3. span + access log; the outcome is read from grpc-status (header or trailer)
         .layer(from_fn(middleware::observe::observe))
         .layer(SharedLayer)

@@ -168,3 +168,59 @@ async fn request_ids_are_bounded_and_safe_or_replaced() {
         "an over-long id reached the logs"
     );
 }
+
+#[tokio::test]
+async fn rest_answers_carry_security_headers_grpc_answers_do_not() {
+    let server = TestServer::start_with(&[(
+        "CONDUIT__SERVER__HSTS",
+        "max-age=63072000; includeSubDomains",
+    )])
+    .await;
+    let http = server.http();
+    for path in ["/api/tags", "/api/no-such-route", "/livez"] {
+        let response = http.get(server.url(path)).send().await.expect("answered");
+        let headers = response.headers();
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(headers["referrer-policy"], "no-referrer", "{path}");
+        assert_eq!(headers["x-frame-options"], "DENY", "{path}");
+        assert_eq!(
+            headers["content-security-policy"], "frame-ancestors 'none'",
+            "{path}"
+        );
+        assert_eq!(
+            headers["strict-transport-security"], "max-age=63072000; includeSubDomains",
+            "{path}"
+        );
+    }
+
+    let mut tags = conduit::proto::conduit::v1::tag_service_client::TagServiceClient::new(
+        server.channel().await,
+    );
+    let answer = tags
+        .list_tags(conduit::proto::conduit::v1::ListTagsRequest {})
+        .await
+        .expect("tags");
+    for name in [
+        "x-frame-options",
+        "strict-transport-security",
+        "referrer-policy",
+    ] {
+        assert!(answer.metadata().get(name).is_none(), "{name} on gRPC");
+    }
+
+    // Without the setting, no HSTS: plain-HTTP deployments must not pin browsers to HTTPS.
+    let plain = TestServer::start().await;
+    let response = plain
+        .http()
+        .get(plain.url("/api/tags"))
+        .send()
+        .await
+        .expect("answered");
+    assert!(
+        response
+            .headers()
+            .get("strict-transport-security")
+            .is_none()
+    );
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+}

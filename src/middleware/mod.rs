@@ -9,6 +9,7 @@ pub mod observe;
 pub mod panic;
 pub mod request_id;
 pub mod rewrite;
+pub mod security_headers;
 pub mod shared;
 pub mod timeout;
 
