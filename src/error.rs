@@ -47,6 +47,8 @@ pub enum Reason {
     InvalidIdempotencyKey,
     RequestTooLarge,
     RequestUnreadable,
+    /// A gRPC call in an encoding this server does not speak (`application/grpc+json`).
+    UnsupportedContentType,
     DatabaseUnavailable,
     /// Every password-hashing slot stayed busy for the configured queue time.
     HashingBusy,
@@ -80,6 +82,7 @@ impl Reason {
             Reason::InvalidIdempotencyKey => "INVALID_IDEMPOTENCY_KEY",
             Reason::RequestTooLarge => "REQUEST_TOO_LARGE",
             Reason::RequestUnreadable => "REQUEST_UNREADABLE",
+            Reason::UnsupportedContentType => "UNSUPPORTED_CONTENT_TYPE",
             Reason::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
             Reason::HashingBusy => "HASHING_BUSY",
             Reason::DeadlineExceeded => "DEADLINE_EXCEEDED",
@@ -105,7 +108,9 @@ impl Reason {
             | Reason::IdempotencyKeyReused
             | Reason::InvalidIdempotencyKey => "Idempotency-Key",
             Reason::DatabaseUnavailable | Reason::ConcurrentModification => "database",
-            Reason::RequestTooLarge | Reason::RequestUnreadable => "body",
+            Reason::RequestTooLarge
+            | Reason::RequestUnreadable
+            | Reason::UnsupportedContentType => "body",
             Reason::DeadlineExceeded | Reason::HashingBusy => "request",
             Reason::MethodNotFound => "route",
             Reason::MethodNotAllowed => "method",

@@ -224,3 +224,49 @@ async fn rest_answers_carry_security_headers_grpc_answers_do_not() {
     );
     assert_eq!(response.headers()["x-content-type-options"], "nosniff");
 }
+
+#[tokio::test]
+async fn grpc_calls_in_encodings_other_than_protobuf_are_refused() {
+    use conduit::proto::conduit::v1::ListTagsRequest;
+    let server = TestServer::start().await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let call = |content_type: &'static str| {
+        h2.post(server.url("/conduit.v1.TagService/ListTags"))
+            .header("content-type", content_type)
+            .header("te", "trailers")
+            .body(common::grpc_frame(&ListTagsRequest {}))
+            .send()
+    };
+    for refused in ["application/grpc+json", "application/grpc+thrift"] {
+        let response = call(refused).await.expect("answered");
+        assert_eq!(response.status(), StatusCode::OK, "{refused}");
+        assert_eq!(response.headers()["grpc-status"], "3", "{refused}");
+        let message = response.headers()["grpc-message"].to_str().expect("ascii");
+        assert!(message.contains("not%20supported"), "{refused}: {message}");
+    }
+    for accepted in ["application/grpc", "application/grpc+proto"] {
+        let response = call(accepted).await.expect("answered");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            response.headers().get("grpc-status").is_none(),
+            "{accepted}: answered, not refused trailers-only"
+        );
+        assert!(
+            !response.bytes().await.expect("body").is_empty(),
+            "{accepted}"
+        );
+    }
+    // gRPC-Web in JSON is refused the same way, over HTTP/1.1.
+    let web = server
+        .http()
+        .post(server.url("/conduit.v1.TagService/ListTags"))
+        .header("content-type", "application/grpc-web+json")
+        .body(common::grpc_frame(&ListTagsRequest {}))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(web.headers()["grpc-status"], "3");
+}

@@ -3,6 +3,8 @@
 //! guard (`panic`). As four `from_fn` layers each cost a boxed future, a clone of the
 //! service below and a move of the request per request; here it is one of each.
 //!
+//! It also refuses gRPC calls whose content type names an encoding other than protobuf.
+//!
 //! Order within: the path is rewritten before anything routes on it; an over-limit
 //! declared body is answered before the deadline starts; the deadline covers the handler
 //! and everything below; a panic — in the inner service's `call` or while its future
@@ -23,7 +25,51 @@ use axum::{
 use futures_util::{FutureExt, future::BoxFuture};
 use tower::{Layer, Service};
 
-use super::{Protocol, body_limit, panic, rewrite, timeout};
+use super::{Protocol, body_limit, layer_error, panic, rewrite, timeout};
+
+/// The gRPC and gRPC-Web content types whose messages are protobuf. Any other
+/// `application/grpc*` (`+json`, a made-up codec) is refused rather than decoded as
+/// protobuf, which would misread the caller's bytes.
+const PROTOBUF_CONTENT_TYPES: &[&str] = &[
+    "application/grpc",
+    "application/grpc+proto",
+    "application/grpc-web",
+    "application/grpc-web+proto",
+    "application/grpc-web-text",
+    "application/grpc-web-text+proto",
+];
+
+fn unsupported_encoding(protocol: Protocol, request: &Request) -> Option<Response> {
+    if !protocol.is_grpc() {
+        return None;
+    }
+    let content_type = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    // Parameters (`; charset=…`) do not change the encoding.
+    let media_type = content_type.split(';').next().unwrap_or_default().trim();
+    if PROTOBUF_CONTENT_TYPES
+        .iter()
+        .any(|t| media_type.eq_ignore_ascii_case(t))
+    {
+        return None;
+    }
+    Some(layer_error(
+        protocol,
+        crate::error::status(
+            tonic::Code::InvalidArgument,
+            crate::error::Reason::UnsupportedContentType,
+            format!(
+                "content-type {media_type:?} is not supported; send protobuf as application/grpc or application/grpc+proto"
+            ),
+        ),
+        axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "body",
+        "has an unsupported content type",
+    ))
+}
 
 #[derive(Clone)]
 pub struct GuardLayer(Arc<Limits>);
@@ -78,6 +124,9 @@ where
     fn call(&mut self, mut request: Request) -> Self::Future {
         let limits = &self.limits;
         let protocol = Protocol::of(&request);
+        if let Some(refused) = unsupported_encoding(protocol, &request) {
+            return Box::pin(std::future::ready(Ok(refused)));
+        }
         rewrite::strip_base_path(&limits.base_path, &mut request);
         if let Some(refused) =
             body_limit::declared_over(limits.body_limit_bytes, protocol, &request)
