@@ -106,6 +106,13 @@ pub struct ServerSettings {
     #[serde(with = "humantime_serde")]
     pub http2_keepalive_timeout: Duration,
     pub http2_max_concurrent_streams: u32,
+    /// Time a new connection has to complete its first request's headers (HTTP/1.1) or
+    /// the HTTP/2 preface before it is closed; also the limit for reading any request's
+    /// headers on HTTP/1.1.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
     /// `Strict-Transport-Security` for REST answers (e.g. `max-age=63072000;
     /// includeSubDomains`) when every client reaches the service over HTTPS; empty: none.
     pub hsts: String,
@@ -126,6 +133,8 @@ impl Default for ServerSettings {
             http2_keepalive_timeout: Duration::from_secs(20),
             http2_max_concurrent_streams: 200,
             hsts: String::new(),
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 4096,
         }
     }
 }
@@ -414,6 +423,9 @@ impl Settings {
                 format!("{:?} is not a header value", self.server.hsts),
             );
         }
+        if self.server.max_connections == 0 {
+            return invalid("server.max_connections", "must be greater than 0".into());
+        }
         if self.server.body_limit_bytes == 0 {
             return invalid("server.body_limit_bytes", "must be greater than 0".into());
         }
@@ -428,6 +440,7 @@ impl Settings {
         }
         for (key, value) in [
             ("server.request_timeout", self.server.request_timeout),
+            ("server.handshake_timeout", self.server.handshake_timeout),
             (
                 "server.http2_keepalive_interval",
                 self.server.http2_keepalive_interval,

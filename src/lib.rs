@@ -5,6 +5,7 @@ pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod connection;
 pub mod db;
 pub mod docs;
 pub mod entities;

@@ -2,7 +2,7 @@
 //! gRPC routes with probes, docs, health and reflection; `stack` wraps the result in the
 //! middleware every request passes through; `serve` accepts HTTP/1.1 and h2c on one socket.
 
-use std::{convert::Infallible, future::Future};
+use std::{convert::Infallible, future::Future, sync::Arc};
 
 use anyhow::Context;
 use axum::{
@@ -353,23 +353,60 @@ pub async fn serve(
         .keep_alive_interval(Some(settings.http2_keepalive_interval))
         .keep_alive_timeout(settings.http2_keepalive_timeout)
         .max_concurrent_streams(settings.http2_max_concurrent_streams);
-    builder.http1().timer(TokioTimer::new()).keep_alive(true);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(settings.handshake_timeout);
 
     let graceful = GracefulShutdown::new();
     // Connection tasks are kept so the ones still open at the shutdown timeout can be
     // aborted rather than outliving the server.
     let mut connections = tokio::task::JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
+    let mut accept_errors = AcceptErrors::default();
+    let mut at_limit = false;
     tokio::pin!(shutdown);
     loop {
+        // A slot first: at the limit, new connections wait in the listen backlog (told
+        // once per episode, not per connection).
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => {
+                // The episode ends once a tenth of the slots are free again.
+                if at_limit && slots.available_permits() >= settings.max_connections / 10 {
+                    tracing::info!("connections below the limit again");
+                    at_limit = false;
+                }
+                slot
+            }
+            Err(_) => {
+                if !at_limit {
+                    tracing::warn!(
+                        max_connections = settings.max_connections,
+                        "connection limit reached; new connections wait until one closes"
+                    );
+                    at_limit = true;
+                }
+                tokio::select! {
+                    acquired = slots.clone().acquire_owned() => match acquired {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         let (stream, peer) = tokio::select! {
             // Reap finished connections so the set stays the size of the open ones.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
+                Ok(conn) => {
+                    accept_errors.recovered();
+                    conn
+                }
                 Err(e) => {
                     // e.g. EMFILE: back off instead of spinning; the listener stays usable.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(accept_errors.failed(&e)).await;
                     continue;
                 }
             },
@@ -380,16 +417,33 @@ pub async fn serve(
         {
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
+        let progress = crate::connection::Progress::default();
         let app = app.clone();
+        let started = progress.clone();
         let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+            started.mark();
             app.clone().oneshot(request.map(Body::new))
         });
+        let io = crate::connection::Watched::new(stream, progress.clone());
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
         let connection = graceful.watch(connection);
+        let handshake_timeout = settings.handshake_timeout;
         connections.spawn(async move {
-            if let Err(e) = connection.await {
+            let _slot = slot;
+            tokio::pin!(connection);
+            let outcome = tokio::select! {
+                outcome = &mut connection => outcome,
+                () = tokio::time::sleep(handshake_timeout) => {
+                    if !progress.made() {
+                        tracing::debug!(%peer, "closing a connection that sent no request");
+                        return;
+                    }
+                    connection.await
+                }
+            };
+            if let Err(e) = outcome {
                 tracing::debug!(%peer, error = %e, "connection closed with error");
             }
         });
@@ -412,6 +466,31 @@ pub async fn serve(
         connections.abort_all();
         if let Some(task) = admin_task {
             task.abort();
+        }
+    }
+}
+
+/// Accept failures (descriptors exhausted, …): retried with a growing pause, logged when
+/// they start and when they end, not once per attempt.
+#[derive(Default)]
+struct AcceptErrors {
+    failures: u64,
+}
+
+impl AcceptErrors {
+    fn failed(&mut self, error: &std::io::Error) -> std::time::Duration {
+        if self.failures == 0 {
+            tracing::warn!(%error, "accept failed; backing off until connections can be accepted again");
+        }
+        self.failures += 1;
+        let exponent = self.failures.min(7) as u32;
+        std::time::Duration::from_millis(10 * 2u64.pow(exponent - 1))
+    }
+
+    fn recovered(&mut self) {
+        if self.failures > 0 {
+            tracing::warn!(failures = self.failures, "accepting connections again");
+            self.failures = 0;
         }
     }
 }

@@ -270,3 +270,84 @@ async fn grpc_calls_in_encodings_other_than_protobuf_are_refused() {
         .expect("answered");
     assert_eq!(web.headers()["grpc-status"], "3");
 }
+
+/// Reads until the server closes the connection; `false` if it is still open after a
+/// generous guard (many times the configured handshake timeout).
+async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    });
+    waited.await.is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_and_connections_are_capped() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start_with(&[
+        ("CONDUIT__SERVER__HANDSHAKE_TIMEOUT", "300ms"),
+        ("CONDUIT__SERVER__MAX_CONNECTIONS", "10"),
+    ])
+    .await;
+
+    // 30 connections that never finish a request: three times the cap.
+    let mut silent = Vec::new();
+    for i in 0..30 {
+        let mut stream = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        if i % 3 == 1 {
+            stream.write_all(b"GET /api/tags HT").await.expect("write");
+        }
+        silent.push(stream);
+    }
+    // A real client still gets answered: the silent ones are closed and make room.
+    let (status, _) = Rest::new(&server).get("/api/tags", None).await;
+    assert_eq!(status, StatusCode::OK);
+    for (i, stream) in silent.iter_mut().enumerate() {
+        assert!(
+            closed_by_server(stream).await,
+            "silent connection {i} left open"
+        );
+    }
+
+    // An HTTP/2 client that completed the preface may idle past the timeout (gRPC
+    // channels do) and use the same connection afterwards.
+    let stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let (mut h2, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    let driver = tokio::spawn(connection);
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let request = http::Request::get(format!("http://{}/livez", server.addr))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let response = h2.send_request(request).await.expect("same connection");
+    assert_eq!(response.status(), StatusCode::OK);
+    driver.abort();
+
+    // The limit is reported once per episode, not once per waiting connection.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let warnings = server
+        .logs()
+        .iter()
+        .filter(|l| {
+            l["message"] == "connection limit reached; new connections wait until one closes"
+        })
+        .count();
+    assert!(
+        (1..=4).contains(&warnings),
+        "{warnings} limit warnings for 30 waiting connections"
+    );
+}
