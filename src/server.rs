@@ -372,8 +372,8 @@ pub async fn serve(
         // once per episode, not per connection).
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => {
-                // The episode ends once a tenth of the slots are free again.
-                if at_limit && slots.available_permits() >= settings.max_connections / 10 {
+                // The episode ends once half the slots are free again.
+                if at_limit && slots.available_permits() >= settings.max_connections / 2 {
                     tracing::info!("connections below the limit again");
                     at_limit = false;
                 }

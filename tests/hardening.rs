@@ -337,7 +337,8 @@ async fn silent_connections_are_closed_and_connections_are_capped() {
     assert_eq!(response.status(), StatusCode::OK);
     driver.abort();
 
-    // The limit is reported once per episode, not once per waiting connection.
+    // The limit is reported once per episode (here a few: the silent connections are let
+    // in ten at a time), not once for each of the 20 connections that waited.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let warnings = server
         .logs()
@@ -347,7 +348,7 @@ async fn silent_connections_are_closed_and_connections_are_capped() {
         })
         .count();
     assert!(
-        (1..=4).contains(&warnings),
+        (1..10).contains(&warnings),
         "{warnings} limit warnings for 30 waiting connections"
     );
 }
