@@ -16,7 +16,11 @@ pub const DEV_JWT_SECRET: &str = "conduit-development-secret-do-not-use-in-produ
 const ENV_PREFIX: &str = "CONDUIT";
 const ENV_SEPARATOR: &str = "__";
 /// Keys whose environment values are comma-separated lists.
-const LIST_KEYS: &[&str] = &["cors.allowed_origins", "docs.servers"];
+const LIST_KEYS: &[&str] = &[
+    "cors.allowed_origins",
+    "docs.servers",
+    "server.trusted_proxies",
+];
 const REDACTED: &str = "<redacted>";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -76,6 +80,7 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     pub idempotency: IdempotencySettings,
     pub cache: CacheSettings,
+    pub rate_limit: RateLimitSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,9 +118,27 @@ pub struct ServerSettings {
     pub handshake_timeout: Duration,
     /// Connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
+    /// Addresses or CIDR blocks of the reverse proxies in front of the service: only
+    /// from these is `X-Forwarded-For` believed when finding the client's address.
+    pub trusted_proxies: Vec<String>,
     /// `Strict-Transport-Security` for REST answers (e.g. `max-age=63072000;
     /// includeSubDomains`) when every client reaches the service over HTTPS; empty: none.
     pub hsts: String,
+}
+
+impl ServerSettings {
+    /// `trusted_proxies` parsed: a bare address is a block of one.
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.trusted_proxies
+            .iter()
+            .map(|entry| {
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("{entry:?} is not an IP address or CIDR block"))
+            })
+            .collect()
+    }
 }
 
 impl Default for ServerSettings {
@@ -135,6 +158,7 @@ impl Default for ServerSettings {
             hsts: String::new(),
             handshake_timeout: Duration::from_secs(10),
             max_connections: 4096,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -267,6 +291,23 @@ impl Default for IdempotencySettings {
         Self {
             ttl: Duration::from_secs(24 * 3600),
             purge_interval: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Attempts at credentials (login, registration) per minute; 0 turns a limit off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    pub per_ip_per_minute: u32,
+    pub per_account_per_minute: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            per_ip_per_minute: 30,
+            per_account_per_minute: 10,
         }
     }
 }
@@ -422,6 +463,9 @@ impl Settings {
                 "server.hsts",
                 format!("{:?} is not a header value", self.server.hsts),
             );
+        }
+        if let Err(e) = self.server.trusted_proxy_nets() {
+            return invalid("server.trusted_proxies", e);
         }
         if self.server.max_connections == 0 {
             return invalid("server.max_connections", "must be greater than 0".into());

@@ -52,6 +52,8 @@ pub enum Reason {
     DatabaseUnavailable,
     /// Every password-hashing slot stayed busy for the configured queue time.
     HashingBusy,
+    /// Too many attempts at credentials from this client or on this account.
+    RateLimited,
     DeadlineExceeded,
     MethodNotFound,
     MethodNotAllowed,
@@ -85,6 +87,7 @@ impl Reason {
             Reason::UnsupportedContentType => "UNSUPPORTED_CONTENT_TYPE",
             Reason::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
             Reason::HashingBusy => "HASHING_BUSY",
+            Reason::RateLimited => "RATE_LIMITED",
             Reason::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Reason::MethodNotFound => "METHOD_NOT_FOUND",
             Reason::MethodNotAllowed => "METHOD_NOT_ALLOWED",
@@ -111,7 +114,7 @@ impl Reason {
             Reason::RequestTooLarge
             | Reason::RequestUnreadable
             | Reason::UnsupportedContentType => "body",
-            Reason::DeadlineExceeded | Reason::HashingBusy => "request",
+            Reason::DeadlineExceeded | Reason::HashingBusy | Reason::RateLimited => "request",
             Reason::MethodNotFound => "route",
             Reason::MethodNotAllowed => "method",
             Reason::NotAuthor | Reason::ValidationFailed | Reason::Internal => "request",
@@ -172,6 +175,9 @@ pub enum AppError {
     /// 503 / UNAVAILABLE: a dependency is down; retrying later may succeed.
     #[error("unavailable: {0:?}")]
     Unavailable(Reason),
+    /// 429 with `Retry-After` / RESOURCE_EXHAUSTED with `RetryInfo`: try again after this.
+    #[error("rate limited for {0:?}")]
+    RateLimited(std::time::Duration),
     /// 500 / INTERNAL. Details are logged, never sent.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -193,6 +199,7 @@ impl AppError {
             AppError::Conflict(_) | AppError::Contention(_) => StatusCode::CONFLICT,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -207,6 +214,7 @@ impl AppError {
             AppError::Contention(_) => Code::Aborted,
             AppError::PayloadTooLarge => Code::ResourceExhausted,
             AppError::Unavailable(_) => Code::Unavailable,
+            AppError::RateLimited(_) => Code::ResourceExhausted,
             AppError::Internal(_) => Code::Internal,
         }
     }
@@ -216,6 +224,7 @@ impl AppError {
             AppError::Validation(_) => Reason::ValidationFailed,
             AppError::Forbidden(_) => Reason::NotAuthor,
             AppError::PayloadTooLarge => Reason::RequestTooLarge,
+            AppError::RateLimited(_) => Reason::RateLimited,
             AppError::Internal(_) => Reason::Internal,
             AppError::Invalid(reason, _)
             | AppError::Unauthorized(reason)
@@ -241,6 +250,9 @@ impl AppError {
             AppError::Contention(_) => "was changed by a concurrent request; retry".into(),
             AppError::PayloadTooLarge => "is too large".into(),
             AppError::Unavailable(_) => "unavailable".into(),
+            AppError::RateLimited(wait) => {
+                format!("too many attempts; retry in {} s", retry_after_secs(*wait))
+            }
             AppError::Internal(_) => return vec![("internal", internal_message())],
         };
         vec![(subject, message)]
@@ -288,8 +300,19 @@ impl IntoResponse for AppError {
                 list.push(message.into());
             }
         }
-        (self.http_status(), Json(json!({ "errors": errors }))).into_response()
+        let mut response = (self.http_status(), Json(json!({ "errors": errors }))).into_response();
+        if let AppError::RateLimited(wait) = self {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, retry_after_secs(wait).into());
+        }
+        response
     }
+}
+
+/// Whole seconds to wait, rounded up (`Retry-After` has no fractions).
+fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 /// Every status carries `ErrorInfo` (reason, domain `conduit`); invalid arguments also
@@ -313,6 +336,9 @@ impl From<AppError> for tonic::Status {
             for (field, description) in violations {
                 details.add_bad_request_violation(field, description);
             }
+        }
+        if let AppError::RateLimited(wait) = error {
+            details.set_retry_info(Some(wait));
         }
         status_with(code, reason, message, details)
     }

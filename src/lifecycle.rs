@@ -97,6 +97,7 @@ impl Lifecycle {
         };
         lifecycle.spawn_database_watch();
         lifecycle.spawn_idempotency_purge();
+        lifecycle.spawn_rate_limit_upkeep();
         lifecycle.spawn_cache_invalidation();
         // Warm: the first visitors get the tag list from memory too. Not fatal: with
         // migrations left to a job the tables may not exist yet, and readiness says so.
@@ -198,6 +199,22 @@ impl Lifecycle {
     }
 
     /// Deletes expired idempotency keys every `idempotency.purge_interval`.
+    /// Forgets rate-limit keys whose limits have recovered, so addresses and accounts
+    /// seen once do not stay in memory.
+    fn spawn_rate_limit_upkeep(&self) {
+        let attempts = self.state.attempts.clone();
+        self.spawn_worker("rate-limit-upkeep", move |stop| async move {
+            let mut ticker = tokio::time::interval(std::time::Duration::from_secs(60));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = ticker.tick() => attempts.sweep(),
+                }
+            }
+        });
+    }
+
     fn spawn_idempotency_purge(&self) {
         let store = self.state.store.clone();
         let interval = self.state.settings.idempotency.purge_interval;

@@ -15,6 +15,7 @@ pub const DB_CONNECTIONS_MAX: &str = "db_client_connections_max";
 pub const JOB_RUNS: &str = "conduit_job_runs_total";
 pub const BUILD_INFO: &str = "conduit_build_info";
 pub const HASHING_REFUSED: &str = "conduit_password_hashing_refused_total";
+pub const RATE_LIMITED: &str = "conduit_rate_limited_total";
 
 /// Seconds; tuned for an API whose calls take milliseconds, with room for slow ones.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -47,6 +48,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     metrics::describe_counter!(
         crate::cache::LOOKUPS,
         "Read-cache lookups, by cache (articles, tags, totals) and result (hit, miss)"
+    );
+    metrics::describe_counter!(
+        RATE_LIMITED,
+        "Logins and registrations refused 429 / RESOURCE_EXHAUSTED by the attempt limits"
     );
     metrics::describe_counter!(
         HASHING_REFUSED,

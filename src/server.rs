@@ -365,6 +365,9 @@ pub async fn serve(
     let mut connections = tokio::task::JoinSet::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
     let mut accept_errors = AcceptErrors::default();
+    // Validated with the settings; an entry that does not parse cannot get here.
+    let trusted_proxies: Arc<[ipnet::IpNet]> =
+        settings.trusted_proxy_nets().unwrap_or_default().into();
     let mut at_limit = false;
     tokio::pin!(shutdown);
     loop {
@@ -420,9 +423,15 @@ pub async fn serve(
         let progress = crate::connection::Progress::default();
         let app = app.clone();
         let started = progress.clone();
+        let trusted = trusted_proxies.clone();
         let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
             started.mark();
-            app.clone().oneshot(request.map(Body::new))
+            let mut request = request.map(Body::new);
+            let client = crate::auth::attempts::client_ip(peer.ip(), request.headers(), &trusted);
+            request
+                .extensions_mut()
+                .insert(middleware::request_id::ClientIp(client));
+            app.clone().oneshot(request)
         });
         let io = crate::connection::Watched::new(stream, progress.clone());
         let connection = builder

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use sea_orm::DatabaseConnection;
 
 use crate::{
-    auth::{TokenKeys, password::Hasher},
+    auth::{TokenKeys, attempts::Attempts, password::Hasher},
     cache::ReadCache,
     config::Settings,
     db::Store,
@@ -24,6 +24,8 @@ pub struct AppState {
     pub pages: Arc<PageTokens>,
     /// Password hashing, bounded in concurrency.
     pub hasher: Hasher,
+    /// Rate limits on attempts at credentials.
+    pub attempts: Attempts,
 }
 
 impl AppState {
@@ -36,6 +38,7 @@ impl AppState {
             ReadCache::new(&settings.cache),
         );
         let hasher = Hasher::new(&settings.auth);
+        let attempts = Attempts::new(&settings.rate_limit);
         Self {
             settings,
             store,
@@ -43,6 +46,7 @@ impl AppState {
             tokens,
             pages,
             hasher,
+            attempts,
         }
     }
 

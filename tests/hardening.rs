@@ -352,3 +352,111 @@ async fn silent_connections_are_closed_and_connections_are_capped() {
         "{warnings} limit warnings for 30 waiting connections"
     );
 }
+
+async fn login_status(
+    server: &TestServer,
+    email: &str,
+    forwarded_for: Option<&str>,
+) -> reqwest::Response {
+    let mut request = server
+        .http()
+        .post(server.url("/api/users/login"))
+        .json(&json!({"user": {"email": email, "password": "wrong-password"}}));
+    if let Some(ip) = forwarded_for {
+        request = request.header("x-forwarded-for", ip);
+    }
+    request.send().await.expect("answered")
+}
+
+#[tokio::test]
+async fn credential_guessing_is_rate_limited_per_account_and_per_client() {
+    let limits = [
+        ("CONDUIT__RATE_LIMIT__PER_ACCOUNT_PER_MINUTE", "3"),
+        ("CONDUIT__RATE_LIMIT__PER_IP_PER_MINUTE", "6"),
+    ];
+    let server = TestServer::start_with(&limits).await;
+    let victim = format!("{}@example.com", unique("victim"));
+
+    // Per account: three guesses, then 429 with Retry-After.
+    for _ in 0..3 {
+        let response = login_status(&server, &victim, None).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let limited = login_status(&server, &victim.to_uppercase(), None).await;
+    assert_eq!(
+        limited.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "any case of the email"
+    );
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let body: serde_json::Value = limited.json().await.expect("json");
+    assert!(
+        body["errors"]["request"][0]
+            .as_str()
+            .is_some_and(|m| m.contains("too many")),
+        "{body}"
+    );
+
+    // Per client: other accounts from the same address run out too (4 attempts so far).
+    for i in 0..2 {
+        let other = format!("{}@example.com", unique(&format!("other{i}")));
+        assert_eq!(
+            login_status(&server, &other, None).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let fresh = format!("{}@example.com", unique("fresh"));
+    assert_eq!(
+        login_status(&server, &fresh, None).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // A forwarded-for header from an untrusted peer changes nothing.
+    assert_eq!(
+        login_status(&server, &fresh, Some("203.0.113.7"))
+            .await
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // gRPC shares the limits: RESOURCE_EXHAUSTED with RetryInfo.
+    let mut users = UserServiceClient::new(server.channel().await);
+    let status = users
+        .login(LoginRequest {
+            email: fresh.clone(),
+            password: "wrong-password".into(),
+        })
+        .await
+        .expect_err("limited");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    use tonic_types::StatusExt;
+    let retry = status.get_details_retry_info().expect("RetryInfo");
+    assert!(retry.retry_delay.is_some_and(|d| d.as_secs() >= 1));
+
+    // Behind a trusted proxy each forwarded client has its own share.
+    let mut behind_proxy = limits.to_vec();
+    behind_proxy.push(("CONDUIT__SERVER__TRUSTED_PROXIES", "127.0.0.1,10.0.0.0/8"));
+    let proxied = TestServer::start_with(&behind_proxy).await;
+    for i in 0..6 {
+        let email = format!("{}@example.com", unique(&format!("p{i}")));
+        login_status(&proxied, &email, Some("203.0.113.7")).await;
+    }
+    let email = format!("{}@example.com", unique("p-last"));
+    assert_eq!(
+        login_status(&proxied, &email, Some("203.0.113.7"))
+            .await
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the forwarded client is limited"
+    );
+    assert_eq!(
+        login_status(&proxied, &email, Some("198.51.100.20"))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED,
+        "another forwarded client is not"
+    );
+}

@@ -2,6 +2,7 @@
 //! `authorization` header (REST) or metadata (gRPC) into an [`Auth`] request extension;
 //! adapters then ask for a required or optional [`Principal`].
 
+pub mod attempts;
 pub mod password;
 pub mod token;
 

@@ -200,9 +200,14 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     request.extensions_mut().insert(info.clone());
     // Built before the handler runs: if the caller goes away before the response starts,
     // dropping this still logs the request, counts it and restores the in-flight gauge.
+    let client_ip = request
+        .extensions()
+        .get::<request_id::ClientIp>()
+        .map(|c| c.0);
     let ids = request_id::Ids {
         request_id: request_id.clone(),
         trace_id: trace_id.clone(),
+        client_ip,
     };
     let mut completion = Completion::start(
         protocol,
@@ -211,6 +216,7 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         quiet,
         request_id,
         trace_id,
+        client_ip,
         info,
         span.clone(),
     );
@@ -372,6 +378,7 @@ struct Completion {
     quiet: bool,
     request_id: String,
     trace_id: Option<String>,
+    client_ip: Option<std::net::IpAddr>,
     status: u16,
     grpc_code: Option<i32>,
     info: InfoSlot,
@@ -390,6 +397,7 @@ impl Completion {
         quiet: bool,
         request_id: String,
         trace_id: Option<String>,
+        client_ip: Option<std::net::IpAddr>,
         info: InfoSlot,
         span: Span,
     ) -> Self {
@@ -404,6 +412,7 @@ impl Completion {
             quiet,
             request_id,
             trace_id,
+            client_ip,
             status: CLIENT_CLOSED,
             grpc_code: None,
             info,
@@ -505,6 +514,7 @@ impl Drop for Completion {
                     latency_ms,
                     request_id = %self.request_id,
                     trace_id = self.trace_id.as_deref(),
+                    client_ip = self.client_ip.map(tracing::field::display),
                     principal,
                     "request finished"
                 )

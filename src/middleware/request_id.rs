@@ -13,6 +13,18 @@ pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 pub struct Ids {
     pub request_id: String,
     pub trace_id: Option<String>,
+    /// The client's address (see `auth::attempts::client_ip`), when served over TCP.
+    pub client_ip: Option<std::net::IpAddr>,
+}
+
+/// Request extension set by the server loop: the client's address, with
+/// `X-Forwarded-For` followed only behind a trusted proxy.
+#[derive(Clone, Copy)]
+pub struct ClientIp(pub std::net::IpAddr);
+
+/// The current request's client address.
+pub fn client_ip() -> Option<std::net::IpAddr> {
+    IDS.try_with(|ids| ids.client_ip).ok().flatten()
 }
 
 tokio::task_local! {

@@ -111,7 +111,11 @@ fn base_command(db_url: &str, workdir: &std::path::Path) -> Command {
         .env("CONDUIT__SERVER__ADDR", "127.0.0.1:0")
         .env("CONDUIT__DATABASE__URL", db_url)
         .env("CONDUIT__TELEMETRY__LOG_FORMAT", "json")
-        .env("CONDUIT__TELEMETRY__LOG_LEVEL", "info");
+        .env("CONDUIT__TELEMETRY__LOG_LEVEL", "info")
+        // Tests register and log in far more often than a person: attempt limits are off
+        // unless a test turns them on (tests/hardening.rs).
+        .env("CONDUIT__RATE_LIMIT__PER_IP_PER_MINUTE", "0")
+        .env("CONDUIT__RATE_LIMIT__PER_ACCOUNT_PER_MINUTE", "0");
     cmd
 }
 

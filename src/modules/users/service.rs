@@ -7,7 +7,7 @@ use sea_orm::{ConnectionTrait, IntoActiveModel, Set};
 
 use super::repo;
 use crate::{
-    auth::{Principal, TokenKeys, password::Hasher},
+    auth::{Principal, TokenKeys, attempts::Attempts, password::Hasher},
     db::Store,
     entities::users::{Column, Model},
     error::{AppError, AppResult, Reason},
@@ -61,6 +61,7 @@ pub struct UserService {
     store: Store,
     tokens: Arc<TokenKeys>,
     hasher: Hasher,
+    attempts: Attempts,
 }
 
 impl UserService {
@@ -69,6 +70,7 @@ impl UserService {
             store: state.store.clone(),
             tokens: state.tokens.clone(),
             hasher: state.hasher.clone(),
+            attempts: state.attempts.clone(),
         }
     }
 
@@ -92,6 +94,7 @@ impl UserService {
             .finish()?;
         let username = normalize_name(&input.username);
         let email = normalize_name(&input.email);
+        self.attempts.check(&email)?;
         // Checked before the costly hash so a taken name fails fast; the unique indexes
         // still decide races at insert.
         let (u, e) = (username.clone(), email.clone());
@@ -135,6 +138,7 @@ impl UserService {
             .not_blank("password", &input.password)
             .finish()?;
         let email = normalize_name(&input.email);
+        self.attempts.check(&email)?;
         let user = self
             .store
             .query(move |db| Box::pin(async move { Ok(repo::find_by_email(db, &email).await?) }))
