@@ -413,6 +413,7 @@ impl Process {
             .current_dir(workdir)
             .env("APP_ENV", "prod")
             .env("CONDUIT__SERVER__ADDR", "127.0.0.1:0")
+            .env("CONDUIT__SERVER__ADMIN_ADDR", "127.0.0.1:0")
             .env("CONDUIT__SERVER__DRAIN_DELAY", "0s")
             .env("CONDUIT__DATABASE__URL", database_url)
             .env("CONDUIT__DATABASE__MIGRATE_ON_START", "true")
