@@ -161,7 +161,7 @@ impl ReadCache {
 /// Listens for other replicas' writes on Postgres until `stop`; advances the generation
 /// on each, and whenever the listening connection had to be re-established.
 pub async fn follow_other_replicas(
-    url: String,
+    url: crate::config::Secret,
     cache: Arc<ReadCache>,
     stop: tokio_util::sync::CancellationToken,
 ) {
@@ -169,7 +169,7 @@ pub async fn follow_other_replicas(
     let mut delay = Duration::from_millis(100);
     loop {
         let listener = async {
-            let mut listener = PgListener::connect(&url).await?;
+            let mut listener = PgListener::connect(url.expose()).await?;
             listener.listen(CHANNEL).await?;
             anyhow::Ok(listener)
         };

@@ -182,11 +182,49 @@ impl Default for CorsSettings {
     }
 }
 
+/// A setting that must not leak: `Debug` (so any `?settings` in a log line) shows
+/// `<redacted>`, and the value is reached only through [`Secret::expose`]. Serializing
+/// does write the value — configuration layering needs it — so printing settings goes
+/// through [`Settings::redacted_toml`].
+#[derive(Clone, Deserialize)]
+#[serde(from = "String")]
+pub struct Secret(secrecy::SecretString);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        secrecy::ExposeSecret::expose_secret(&self.0)
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value.into())
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Secret(value.into())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.expose())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSettings {
     /// `sqlite://path?mode=rwc` or `postgres://user:pass@host:port/db`.
-    pub url: String,
+    pub url: Secret,
     pub max_connections: u32,
     /// Per connection attempt.
     #[serde(with = "humantime_serde")]
@@ -216,10 +254,10 @@ impl Default for DatabaseSettings {
     }
 }
 
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
-    pub jwt_secret: String,
+    pub jwt_secret: Secret,
     pub jwt_issuer: String,
     #[serde(with = "humantime_serde")]
     pub token_ttl: Duration,
@@ -230,18 +268,6 @@ pub struct AuthSettings {
     /// before it is answered 503 / UNAVAILABLE.
     #[serde(with = "humantime_serde")]
     pub hash_queue_timeout: Duration,
-}
-
-impl fmt::Debug for AuthSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthSettings")
-            .field("jwt_secret", &REDACTED)
-            .field("jwt_issuer", &self.jwt_issuer)
-            .field("token_ttl", &self.token_ttl)
-            .field("max_concurrent_hashes", &self.max_concurrent_hashes)
-            .field("hash_queue_timeout", &self.hash_queue_timeout)
-            .finish()
-    }
 }
 
 impl Default for AuthSettings {
@@ -359,7 +385,7 @@ pub struct TelemetrySettings {
     /// with a sampled `traceparent` follows its caller's decision (parent-based).
     pub trace_sample_ratio: f64,
     /// Error tracking (Sentry protocol). Unset: off.
-    pub sentry_dsn: Option<String>,
+    pub sentry_dsn: Option<Secret>,
 }
 
 impl Default for TelemetrySettings {
@@ -523,7 +549,7 @@ impl Settings {
                 );
             }
         }
-        let url = &self.database.url;
+        let url = self.database.url.expose();
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")
             || url.starts_with("postgresql://"))
@@ -536,10 +562,10 @@ impl Settings {
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be greater than 0".into());
         }
-        if self.auth.jwt_secret.len() < 32 {
+        if self.auth.jwt_secret.expose().len() < 32 {
             return invalid("auth.jwt_secret", "must be at least 32 bytes".into());
         }
-        if self.auth.jwt_secret == DEV_JWT_SECRET {
+        if self.auth.jwt_secret.expose() == DEV_JWT_SECRET {
             // The built-in secret is in the source: anyone who can reach the server could
             // mint tokens for any account. Only a loopback listener may use it.
             let set_one = "set CONDUIT__AUTH__JWT_SECRET or CONDUIT__AUTH__JWT_SECRET_FILE";
@@ -577,7 +603,7 @@ impl Settings {
     pub fn redacted_toml(&self) -> String {
         let mut shown = self.clone();
         shown.auth.jwt_secret = REDACTED.into();
-        shown.database.url = redact_url_password(&self.database.url);
+        shown.database.url = redact_url_password(self.database.url.expose()).into();
         if shown.telemetry.sentry_dsn.is_some() {
             shown.telemetry.sentry_dsn = Some(REDACTED.into());
         }
@@ -729,10 +755,21 @@ mod tests {
                     "CONDUIT__DATABASE__URL",
                     "postgres://app:hunter2@db:5432/conduit",
                 ),
+                (
+                    "CONDUIT__TELEMETRY__SENTRY_DSN",
+                    "https://dsnkey42@errors.example.com/1",
+                ),
             ],
         )
         .expect("valid");
-        assert_eq!(s.auth.jwt_secret, "s".repeat(48));
+        assert_eq!(s.auth.jwt_secret.expose(), "s".repeat(48));
+        let debugged = format!("{s:?} {s:#?}");
+        assert!(
+            !debugged.contains("hunter2")
+                && !debugged.contains(&"s".repeat(48))
+                && !debugged.contains("dsnkey42"),
+            "Debug of the settings leaks a secret: {debugged}"
+        );
         let shown = s.redacted_toml();
         assert!(
             !shown.contains("hunter2") && !shown.contains(&"s".repeat(48)),

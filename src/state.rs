@@ -31,7 +31,9 @@ pub struct AppState {
 impl AppState {
     pub fn new(settings: Arc<Settings>, db: DatabaseConnection, readiness: Readiness) -> Self {
         let tokens = Arc::new(TokenKeys::new(&settings.auth));
-        let pages = Arc::new(PageTokens::new(settings.auth.jwt_secret.as_bytes()));
+        let pages = Arc::new(PageTokens::new(
+            settings.auth.jwt_secret.expose().as_bytes(),
+        ));
         let store = Store::new(
             db,
             settings.database.max_connections,

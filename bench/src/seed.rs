@@ -178,7 +178,7 @@ pub async fn ceiling(
     use sea_orm::{ConnectionTrait, DbBackend, Statement};
     // conduit's own connection setup (session settings included), 16 connections.
     let settings = conduit::config::DatabaseSettings {
-        url: url.to_string(),
+        url: url.into(),
         max_connections: 16,
         ..Default::default()
     };

@@ -39,8 +39,8 @@ impl TokenKeys {
         validation.set_issuer(&[&settings.jwt_issuer]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         Self {
-            encoding: EncodingKey::from_secret(settings.jwt_secret.as_bytes()),
-            decoding: DecodingKey::from_secret(settings.jwt_secret.as_bytes()),
+            encoding: EncodingKey::from_secret(settings.jwt_secret.expose().as_bytes()),
+            decoding: DecodingKey::from_secret(settings.jwt_secret.expose().as_bytes()),
             validation,
             issuer: settings.jwt_issuer.clone(),
             ttl: settings.token_ttl,

@@ -21,7 +21,7 @@ use crate::config::DatabaseSettings;
 /// Connects, retrying with backoff until `startup_deadline`, then gives up with the last
 /// error so a misconfigured or unreachable database fails the process fast and clearly.
 pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<DatabaseConnection> {
-    ensure_sqlite_dir(&settings.url)?;
+    ensure_sqlite_dir(settings.url.expose())?;
     let deadline = Instant::now() + settings.startup_deadline;
     let mut backoff = Duration::from_millis(100);
     let mut attempt = 1u32;
@@ -40,7 +40,7 @@ pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<DatabaseConn
         if Instant::now() + backoff >= deadline {
             bail!(
                 "database unreachable at {} after {attempt} attempt(s) within {:?}: {error}",
-                crate::config::redact_url_password(&settings.url),
+                crate::config::redact_url_password(settings.url.expose()),
                 settings.startup_deadline
             );
         }
@@ -55,7 +55,7 @@ async fn try_connect(
     settings: &DatabaseSettings,
     timeout: Duration,
 ) -> anyhow::Result<DatabaseConnection> {
-    let mut options = ConnectOptions::new(settings.url.clone());
+    let mut options = ConnectOptions::new(settings.url.expose());
     let busy_timeout = settings.sqlite_busy_timeout;
     options
         .max_connections(settings.max_connections)
@@ -96,7 +96,7 @@ pub async fn migrate(db: &DatabaseConnection, settings: &DatabaseSettings) -> an
     match db.get_database_backend() {
         DbBackend::Postgres => {
             let lock_conn = Database::connect(
-                ConnectOptions::new(settings.url.clone())
+                ConnectOptions::new(settings.url.expose())
                     .max_connections(1)
                     .sqlx_logging(false)
                     .to_owned(),

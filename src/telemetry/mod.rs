@@ -102,7 +102,7 @@ pub fn init(settings: &Settings) -> anyhow::Result<Telemetry> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let sentry = t.sentry_dsn.as_ref().map(|dsn| {
         sentry::init((
-            dsn.as_str(),
+            dsn.expose(),
             sentry::ClientOptions::new()
                 .release(env!("CARGO_PKG_VERSION"))
                 .environment(settings.app_env().as_str()),
