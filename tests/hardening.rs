@@ -460,3 +460,81 @@ async fn credential_guessing_is_rate_limited_per_account_and_per_client() {
         "another forwarded client is not"
     );
 }
+
+/// The access line of the request with this id, once it is written.
+async fn access_line(server: &TestServer, request_id: &str) -> serde_json::Value {
+    for _ in 0..100 {
+        if let Some(line) = server
+            .logs()
+            .into_iter()
+            .find(|l| l["target"] == "access" && l["request_id"] == request_id)
+        {
+            return line;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no access line for {request_id}: {:#?}", server.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_leave_mid_body_are_cancellations() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start().await;
+
+    // REST: the body is promised, half sent, and the connection closed.
+    let mut stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            b"POST /api/users/login HTTP/1.1\r\nhost: conduit\r\ncontent-type: application/json\r\n\
+              content-length: 1000\r\nx-request-id: gone-rest\r\n\r\n{\"user\":",
+        )
+        .await
+        .expect("write");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    drop(stream);
+    let line = access_line(&server, "gone-rest").await;
+    assert_eq!(line["status"], 499, "{line}");
+
+    // gRPC: a message half sent, then the call abandoned (the stream is reset).
+    let stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let (mut h2, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    let driver = tokio::spawn(connection);
+    let (sender, receiver) = tokio::sync::mpsc::channel::<
+        Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>,
+    >(4);
+    let body =
+        http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(receiver));
+    let request = http::Request::post(format!(
+        "http://{}/conduit.v1.UserService/Login",
+        server.addr
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .header("x-request-id", "gone-grpc")
+    .body(body)
+    .expect("request");
+    // A frame header promising 500 bytes, and 3 of them.
+    sender
+        .send(Ok(http_body::Frame::data(bytes::Bytes::from_static(&[
+            0, 0, 0, 1, 244, 10, 1, 97,
+        ]))))
+        .await
+        .expect("send");
+    let call = tokio::spawn(async move { h2.send_request(request).await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    call.abort();
+    let _ = call.await;
+    drop(sender);
+    let line = access_line(&server, "gone-grpc").await;
+    assert_eq!(line["grpc_code"], "CANCELLED", "{line}");
+    driver.abort();
+}

@@ -25,22 +25,50 @@ pub fn declared_over(limit: usize, protocol: Protocol, request: &Request) -> Opt
         .then(|| too_large(protocol, limit))
 }
 
-/// `request` with its body cut at `limit` bytes while it is read.
+/// `request` with its body cut at `limit` bytes while it is read. A read that fails
+/// because the client went away is reported to `observe` as a cancellation.
 pub fn bounded(limit: usize, protocol: Protocol, request: Request) -> Request {
+    let gone = super::observe::ClientGone::of(&request);
     request.map(|body| {
-        let limited = Limited::new(body, limit);
-        if protocol.is_grpc() {
-            Body::new(limited.map_err(move |e| {
-                if e.is::<LengthLimitError>() {
-                    Box::new(grpc_too_large(limit)) as Box<dyn std::error::Error + Send + Sync>
-                } else {
-                    e
+        Body::new(Limited::new(body, limit).map_err(move |e| {
+            if e.is::<LengthLimitError>() {
+                if protocol.is_grpc() {
+                    return Box::new(grpc_too_large(limit))
+                        as Box<dyn std::error::Error + Send + Sync>;
                 }
-            }))
-        } else {
-            Body::new(limited)
-        }
+            } else if client_went_away(&*e)
+                && let Some(gone) = &gone
+            {
+                gone.mark();
+            }
+            e
+        }))
     })
+}
+
+/// Whether a body error means the peer stopped sending: the connection closed before the
+/// body was complete, or the HTTP/2 stream was reset.
+fn client_went_away(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>()
+            && (hyper.is_incomplete_message() || hyper.is_canceled() || hyper.is_closed())
+        {
+            return true;
+        }
+        // HTTP/1.1: the connection ended before the promised length (an I/O error such
+        // as UnexpectedEof or a reset, under hyper's body error).
+        if e.is::<std::io::Error>() {
+            return true;
+        }
+        if let Some(h2) = e.downcast_ref::<h2::Error>()
+            && (h2.is_remote() || h2.is_io())
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 fn grpc_too_large(limit: usize) -> tonic::Status {

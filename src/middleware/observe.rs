@@ -49,6 +49,10 @@ struct RequestInfo {
     /// Set from inside the gRPC-Web translation, where the gRPC trailers still exist
     /// (tonic-web folds them into the body before they reach this layer).
     grpc_code: OnceLock<i32>,
+    /// Reading the request body failed because the client went away (connection closed
+    /// or stream reset mid-body): whatever the handler then answered, the outcome is the
+    /// client's cancellation.
+    client_gone: OnceLock<()>,
 }
 
 #[derive(Clone, Default)]
@@ -57,6 +61,24 @@ struct InfoSlot(Arc<RequestInfo>);
 pub fn record_principal<B>(request: &http::Request<B>, user_id: i64) {
     if let Some(slot) = request.extensions().get::<InfoSlot>() {
         let _ = slot.0.principal.set(user_id);
+    }
+}
+
+/// Where the request body reports that its client went away.
+#[derive(Clone)]
+pub struct ClientGone(InfoSlot);
+
+impl ClientGone {
+    pub fn of<B>(request: &http::Request<B>) -> Option<ClientGone> {
+        request
+            .extensions()
+            .get::<InfoSlot>()
+            .cloned()
+            .map(ClientGone)
+    }
+
+    pub fn mark(&self) {
+        let _ = self.0.0.client_gone.set(());
     }
 }
 
@@ -456,6 +478,15 @@ impl Drop for Completion {
     /// Runs when the body ends, fails, or is dropped unfinished (client cancelled).
     fn drop(&mut self) {
         let elapsed = self.started.elapsed();
+        // A client that went away while sending its body is a cancellation, not the
+        // error the handler made of the broken body.
+        if self.info.0.client_gone.get().is_some() {
+            self.status = CLIENT_CLOSED;
+            self.grpc_code = self
+                .protocol
+                .is_grpc()
+                .then_some(tonic::Code::Cancelled as i32);
+        }
         // gRPC-Web outcomes come from inside the translation; a gRPC body dropped before
         // its trailers means the client went away.
         let code = match self
