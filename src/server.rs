@@ -228,7 +228,9 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
         .layer(from_fn_with_state(state.tokens.clone(), auth::resolve))
         .layer(SharedLayer)
         // 8. gRPC-Web → gRPC translation, so every layer above saw the original
-        .layer(middleware::grpc_web::GrpcWebOnlyLayer)
+        .layer(middleware::grpc_web::GrpcWebOnlyLayer {
+            body_limit: server.body_limit_bytes,
+        })
         .layer(SharedLayer)
         // 9. idempotency keys: after auth (keys are per caller) and translation (gRPC and
         //     gRPC-Web retries share one stored answer)

@@ -538,3 +538,80 @@ async fn clients_that_leave_mid_body_are_cancellations() {
     assert_eq!(line["grpc_code"], "CANCELLED", "{line}");
     driver.abort();
 }
+
+/// The gRPC status of a gRPC-Web answer: a header when trailers-only, else in the
+/// trailer frame at the end of the body (flag 0x80, then `grpc-status:N` lines).
+async fn grpc_web_status(response: reqwest::Response, text: bool) -> String {
+    if let Some(status) = response.headers().get("grpc-status") {
+        return status.to_str().expect("ascii").to_string();
+    }
+    let body = response.bytes().await.expect("body").to_vec();
+    let body = if text {
+        use base64::Engine;
+        // Each frame is base64 of its own; decode them one padded chunk at a time.
+        let text = String::from_utf8(body).expect("base64 text");
+        let mut decoded = Vec::new();
+        let mut rest = text.as_str();
+        while !rest.is_empty() {
+            let end = rest.find('=').map_or(rest.len(), |i| {
+                i + rest[i..].chars().take_while(|c| *c == '=').count()
+            });
+            decoded.extend(
+                base64::engine::general_purpose::STANDARD
+                    .decode(&rest[..end])
+                    .expect("base64"),
+            );
+            rest = &rest[end..];
+        }
+        decoded
+    } else {
+        body
+    };
+    let text = String::from_utf8_lossy(&body);
+    text.split("grpc-status:")
+        .nth(1)
+        .and_then(|s| s.split(['\r', '\n']).next())
+        .expect("a grpc-status trailer")
+        .trim()
+        .to_string()
+}
+
+#[tokio::test]
+async fn over_limit_messages_are_resource_exhausted_in_every_framing() {
+    use base64::Engine;
+    use conduit::proto::conduit::v1::LoginRequest;
+    let server = TestServer::start_with(&[("CONDUIT__SERVER__BODY_LIMIT_BYTES", "1024")]).await;
+    let message = common::grpc_frame(&LoginRequest {
+        email: "big@example.com".into(),
+        password: "p".repeat(1200),
+    });
+    let text = base64::engine::general_purpose::STANDARD.encode(&message);
+    for (content_type, body, is_text) in [
+        ("application/grpc-web+proto", message.clone(), false),
+        ("application/grpc-web-text", text.into_bytes(), true),
+    ] {
+        for declared in [true, false] {
+            let body = if declared {
+                reqwest::Body::from(body.clone())
+            } else {
+                // Streamed: no content-length, chunked.
+                let chunks = vec![Ok::<_, std::io::Error>(body.clone())];
+                reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
+            };
+            let response = server
+                .http()
+                .post(server.url("/conduit.v1.UserService/Login"))
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .expect("answered");
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(
+                grpc_web_status(response, is_text).await,
+                "8",
+                "{content_type}, content-length declared: {declared}"
+            );
+        }
+    }
+}

@@ -46,6 +46,33 @@ pub fn bounded(limit: usize, protocol: Protocol, request: Request) -> Request {
     })
 }
 
+/// A translated gRPC-Web request (tonic's body type) cut at `limit` bytes:
+/// RESOURCE_EXHAUSTED past it.
+pub fn bounded_grpc(
+    limit: usize,
+    request: http::Request<tonic::body::Body>,
+) -> http::Request<tonic::body::Body> {
+    request.map(|body| {
+        tonic::body::Body::new(Limited::new(body, limit).map_err(move |e| {
+            if e.is::<LengthLimitError>() {
+                Box::new(grpc_too_large(limit)) as Box<dyn std::error::Error + Send + Sync>
+            } else {
+                e
+            }
+        }))
+    })
+}
+
+/// The bound on a raw request body: gRPC-Web text is base64, a third larger than the
+/// messages it carries (which are bounded after decoding, `bounded_grpc`).
+pub fn raw_limit(limit: usize, protocol: Protocol) -> usize {
+    if protocol == Protocol::GrpcWeb {
+        limit.saturating_add(limit / 3).saturating_add(1024)
+    } else {
+        limit
+    }
+}
+
 /// Whether a body error means the peer stopped sending: the connection closed before the
 /// body was complete, or the HTTP/2 stream was reset.
 fn client_went_away(error: &(dyn std::error::Error + 'static)) -> bool {

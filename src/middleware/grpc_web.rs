@@ -19,14 +19,23 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::{Protocol, observe::GrpcOutcome};
 
-#[derive(Clone, Copy, Default)]
-pub struct GrpcWebOnlyLayer;
+/// `body_limit` is the limit on messages after translation: the guard bounds raw
+/// gRPC-Web bodies only loosely (text is base64, a third larger), because tonic-web turns
+/// errors of the raw body into INTERNAL; the decoded body is bounded here, below the
+/// translation, where tonic reads the limit's RESOURCE_EXHAUSTED as it is.
+#[derive(Clone, Copy)]
+pub struct GrpcWebOnlyLayer {
+    pub body_limit: usize,
+}
 
 impl<S: Clone> Layer<S> for GrpcWebOnlyLayer {
     type Service = GrpcWebOnly<S>;
     fn layer(&self, inner: S) -> Self::Service {
         GrpcWebOnly {
-            web: GrpcWebLayer::new().layer(RecordOutcome(inner.clone())),
+            web: GrpcWebLayer::new().layer(RecordOutcome {
+                inner: inner.clone(),
+                body_limit: self.body_limit,
+            }),
             plain: inner,
         }
     }
@@ -70,7 +79,10 @@ where
 
 /// Sits between tonic-web and the router: sees the gRPC response before translation.
 #[derive(Clone)]
-pub struct RecordOutcome<S>(S);
+pub struct RecordOutcome<S> {
+    inner: S,
+    body_limit: usize,
+}
 
 impl<S> Service<http::Request<tonic::body::Body>> for RecordOutcome<S>
 where
@@ -85,12 +97,13 @@ where
     type Future = BoxFuture<'static, Result<Response, Infallible>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.0.poll_ready(cx)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
         let outcome = GrpcOutcome::of(&request);
-        let future = self.0.call(request);
+        let request = super::body_limit::bounded_grpc(self.body_limit, request);
+        let future = self.inner.call(request);
         Box::pin(async move {
             let response = future.await?;
             let Some(outcome) = outcome else {

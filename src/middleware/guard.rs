@@ -128,12 +128,11 @@ where
             return Box::pin(std::future::ready(Ok(refused)));
         }
         rewrite::strip_base_path(&limits.base_path, &mut request);
-        if let Some(refused) =
-            body_limit::declared_over(limits.body_limit_bytes, protocol, &request)
-        {
+        let limit = body_limit::raw_limit(limits.body_limit_bytes, protocol);
+        if let Some(refused) = body_limit::declared_over(limit, protocol, &request) {
             return Box::pin(std::future::ready(Ok(refused)));
         }
-        let request = body_limit::bounded(limits.body_limit_bytes, protocol, request);
+        let request = body_limit::bounded(limit, protocol, request);
         let deadline = timeout::deadline(limits.request_timeout, protocol, request.headers());
         let inner = &mut self.inner;
         let called = std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request)));
