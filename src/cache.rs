@@ -34,6 +34,8 @@ pub const CHANNEL: &str = "conduit_changes";
 pub const LOOKUPS: &str = "conduit_cache_lookups_total";
 
 pub struct ReadCache {
+    /// Names this process in its change notifications (hex: safe inside SQL quotes).
+    replica: String,
     generation: AtomicU64,
     tags: Cache<u64, Arc<Vec<String>>>,
     totals: Cache<(u64, String), u64>,
@@ -55,6 +57,7 @@ struct Weighed {
 impl ReadCache {
     pub fn new(settings: &CacheSettings) -> Self {
         Self {
+            replica: uuid::Uuid::new_v4().simple().to_string(),
             generation: AtomicU64::new(0),
             tags: Cache::builder()
                 .max_capacity(4)
@@ -80,6 +83,10 @@ impl ReadCache {
 }
 
 impl ReadCache {
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
@@ -197,6 +204,9 @@ pub async fn follow_other_replicas(
                 received = listener.try_recv() => received,
             };
             match received {
+                // Our own writes advanced the generation when they committed; their echo
+                // would only throw away what was cached since.
+                Ok(Some(notification)) if notification.payload() == cache.replica() => {}
                 Ok(Some(_)) => cache.advance(),
                 // The connection was lost and is being re-established: anything may have
                 // been committed in between.

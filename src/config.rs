@@ -118,6 +118,10 @@ pub struct ServerSettings {
     pub handshake_timeout: Duration,
     /// Connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
+    /// Longest a response may wait for its client to take more of it (HTTP/2 window,
+    /// TCP window) before the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
     /// Addresses or CIDR blocks of the reverse proxies in front of the service: only
     /// from these is `X-Forwarded-For` believed when finding the client's address.
     pub trusted_proxies: Vec<String>,
@@ -158,6 +162,7 @@ impl Default for ServerSettings {
             hsts: String::new(),
             handshake_timeout: Duration::from_secs(10),
             max_connections: 4096,
+            send_timeout: Duration::from_secs(30),
             trusted_proxies: Vec::new(),
         }
     }
@@ -511,6 +516,7 @@ impl Settings {
         for (key, value) in [
             ("server.request_timeout", self.server.request_timeout),
             ("server.handshake_timeout", self.server.handshake_timeout),
+            ("server.send_timeout", self.server.send_timeout),
             (
                 "server.http2_keepalive_interval",
                 self.server.http2_keepalive_interval,

@@ -146,3 +146,107 @@ mod tests {
         assert!(!fed(&[&[0u8; 64]]));
     }
 }
+
+/// The responses of one connection that wait for the client to take more of them: each
+/// since when. A response waits from when it hands a frame to hyper until hyper asks for
+/// the next one; hyper only asks once the client has room (HTTP/2 flow-control window,
+/// TCP window), so a client that stops reading leaves its responses waiting — holding
+/// their memory — and `serve` closes its connection after `server.send_timeout`. A
+/// response waiting for its own data (a stream with nothing new to say) is not waiting
+/// on the client.
+#[derive(Clone, Default)]
+pub struct Stalls(Arc<std::sync::Mutex<Waiting>>);
+
+#[derive(Default)]
+struct Waiting {
+    next_id: u64,
+    since: std::collections::HashMap<u64, std::time::Instant>,
+}
+
+impl Stalls {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How long the longest-waiting response has waited.
+    pub fn longest(&self) -> Option<std::time::Duration> {
+        self.waiting()
+            .since
+            .values()
+            .min()
+            .map(std::time::Instant::elapsed)
+    }
+
+    /// `body`, watched: it waits from now until hyper first polls it.
+    pub fn watch<B>(&self, body: B) -> Sending<B> {
+        let mut waiting = self.waiting();
+        let id = waiting.next_id;
+        waiting.next_id += 1;
+        waiting.since.insert(id, std::time::Instant::now());
+        Sending {
+            inner: body,
+            registration: Registration {
+                stalls: self.clone(),
+                id,
+            },
+        }
+    }
+}
+
+struct Registration {
+    stalls: Stalls,
+    id: u64,
+}
+
+impl Registration {
+    fn waits(&self, waits: bool) {
+        let mut waiting = self.stalls.waiting();
+        if waits {
+            waiting.since.insert(self.id, std::time::Instant::now());
+        } else {
+            waiting.since.remove(&self.id);
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.waits(false);
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct Sending<B> {
+        #[pin]
+        inner: B,
+        registration: Registration,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for Sending<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        this.registration.waits(false);
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            this.registration.waits(true);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -2,7 +2,7 @@
 //! gRPC routes with probes, docs, health and reflection; `stack` wraps the result in the
 //! middleware every request passes through; `serve` accepts HTTP/1.1 and h2c on one socket.
 
-use std::{convert::Infallible, future::Future, sync::Arc};
+use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::{
@@ -13,6 +13,7 @@ use axum::{
     middleware::{from_fn, from_fn_with_state},
     response::{IntoResponse, Response},
 };
+use futures_util::TryFutureExt;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
@@ -354,7 +355,10 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(settings.http2_keepalive_interval))
         .keep_alive_timeout(settings.http2_keepalive_timeout)
-        .max_concurrent_streams(settings.http2_max_concurrent_streams);
+        .max_concurrent_streams(settings.http2_max_concurrent_streams)
+        // What h2 buffers per stream for a client that is not reading: with the stream
+        // limit, a bound on a connection's buffered bytes (hyper's default is 400 KiB).
+        .max_send_buf_size(64 * 1024);
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -426,6 +430,8 @@ pub async fn serve(
         let app = app.clone();
         let started = progress.clone();
         let trusted = trusted_proxies.clone();
+        let stalls = crate::connection::Stalls::default();
+        let watched = stalls.clone();
         let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
             started.mark();
             let mut request = request.map(Body::new);
@@ -433,7 +439,10 @@ pub async fn serve(
             request
                 .extensions_mut()
                 .insert(middleware::request_id::ClientIp(client));
-            app.clone().oneshot(request)
+            let watched = watched.clone();
+            app.clone()
+                .oneshot(request)
+                .map_ok(move |response| response.map(|body| watched.watch(body)))
         });
         let io = crate::connection::Watched::new(stream, progress.clone());
         let connection = builder
@@ -441,17 +450,31 @@ pub async fn serve(
             .into_owned();
         let connection = graceful.watch(connection);
         let handshake_timeout = settings.handshake_timeout;
+        let send_timeout = settings.send_timeout;
         connections.spawn(async move {
             let _slot = slot;
             tokio::pin!(connection);
-            let outcome = tokio::select! {
-                outcome = &mut connection => outcome,
-                () = tokio::time::sleep(handshake_timeout) => {
-                    if !progress.made() {
-                        tracing::debug!(%peer, "closing a connection that sent no request");
-                        return;
+            let handshake = tokio::time::sleep(handshake_timeout);
+            tokio::pin!(handshake);
+            let mut handshaken = false;
+            let mut check = tokio::time::interval((send_timeout / 2).min(Duration::from_secs(5)));
+            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut connection => break outcome,
+                    () = &mut handshake, if !handshaken => {
+                        if !progress.made() {
+                            tracing::debug!(%peer, "closing a connection that sent no request");
+                            return;
+                        }
+                        handshaken = true;
                     }
-                    connection.await
+                    _ = check.tick() => {
+                        if stalls.longest().is_some_and(|waited| waited > send_timeout) {
+                            tracing::info!(%peer, ?send_timeout, "closing a connection whose client stopped reading its responses");
+                            return;
+                        }
+                    }
                 }
             };
             if let Err(e) = outcome {

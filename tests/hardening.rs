@@ -615,3 +615,43 @@ async fn over_limit_messages_are_resource_exhausted_in_every_framing() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected() {
+    use http_body_util::BodyExt;
+    let server = TestServer::start_with(&[("CONDUIT__SERVER__SEND_TIMEOUT", "500ms")]).await;
+    let stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    // An HTTP/2 client that grants the server no window: no response data can be sent.
+    let (mut h2, connection) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(0)
+            .handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    let driver = tokio::spawn(connection);
+    let mut bodies = Vec::new();
+    for _ in 0..20 {
+        let request = http::Request::get(format!("http://{}/api/tags", server.addr))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("request");
+        let response = h2
+            .send_request(request)
+            .await
+            .expect("headers need no window");
+        assert_eq!(response.status(), StatusCode::OK);
+        bodies.push(response.into_body());
+    }
+    // Its responses are not held for ever: the connection is closed, every body fails.
+    let first = bodies.remove(0);
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), first.collect()).await;
+    assert!(
+        matches!(read, Ok(Err(_))),
+        "the stalled response ended with the connection, not with data or never"
+    );
+    driver.abort();
+    // Everyone else is still served.
+    let (status, _) = Rest::new(&server).get("/api/tags", None).await;
+    assert_eq!(status, StatusCode::OK);
+}

@@ -123,7 +123,7 @@ impl Store {
         let work = async move {
             let mut attempt = 1;
             loop {
-                let outcome = once(&connection, mode, &unit).await;
+                let outcome = once(&connection, mode, cache.replica(), &unit).await;
                 if matches!(mode, Mode::Write) && outcome.is_ok() {
                     cache.advance();
                 }
@@ -177,7 +177,12 @@ impl Store {
     }
 }
 
-async fn once<T, F>(connection: &DatabaseConnection, mode: Mode, unit: &F) -> AppResult<T>
+async fn once<T, F>(
+    connection: &DatabaseConnection,
+    mode: Mode,
+    replica: &str,
+    unit: &F,
+) -> AppResult<T>
 where
     F: for<'t> Fn(&'t DatabaseTransaction) -> Unit<'t, T>,
 {
@@ -190,8 +195,9 @@ where
             if matches!(mode, Mode::Write)
                 && txn.get_database_backend() == sea_orm::DbBackend::Postgres
             {
-                // Delivered to every replica's listener only if this commits.
-                txn.execute_unprepared(&format!("NOTIFY {}", crate::cache::CHANNEL))
+                // Delivered to every replica's listener only if this commits; the payload
+                // names this replica, whose own listener ignores it (it advanced already).
+                txn.execute_unprepared(&format!("NOTIFY {}, '{replica}'", crate::cache::CHANNEL))
                     .await?;
             }
             txn.commit().await?;
