@@ -36,10 +36,12 @@ pub fn bounded(limit: usize, protocol: Protocol, request: Request) -> Request {
                     return Box::new(grpc_too_large(limit))
                         as Box<dyn std::error::Error + Send + Sync>;
                 }
-            } else if client_went_away(&*e)
-                && let Some(gone) = &gone
-            {
-                gone.mark();
+            } else if client_went_away(&*e) {
+                if let Some(gone) = &gone {
+                    gone.mark();
+                }
+            } else {
+                tracing::debug!(error = %e, "request body failed");
             }
             e
         }))
@@ -88,8 +90,12 @@ fn client_went_away(error: &(dyn std::error::Error + 'static)) -> bool {
         if e.is::<std::io::Error>() {
             return true;
         }
+        // HTTP/2: the client reset the stream (CANCEL), or the connection went.
         if let Some(h2) = e.downcast_ref::<h2::Error>()
-            && (h2.is_remote() || h2.is_io())
+            && (h2.is_remote()
+                || h2.is_io()
+                || h2.is_go_away()
+                || h2.reason() == Some(h2::Reason::CANCEL))
         {
             return true;
         }
