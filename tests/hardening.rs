@@ -271,6 +271,35 @@ async fn grpc_calls_in_encodings_other_than_protobuf_are_refused() {
     assert_eq!(web.headers()["grpc-status"], "3");
 }
 
+/// A bare HTTP/2 connection to the server (prior knowledge), granting it `window` bytes
+/// per stream; the connection's driver task is returned to be aborted at the end.
+async fn h2_connection<B>(
+    server: &TestServer,
+    window: Option<u32>,
+) -> (
+    hyper::client::conn::http2::SendRequest<B>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+)
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let mut builder =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    if let Some(window) = window {
+        builder.initial_stream_window_size(window);
+    }
+    let (sender, connection) = builder
+        .handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .expect("h2 handshake");
+    (sender, tokio::spawn(connection))
+}
+
 /// Reads until the server closes the connection; `false` if it is still open after a
 /// generous guard (many times the configured handshake timeout).
 async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> bool {
@@ -319,16 +348,7 @@ async fn silent_connections_are_closed_and_connections_are_capped() {
 
     // An HTTP/2 client that completed the preface may idle past the timeout (gRPC
     // channels do) and use the same connection afterwards.
-    let stream = tokio::net::TcpStream::connect(server.addr)
-        .await
-        .expect("connect");
-    let (mut h2, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("h2 handshake");
-    let driver = tokio::spawn(connection);
+    let (mut h2, driver) = h2_connection(&server, None).await;
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let request = http::Request::get(format!("http://{}/livez", server.addr))
         .body(http_body_util::Empty::<bytes::Bytes>::new())
@@ -498,16 +518,7 @@ async fn clients_that_leave_mid_body_are_cancellations() {
     assert_eq!(line["status"], 499, "{line}");
 
     // gRPC: a message half sent, then the call abandoned (the stream is reset).
-    let stream = tokio::net::TcpStream::connect(server.addr)
-        .await
-        .expect("connect");
-    let (mut h2, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("h2 handshake");
-    let driver = tokio::spawn(connection);
+    let (mut h2, driver) = h2_connection(&server, None).await;
     let (sender, receiver) = tokio::sync::mpsc::channel::<
         Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>,
     >(4);
@@ -620,17 +631,8 @@ async fn over_limit_messages_are_resource_exhausted_in_every_framing() {
 async fn a_client_that_stops_reading_is_disconnected() {
     use http_body_util::BodyExt;
     let server = TestServer::start_with(&[("CONDUIT__SERVER__SEND_TIMEOUT", "500ms")]).await;
-    let stream = tokio::net::TcpStream::connect(server.addr)
-        .await
-        .expect("connect");
     // An HTTP/2 client that grants the server no window: no response data can be sent.
-    let (mut h2, connection) =
-        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .initial_stream_window_size(0)
-            .handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("h2 handshake");
-    let driver = tokio::spawn(connection);
+    let (mut h2, driver) = h2_connection(&server, Some(0)).await;
     let mut bodies = Vec::new();
     for _ in 0..20 {
         let request = http::Request::get(format!("http://{}/api/tags", server.addr))
