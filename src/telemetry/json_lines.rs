@@ -4,7 +4,7 @@
 //! span). tracing-subscriber's JSON formatter builds a map per event and re-reads the
 //! request span's fields from their stored JSON; an access line per request made that the
 //! largest cost of a cheap request. This layer keeps one reusable buffer per thread and
-//! hands the finished line to the non-blocking writer.
+//! hands the finished line to the batched log writer (`log_writer`).
 
 use std::{cell::RefCell, fmt::Write as _, io::Write as _};
 
