@@ -115,19 +115,8 @@ impl ArticleService {
             .with(filter.author.as_deref())
             .with(filter.favorited.as_deref());
         let keyset = self.pages.open(&scope, &query)?;
-        let key = read_key(&filter.scope(), viewer, &keyset);
-        let store = self.store.clone();
         let (items, last) = self
-            .cached(key, async move {
-                store
-                    .query(move |db| {
-                        Box::pin(async move {
-                            let scope = filter.scope();
-                            keyset_page(db, viewer, &scope, keyset).await
-                        })
-                    })
-                    .await
-            })
+            .keyset_read(Listed::Filtered(filter), viewer, keyset)
             .await?;
         Ok(Page {
             items,
@@ -143,19 +132,8 @@ impl ArticleService {
     ) -> AppResult<Page<ArticleView>> {
         let scope = PageScope::new("feed").with(Some(&viewer.user_id.to_string()));
         let keyset = self.pages.open(&scope, &query)?;
-        let key = read_key(&Scope::FeedOf(viewer.user_id), Some(viewer), &keyset);
-        let store = self.store.clone();
         let (items, last) = self
-            .cached(key, async move {
-                store
-                    .query(move |db| {
-                        Box::pin(async move {
-                            let scope = Scope::FeedOf(viewer.user_id);
-                            keyset_page(db, Some(viewer), &scope, keyset).await
-                        })
-                    })
-                    .await
-            })
+            .keyset_read(Listed::FeedOf(viewer.user_id), Some(viewer), keyset)
             .await?;
         Ok(Page {
             items,
@@ -171,15 +149,32 @@ impl ArticleService {
     ) -> AppResult<ArticlePage> {
         let (limit, offset) = page.validate()?;
         let filter = filter.normalized()?;
-        let key = read_key(&filter.scope(), viewer, &(limit, offset));
+        self.offset_read(Listed::Filtered(filter), viewer, limit, offset)
+            .await
+    }
+
+    pub async fn feed(&self, viewer: Principal, page: PageRequest) -> AppResult<ArticlePage> {
+        let (limit, offset) = page.validate()?;
+        self.offset_read(Listed::FeedOf(viewer.user_id), Some(viewer), limit, offset)
+            .await
+    }
+
+    /// A REST page of `listed` as `viewer` sees it, from the read cache or one statement.
+    async fn offset_read(
+        &self,
+        listed: Listed,
+        viewer: Option<Principal>,
+        limit: u64,
+        offset: u64,
+    ) -> AppResult<ArticlePage> {
+        let key = read_key(&listed.scope(), viewer, &(limit, offset));
         let cache = self.store.cache().clone();
         let store = self.store.clone();
         self.cached(key, async move {
             store
                 .query(move |db| {
                     Box::pin(async move {
-                        let scope = filter.scope();
-                        offset_page(db, &cache, viewer, &scope, limit, offset).await
+                        offset_page(db, &cache, viewer, &listed.scope(), limit, offset).await
                     })
                 })
                 .await
@@ -187,22 +182,19 @@ impl ArticleService {
         .await
     }
 
-    pub async fn feed(&self, viewer: Principal, page: PageRequest) -> AppResult<ArticlePage> {
-        let (limit, offset) = page.validate()?;
-        let key = read_key(
-            &Scope::FeedOf(viewer.user_id),
-            Some(viewer),
-            &(limit, offset),
-        );
-        let cache = self.store.cache().clone();
+    /// A keyset page of `listed` as `viewer` sees it, and where the next one starts.
+    async fn keyset_read(
+        &self,
+        listed: Listed,
+        viewer: Option<Principal>,
+        keyset: Keyset,
+    ) -> AppResult<(Vec<ArticleView>, Option<Cursor>)> {
+        let key = read_key(&listed.scope(), viewer, &keyset);
         let store = self.store.clone();
         self.cached(key, async move {
             store
                 .query(move |db| {
-                    Box::pin(async move {
-                        let scope = Scope::FeedOf(viewer.user_id);
-                        offset_page(db, &cache, Some(viewer), &scope, limit, offset).await
-                    })
+                    Box::pin(async move { keyset_page(db, viewer, &listed.scope(), keyset).await })
                 })
                 .await
         })
@@ -374,6 +366,21 @@ impl ArticleService {
                 })
             })
             .await
+    }
+}
+
+/// Which list a page comes from, owned so a read can carry it into its unit of work.
+enum Listed {
+    Filtered(ArticleFilter),
+    FeedOf(i64),
+}
+
+impl Listed {
+    fn scope(&self) -> Scope<'_> {
+        match self {
+            Listed::Filtered(filter) => filter.scope(),
+            Listed::FeedOf(reader) => Scope::FeedOf(*reader),
+        }
     }
 }
 
