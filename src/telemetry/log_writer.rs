@@ -184,9 +184,11 @@ mod tests {
 
     #[test]
     fn a_stalled_output_drops_lines_instead_of_growing() {
-        struct Stalled(Arc<Mutex<()>>);
+        use std::sync::atomic::{AtomicBool, Ordering};
+        struct Stalled(Arc<Mutex<()>>, Arc<AtomicBool>);
         impl Write for Stalled {
             fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.1.store(true, Ordering::SeqCst);
                 let _held = self.0.lock().expect("gate");
                 Ok(buf.len())
             }
@@ -195,20 +197,27 @@ mod tests {
             }
         }
         let gate = Arc::new(Mutex::new(()));
+        let stalled = Arc::new(AtomicBool::new(false));
         let closed = gate.lock().expect("gate");
-        let (writer, flush) = batched(Stalled(gate.clone())).expect("thread");
+        let (writer, flush) = batched(Stalled(gate.clone(), stalled.clone())).expect("thread");
         let line = vec![b'x'; 1024];
+        // First the writer thread must be stuck in a write: otherwise it could take the
+        // whole flood, and the drop count with it, in its first turn.
+        (&writer).write_all(&line).expect("write");
+        while !stalled.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         // Far more than MAX_PENDING while the output is stalled.
         for _ in 0..(3 * MAX_PENDING / line.len()) {
             (&writer).write_all(&line).expect("write");
         }
         let pending = writer.shared.lock().bytes.len();
-        assert!(pending <= MAX_PENDING, "{pending} bytes pending");
-        assert!(
-            writer.shared.lock().dropped > 0,
-            "lines past the bound are dropped"
-        );
+        let dropped = writer.shared.lock().dropped;
+        // Released before asserting: the flush guard joins the writer thread, which
+        // waits for the gate.
         drop(closed);
         drop(flush);
+        assert!(pending <= MAX_PENDING, "{pending} bytes pending");
+        assert!(dropped > 0, "lines past the bound are dropped");
     }
 }
