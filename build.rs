@@ -2,6 +2,7 @@ use std::{env, error::Error, path::PathBuf};
 
 const PROTOS: &[&str] = &[
     "proto/conduit/v1/users.proto",
+    "proto/conduit/v1/auth.proto",
     "proto/conduit/v1/profiles.proto",
     "proto/conduit/v1/articles.proto",
     "proto/conduit/v1/comments.proto",

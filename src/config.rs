@@ -262,10 +262,23 @@ impl Default for DatabaseSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
+    /// Signs access tokens (HS256); tokens name it by a key id derived from it (`kid`).
     pub jwt_secret: Secret,
+    /// The key `jwt_secret` replaced: tokens it signed are still accepted until
+    /// `previous_jwt_secret_until`, so rotating the key logs nobody out.
+    pub previous_jwt_secret: Option<Secret>,
+    /// End of the previous key's grace period (RFC 3339); required with that key.
+    pub previous_jwt_secret_until: Option<chrono::DateTime<chrono::Utc>>,
     pub jwt_issuer: String,
+    /// Lifetime of an access token; a client renews it with its refresh token.
     #[serde(with = "humantime_serde")]
     pub token_ttl: Duration,
+    /// A session ends when it has not been refreshed for this long.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// How often ended sessions are deleted.
+    #[serde(with = "humantime_serde")]
+    pub session_purge_interval: Duration,
     /// Password hashes computed at once (argon2id, 19 MiB and tens of milliseconds of CPU
     /// each); 0 means one per CPU core.
     pub max_concurrent_hashes: usize,
@@ -279,8 +292,12 @@ impl Default for AuthSettings {
     fn default() -> Self {
         Self {
             jwt_secret: DEV_JWT_SECRET.into(),
+            previous_jwt_secret: None,
+            previous_jwt_secret_until: None,
             jwt_issuer: "conduit".into(),
-            token_ttl: Duration::from_secs(24 * 3600),
+            token_ttl: Duration::from_secs(15 * 60),
+            session_ttl: Duration::from_secs(30 * 24 * 3600),
+            session_purge_interval: Duration::from_secs(3600),
             max_concurrent_hashes: 0,
             hash_queue_timeout: Duration::from_secs(2),
         }
@@ -531,6 +548,11 @@ impl Settings {
                 self.database.health_check_interval,
             ),
             ("auth.token_ttl", self.auth.token_ttl),
+            ("auth.session_ttl", self.auth.session_ttl),
+            (
+                "auth.session_purge_interval",
+                self.auth.session_purge_interval,
+            ),
             ("auth.hash_queue_timeout", self.auth.hash_queue_timeout),
             ("idempotency.ttl", self.idempotency.ttl),
             ("cache.ttl", self.cache.ttl),
@@ -571,6 +593,33 @@ impl Settings {
         if self.auth.jwt_secret.expose().len() < 32 {
             return invalid("auth.jwt_secret", "must be at least 32 bytes".into());
         }
+        match (
+            &self.auth.previous_jwt_secret,
+            self.auth.previous_jwt_secret_until,
+        ) {
+            (Some(previous), Some(_)) => {
+                if previous.expose().len() < 32 {
+                    return invalid(
+                        "auth.previous_jwt_secret",
+                        "must be at least 32 bytes".into(),
+                    );
+                }
+                if previous.expose() == self.auth.jwt_secret.expose() {
+                    return invalid(
+                        "auth.previous_jwt_secret",
+                        "is the current jwt_secret; rotating needs a new one".into(),
+                    );
+                }
+            }
+            (Some(_), None) => {
+                return invalid(
+                    "auth.previous_jwt_secret_until",
+                    "is required with auth.previous_jwt_secret (when its grace period ends, RFC 3339)"
+                        .into(),
+                );
+            }
+            (None, _) => {}
+        }
         if self.auth.jwt_secret.expose() == DEV_JWT_SECRET {
             // The built-in secret is in the source: anyone who can reach the server could
             // mint tokens for any account. Only a loopback listener may use it.
@@ -609,6 +658,9 @@ impl Settings {
     pub fn redacted_toml(&self) -> String {
         let mut shown = self.clone();
         shown.auth.jwt_secret = REDACTED.into();
+        if shown.auth.previous_jwt_secret.is_some() {
+            shown.auth.previous_jwt_secret = Some(REDACTED.into());
+        }
         shown.database.url = redact_url_password(self.database.url.expose()).into();
         if shown.telemetry.sentry_dsn.is_some() {
             shown.telemetry.sentry_dsn = Some(REDACTED.into());

@@ -49,6 +49,32 @@ impl Modify for TokenScheme {
     }
 }
 
+/// Writes each operation's `security` from the policy table, so the document states
+/// what is enforced: required → `Token`; optional → none or `Token`; public → none.
+pub fn apply_policy(doc: &mut openapi::OpenApi) {
+    use axum::http::Method;
+    use openapi::security::SecurityRequirement;
+
+    use crate::auth::policy::{self, Access};
+    for (path, item) in doc.paths.paths.iter_mut() {
+        for (method, operation) in [
+            (Method::GET, &mut item.get),
+            (Method::PUT, &mut item.put),
+            (Method::POST, &mut item.post),
+            (Method::DELETE, &mut item.delete),
+            (Method::PATCH, &mut item.patch),
+        ] {
+            let Some(operation) = operation else { continue };
+            let token = || SecurityRequirement::new("Token", Vec::<String>::new());
+            operation.security = match policy::rest(&method, path) {
+                Access::Public => None,
+                Access::Optional => Some(vec![SecurityRequirement::default(), token()]),
+                Access::Required => Some(vec![token()]),
+            };
+        }
+    }
+}
+
 /// The document the feature routers add their paths to.
 pub fn base() -> openapi::OpenApi {
     let mut doc = ApiDoc::openapi();

@@ -32,7 +32,25 @@ pub enum Reason {
     TokenMissing,
     TokenInvalid,
     TokenExpired,
+    /// The token's session ended: logout, revocation, a password change, or reuse of a
+    /// rotated refresh token.
+    TokenRevoked,
     InvalidCredentials,
+    /// Not a refresh token of a standing session.
+    RefreshTokenInvalid,
+    /// A refresh token presented after it was exchanged: its session has been ended.
+    RefreshTokenReused,
+    /// Password right, but the account has a second factor and no `otp` was sent.
+    OtpRequired,
+    /// A wrong, stale or already used one-time code.
+    OtpInvalid,
+    SessionNotFound,
+    /// TOTP is already on: disable it before enrolling again.
+    TotpAlreadyEnabled,
+    /// No enrollment awaits confirmation.
+    TotpNotPending,
+    /// The account has no second factor to disable.
+    TotpNotEnabled,
     NotAuthor,
     ArticleNotFound,
     CommentNotFound,
@@ -70,7 +88,16 @@ impl Reason {
             Reason::TokenMissing => "TOKEN_MISSING",
             Reason::TokenInvalid => "TOKEN_INVALID",
             Reason::TokenExpired => "TOKEN_EXPIRED",
+            Reason::TokenRevoked => "TOKEN_REVOKED",
             Reason::InvalidCredentials => "INVALID_CREDENTIALS",
+            Reason::RefreshTokenInvalid => "REFRESH_TOKEN_INVALID",
+            Reason::RefreshTokenReused => "REFRESH_TOKEN_REUSED",
+            Reason::OtpRequired => "OTP_REQUIRED",
+            Reason::OtpInvalid => "OTP_INVALID",
+            Reason::SessionNotFound => "SESSION_NOT_FOUND",
+            Reason::TotpAlreadyEnabled => "TOTP_ALREADY_ENABLED",
+            Reason::TotpNotPending => "TOTP_NOT_PENDING",
+            Reason::TotpNotEnabled => "TOTP_NOT_ENABLED",
             Reason::NotAuthor => "NOT_AUTHOR",
             Reason::ArticleNotFound => "ARTICLE_NOT_FOUND",
             Reason::CommentNotFound => "COMMENT_NOT_FOUND",
@@ -98,7 +125,14 @@ impl Reason {
     /// The field or resource a REST error body files this cause under.
     pub const fn subject(self) -> &'static str {
         match self {
-            Reason::TokenMissing | Reason::TokenInvalid | Reason::TokenExpired => "token",
+            Reason::TokenMissing
+            | Reason::TokenInvalid
+            | Reason::TokenExpired
+            | Reason::TokenRevoked => "token",
+            Reason::RefreshTokenInvalid | Reason::RefreshTokenReused => "refreshToken",
+            Reason::OtpRequired | Reason::OtpInvalid => "otp",
+            Reason::SessionNotFound => "session",
+            Reason::TotpAlreadyEnabled | Reason::TotpNotPending | Reason::TotpNotEnabled => "totp",
             Reason::InvalidCredentials => "credentials",
             Reason::ArticleNotFound | Reason::SlugTaken => "article",
             Reason::CommentNotFound => "comment",
@@ -158,6 +192,10 @@ pub enum AppError {
     /// 403 / PERMISSION_DENIED on the named resource (only its author may change it).
     #[error("{0} forbidden")]
     Forbidden(&'static str),
+    /// 409 / FAILED_PRECONDITION: the account is not in the state this operation needs
+    /// (`TotpAlreadyEnabled`, `TotpNotPending`, `TotpNotEnabled`).
+    #[error("precondition failed: {0:?}")]
+    Precondition(Reason),
     /// 404 / NOT_FOUND: `ArticleNotFound`, `CommentNotFound`, `ProfileNotFound`.
     #[error("not found: {0:?}")]
     NotFound(Reason),
@@ -196,7 +234,9 @@ impl AppError {
             AppError::Unauthorized(..) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
-            AppError::Conflict(_) | AppError::Contention(_) => StatusCode::CONFLICT,
+            AppError::Conflict(_) | AppError::Contention(_) | AppError::Precondition(_) => {
+                StatusCode::CONFLICT
+            }
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -212,6 +252,7 @@ impl AppError {
             AppError::NotFound(_) => Code::NotFound,
             AppError::Conflict(_) => Code::AlreadyExists,
             AppError::Contention(_) => Code::Aborted,
+            AppError::Precondition(_) => Code::FailedPrecondition,
             AppError::PayloadTooLarge => Code::ResourceExhausted,
             AppError::Unavailable(_) => Code::Unavailable,
             AppError::RateLimited(_) => Code::ResourceExhausted,
@@ -231,6 +272,7 @@ impl AppError {
             | AppError::NotFound(reason)
             | AppError::Conflict(reason)
             | AppError::Contention(reason)
+            | AppError::Precondition(reason)
             | AppError::Unavailable(reason) => *reason,
         }
     }
@@ -243,6 +285,17 @@ impl AppError {
             AppError::Invalid(_, message) => message.clone(),
             AppError::Unauthorized(Reason::TokenMissing) => "is missing".into(),
             AppError::Unauthorized(Reason::TokenExpired) => "has expired".into(),
+            AppError::Unauthorized(Reason::TokenRevoked) => "has been revoked".into(),
+            AppError::Unauthorized(Reason::RefreshTokenReused) => {
+                "was already used; the session has been ended".into()
+            }
+            AppError::Unauthorized(Reason::OtpRequired) => "is required".into(),
+            AppError::Unauthorized(Reason::OtpInvalid) => "is invalid".into(),
+            AppError::Precondition(Reason::TotpAlreadyEnabled) => "is already enabled".into(),
+            AppError::Precondition(Reason::TotpNotPending) => {
+                "has no enrollment awaiting confirmation".into()
+            }
+            AppError::Precondition(_) => "is not enabled".into(),
             AppError::Unauthorized(_) => "invalid".into(),
             AppError::Forbidden(resource) => return vec![(resource, "forbidden".into())],
             AppError::NotFound(_) => "not found".into(),

@@ -55,9 +55,11 @@ pub fn rest_routes(settings: &Settings) -> (Router<AppState>, OpenApi) {
     let api = modules::enabled(settings).fold(OpenApiRouter::new(), |api, module| {
         api.merge((module.rest)())
     });
-    OpenApiRouter::with_openapi(docs::base())
+    let (router, mut document) = OpenApiRouter::with_openapi(docs::base())
         .nest("/api", api)
-        .split_for_parts()
+        .split_for_parts();
+    docs::apply_policy(&mut document);
+    (router, document)
 }
 
 pub fn openapi(settings: &Settings) -> OpenApi {
@@ -136,7 +138,10 @@ pub fn routers(
         }
     };
     Ok(Routers {
+        // Deny by default: every routed operation is judged by the policy table; only
+        // unrouted requests (404 / UNIMPLEMENTED) pass unjudged.
         api: api
+            .route_layer(from_fn(auth::policy::enforce))
             .fallback(fallback)
             .method_not_allowed_fallback(method_not_allowed),
         admin,
@@ -226,7 +231,10 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
                 .compress_when(rest_only()),
         )
         // 7. authentication: Authorization header / metadata → Auth extension
-        .layer(from_fn_with_state(state.tokens.clone(), auth::resolve))
+        .layer(from_fn_with_state(
+            state.authenticator.clone(),
+            auth::resolve,
+        ))
         .layer(SharedLayer)
         // 8. gRPC-Web → gRPC translation, so every layer above saw the original
         .layer(middleware::grpc_web::GrpcWebOnlyLayer {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use sea_orm::DatabaseConnection;
 
 use crate::{
-    auth::{TokenKeys, attempts::Attempts, password::Hasher},
+    auth::{Authenticator, TokenKeys, attempts::Attempts, password::Hasher},
     cache::ReadCache,
     config::Settings,
     db::Store,
@@ -20,6 +20,8 @@ pub struct AppState {
     pub store: Store,
     pub readiness: Readiness,
     pub tokens: Arc<TokenKeys>,
+    /// Checks access tokens and their sessions for the auth layer.
+    pub authenticator: Arc<Authenticator>,
     /// Signs the gRPC lists' page tokens.
     pub pages: Arc<PageTokens>,
     /// Password hashing, bounded in concurrency.
@@ -39,6 +41,10 @@ impl AppState {
             settings.database.max_connections,
             ReadCache::new(&settings.cache),
         );
+        let authenticator = Arc::new(Authenticator {
+            keys: tokens.clone(),
+            store: store.clone(),
+        });
         let hasher = Hasher::new(&settings.auth);
         let attempts = Attempts::new(&settings.rate_limit);
         Self {
@@ -46,6 +52,7 @@ impl AppState {
             store,
             readiness,
             tokens,
+            authenticator,
             pages,
             hasher,
             attempts,

@@ -255,6 +255,7 @@ async fn identities_ignore_case_but_usernames_keep_theirs() {
         .login(pb::LoginRequest {
             email: email.to_uppercase(),
             password: "jakejake".into(),
+            otp: String::new(),
         })
         .await
         .expect("login in upper case");
@@ -692,16 +693,29 @@ async fn grpc_lists_walk_pages_without_repeats_or_skips() {
 }
 
 /// An expired token signed with the server's own secret, past jsonwebtoken's leeway.
+/// A genuine token (right key id, session claims) past its expiry.
 fn expired_token(secret: &str) -> String {
     use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    let settings = conduit::config::AuthSettings {
+        jwt_secret: secret.into(),
+        ..Default::default()
+    };
     let claims = json!({
         "sub": "1",
-        "iss": conduit::config::AuthSettings::default().jwt_issuer,
+        "sid": uuid::Uuid::new_v4(),
+        "sv": 0,
+        "iss": settings.jwt_issuer,
         "iat": 1_000,
         "exp": 1_100,
     });
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some(
+        conduit::auth::TokenKeys::new(&settings)
+            .current_key_id()
+            .to_string(),
+    );
     encode(
-        &Header::new(Algorithm::HS256),
+        &header,
         &claims,
         &EncodingKey::from_secret(secret.as_bytes()),
     )
@@ -776,6 +790,7 @@ async fn every_grpc_error_carries_a_stable_reason() {
             .login(pb::LoginRequest {
                 email: format!("{author}@example.com"),
                 password: "wrong password".into(),
+                otp: String::new(),
             })
             .await
             .map(drop),

@@ -51,6 +51,7 @@ async fn a_login_storm_is_bounded_and_answered() {
                 .login(LoginRequest {
                     email: format!("nobody{i}@example.com"),
                     password: "wrong-password".into(),
+                    otp: String::new(),
                 })
                 .await
         }
@@ -448,6 +449,7 @@ async fn credential_guessing_is_rate_limited_per_account_and_per_client() {
         .login(LoginRequest {
             email: fresh.clone(),
             password: "wrong-password".into(),
+            otp: String::new(),
         })
         .await
         .expect_err("limited");
@@ -595,6 +597,7 @@ async fn over_limit_messages_are_resource_exhausted_in_every_framing() {
     let message = common::grpc_frame(&LoginRequest {
         email: "big@example.com".into(),
         password: "p".repeat(1200),
+        otp: String::new(),
     });
     let text = base64::engine::general_purpose::STANDARD.encode(&message);
     for (content_type, body, is_text) in [

@@ -33,6 +33,7 @@ fn normalize(value: Value, prefix: &str) -> Value {
                             json!(TIMESTAMP)
                         }
                         "token" => json!("<token>"),
+                        "refreshToken" => json!("<refresh token>"),
                         "id" => json!("<id>"),
                         _ => normalize(v, prefix),
                     };
@@ -80,7 +81,12 @@ fn comment(c: pb::Comment) -> Value {
 
 fn user(u: Option<pb::User>) -> Value {
     let u = u.expect("user");
-    json!({"email": u.email, "token": u.token, "username": u.username, "bio": u.bio, "image": u.image})
+    let mut user = json!({"email": u.email, "token": u.token, "username": u.username, "bio": u.bio, "image": u.image});
+    // Output only when a session was opened or refreshed; REST omits it otherwise.
+    if !u.refresh_token.is_empty() {
+        user["refreshToken"] = json!(u.refresh_token);
+    }
+    user
 }
 
 struct Names {

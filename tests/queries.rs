@@ -16,6 +16,7 @@ use std::{
 use common::TestDb;
 use conduit::{
     auth::Principal,
+    auth::sessions::Client,
     config::{Settings, Sources},
     db,
     lifecycle::Readiness,
@@ -68,24 +69,34 @@ impl Counted {
 async fn user(state: &AppState, name: &str) -> Principal {
     let users = UserService::new(state);
     users
-        .register(Registration {
-            username: name.into(),
-            email: format!("{name}@example.com"),
-            password: "password123".into(),
-        })
+        .register(
+            Registration {
+                username: name.into(),
+                email: format!("{name}@example.com"),
+                password: "password123".into(),
+            },
+            Client::default(),
+        )
         .await
         .expect("register");
     // The token is what a client would send; resolve it the way the auth layer does.
     let token = users
-        .login(conduit::modules::users::service::Credentials {
-            email: format!("{name}@example.com"),
-            password: "password123".into(),
-        })
+        .login(
+            conduit::modules::users::service::Credentials {
+                email: format!("{name}@example.com"),
+                password: "password123".into(),
+                otp: None,
+            },
+            Client::default(),
+        )
         .await
         .expect("login")
         .token;
+    let verified = state.tokens.verify(&token).expect("valid token");
     Principal {
-        user_id: state.tokens.verify(&token).expect("valid token"),
+        user_id: verified.user_id,
+        session_id: verified.session_id,
+        session_version: verified.session_version,
     }
 }
 

@@ -208,6 +208,7 @@ async fn request_id_is_echoed_on_both_protocols_and_logged() {
     let mut request = tonic::Request::new(pb::LoginRequest {
         email: "nobody@example.com".into(),
         password: "whatever".into(),
+        otp: String::new(),
     });
     request
         .metadata_mut()

@@ -247,6 +247,7 @@ async fn grpc_register_login_current_update() {
         .login(pb::LoginRequest {
             email: email.clone(),
             password: "secret123".into(),
+            otp: String::new(),
         })
         .await
         .expect("login")
@@ -384,6 +385,7 @@ async fn grpc_errors_carry_codes_and_field_details() {
         .login(pb::LoginRequest {
             email: format!("{name}@x.io"),
             password: "wrong".into(),
+            otp: String::new(),
         })
         .await
         .expect_err("wrong password");

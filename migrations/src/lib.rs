@@ -8,6 +8,7 @@ mod m20261124_000001_create_users;
 mod m20261124_000002_create_content;
 mod m20261124_000003_create_idempotency_keys;
 mod m20261124_000004_case_insensitive_identities;
+mod m20261124_000005_create_sessions;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000002_create_content::Migration),
             Box::new(m20261124_000003_create_idempotency_keys::Migration),
             Box::new(m20261124_000004_case_insensitive_identities::Migration),
+            Box::new(m20261124_000005_create_sessions::Migration),
         ]
     }
 }

@@ -3,7 +3,10 @@
 //! adapters then ask for a required or optional [`Principal`].
 
 pub mod attempts;
+pub mod otp;
 pub mod password;
+pub mod policy;
+pub mod sessions;
 pub mod token;
 
 use std::sync::Arc;
@@ -17,12 +20,17 @@ use axum::{
 
 pub use token::TokenKeys;
 
-use crate::error::{AppError, Reason};
+use crate::{
+    db::Store,
+    error::{AppError, Reason},
+};
 
-/// The authenticated caller.
+/// The authenticated caller, and the session its token belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Principal {
     pub user_id: i64,
+    pub session_id: uuid::Uuid,
+    pub session_version: i32,
 }
 
 /// What the auth layer concluded about a request.
@@ -34,13 +42,19 @@ pub enum Auth {
     /// A credential was sent but is malformed or forged. Even endpoints with optional
     /// authentication refuse it, so a client learns its token went bad.
     Invalid,
-    /// A genuine token past its expiry: refused like an invalid one, with its own reason
-    /// so clients know to log in again.
+    /// A genuine token past its expiry (or its session's): refused like an invalid one,
+    /// with its own reason so clients know to refresh or log in again.
     Expired,
+    /// A genuine token whose session has ended (logout, revocation, password change).
+    Revoked,
+    /// The session could not be checked (database unavailable).
+    Unverified,
 }
 
 impl Auth {
-    pub fn from_headers(headers: &HeaderMap, keys: &TokenKeys) -> Self {
+    /// Reads the `authorization` header (`Token <jwt>`, or `Bearer <jwt>`) and checks
+    /// the token and then its session.
+    pub async fn from_headers(headers: &HeaderMap, authenticator: &Authenticator) -> Self {
         let Some(value) = headers.get(AUTHORIZATION) else {
             return Auth::Anonymous;
         };
@@ -49,19 +63,27 @@ impl Auth {
                 .or_else(|| v.strip_prefix("Bearer "))
                 .map(str::trim)
         });
-        match token.map(|t| keys.verify(t)) {
-            Some(Ok(user_id)) => Auth::Authenticated(Principal { user_id }),
-            Some(Err(token::Rejected::Expired)) => Auth::Expired,
-            Some(Err(token::Rejected::Invalid)) | None => Auth::Invalid,
+        let verified = match token.map(|t| authenticator.keys.verify(t)) {
+            Some(Ok(verified)) => verified,
+            Some(Err(token::Rejected::Expired)) => return Auth::Expired,
+            Some(Err(token::Rejected::Invalid)) | None => return Auth::Invalid,
+        };
+        match sessions::standing(&authenticator.store, verified).await {
+            Ok(Ok(())) => Auth::Authenticated(Principal {
+                user_id: verified.user_id,
+                session_id: verified.session_id,
+                session_version: verified.session_version,
+            }),
+            Ok(Err(sessions::Refused::Expired)) => Auth::Expired,
+            Ok(Err(sessions::Refused::Ended)) => Auth::Revoked,
+            Err(_) => Auth::Unverified,
         }
     }
 
     pub fn required(self) -> Result<Principal, AppError> {
-        match self {
-            Auth::Authenticated(p) => Ok(p),
-            Auth::Anonymous => Err(AppError::Unauthorized(Reason::TokenMissing)),
-            Auth::Invalid => Err(AppError::Unauthorized(Reason::TokenInvalid)),
-            Auth::Expired => Err(AppError::Unauthorized(Reason::TokenExpired)),
+        match self.optional()? {
+            Some(p) => Ok(p),
+            None => Err(AppError::Unauthorized(Reason::TokenMissing)),
         }
     }
 
@@ -71,6 +93,8 @@ impl Auth {
             Auth::Anonymous => Ok(None),
             Auth::Invalid => Err(AppError::Unauthorized(Reason::TokenInvalid)),
             Auth::Expired => Err(AppError::Unauthorized(Reason::TokenExpired)),
+            Auth::Revoked => Err(AppError::Unauthorized(Reason::TokenRevoked)),
+            Auth::Unverified => Err(AppError::Unavailable(Reason::DatabaseUnavailable)),
         }
     }
 
@@ -84,14 +108,21 @@ impl Auth {
     }
 }
 
+/// What the auth layer checks credentials with.
+pub struct Authenticator {
+    pub keys: Arc<TokenKeys>,
+    pub store: Store,
+}
+
 /// Tower layer body (via `axum::middleware::from_fn_with_state`): resolves the caller once
-/// per request for every protocol.
+/// per request for every protocol. Whether an operation needs a caller is the policy
+/// table's business (`policy::enforce`, on the router).
 pub async fn resolve(
-    State(keys): State<Arc<TokenKeys>>,
+    State(authenticator): State<Arc<Authenticator>>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let auth = Auth::from_headers(request.headers(), &keys);
+    let auth = Auth::from_headers(request.headers(), &authenticator).await;
     if let Auth::Authenticated(principal) = auth {
         crate::middleware::observe::record_principal(&request, principal.user_id);
     }

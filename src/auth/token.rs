@@ -1,23 +1,42 @@
-//! JWTs (HS256) that identify a user to both protocols.
+//! Access tokens: short-lived JWTs (HS256) that name a user and the session they belong
+//! to. The header's `kid` names the signing key, so a key can be rotated: tokens signed by
+//! the previous key stay valid until `auth.previous_jwt_secret_until`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use chrono::{DateTime, Utc};
 use jsonwebtoken::{
-    Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode, errors::ErrorKind,
+    Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode,
+    errors::ErrorKind,
 };
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use crate::{config::AuthSettings, error::AppError};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
+    /// The session the token was issued in.
+    sid: Uuid,
+    /// The session's version when issued: a password change bumps it.
+    sv: i32,
     iss: String,
     iat: u64,
     exp: u64,
 }
 
-/// Why a token was refused: an expired one is worth a re-login, an invalid one is a bug
+/// What a genuine, unexpired token says; whether its session still stands is checked
+/// separately (`auth::sessions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    pub user_id: i64,
+    pub session_id: Uuid,
+    pub session_version: i32,
+}
+
+/// Why a token was refused: an expired one is worth a refresh, an invalid one is a bug
 /// or an attack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejected {
@@ -25,12 +44,30 @@ pub enum Rejected {
     Invalid,
 }
 
+struct Key {
+    id: String,
+    decoding: DecodingKey,
+    /// Only the previous key has one: after it, its tokens are refused.
+    until: Option<DateTime<Utc>>,
+}
+
 pub struct TokenKeys {
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    /// The current key first.
+    keys: Vec<Key>,
     validation: Validation,
     issuer: String,
     ttl: Duration,
+}
+
+/// A key's public name: the start of a digest of it, so operators need not name keys and
+/// the id changes whenever the key does.
+fn key_id(secret: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"conduit jwt kid\0")
+        .chain_update(secret.as_bytes())
+        .finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl TokenKeys {
@@ -38,39 +75,83 @@ impl TokenKeys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[&settings.jwt_issuer]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        let current = settings.jwt_secret.expose();
+        let mut keys = vec![Key {
+            id: key_id(current),
+            decoding: DecodingKey::from_secret(current.as_bytes()),
+            until: None,
+        }];
+        if let (Some(previous), Some(until)) = (
+            &settings.previous_jwt_secret,
+            settings.previous_jwt_secret_until,
+        ) {
+            keys.push(Key {
+                id: key_id(previous.expose()),
+                decoding: DecodingKey::from_secret(previous.expose().as_bytes()),
+                until: Some(until),
+            });
+        }
         Self {
-            encoding: EncodingKey::from_secret(settings.jwt_secret.expose().as_bytes()),
-            decoding: DecodingKey::from_secret(settings.jwt_secret.expose().as_bytes()),
+            encoding: EncodingKey::from_secret(current.as_bytes()),
+            keys,
             validation,
             issuer: settings.jwt_issuer.clone(),
             ttl: settings.token_ttl,
         }
     }
 
-    pub fn issue(&self, user_id: i64) -> Result<String, AppError> {
+    /// The current key's id, as tokens carry it in their `kid` header.
+    pub fn current_key_id(&self) -> &str {
+        &self.keys[0].id
+    }
+
+    pub fn issue(
+        &self,
+        user_id: i64,
+        session_id: Uuid,
+        session_version: i32,
+    ) -> Result<String, AppError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_err(AppError::internal)?
             .as_secs();
         let claims = Claims {
             sub: user_id.to_string(),
+            sid: session_id,
+            sv: session_version,
             iss: self.issuer.clone(),
             iat: now,
             exp: now + self.ttl.as_secs(),
         };
-        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(AppError::internal)
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.keys[0].id.clone());
+        encode(&header, &claims, &self.encoding).map_err(AppError::internal)
     }
 
-    /// The user id the token was issued to, if the token is genuine and current.
-    pub fn verify(&self, token: &str) -> Result<i64, Rejected> {
-        let data =
-            decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-                match e.kind() {
-                    ErrorKind::ExpiredSignature => Rejected::Expired,
-                    _ => Rejected::Invalid,
-                }
-            })?;
-        data.claims.sub.parse().map_err(|_| Rejected::Invalid)
+    /// What the token says, if it is genuine (signed by a key we accept, with HS256 —
+    /// `alg` is not the token's choice) and current.
+    pub fn verify(&self, token: &str) -> Result<Verified, Rejected> {
+        let kid = decode_header(token)
+            .map_err(|_| Rejected::Invalid)?
+            .kid
+            .ok_or(Rejected::Invalid)?;
+        let key = self
+            .keys
+            .iter()
+            .find(|k| k.id == kid)
+            .filter(|k| k.until.is_none_or(|until| Utc::now() < until))
+            .ok_or(Rejected::Invalid)?;
+        let data = decode::<Claims>(token, &key.decoding, &self.validation).map_err(|e| match e
+            .kind()
+        {
+            ErrorKind::ExpiredSignature => Rejected::Expired,
+            _ => Rejected::Invalid,
+        })?;
+        Ok(Verified {
+            user_id: data.claims.sub.parse().map_err(|_| Rejected::Invalid)?,
+            session_id: data.claims.sid,
+            session_version: data.claims.sv,
+        })
     }
 }
 
@@ -85,11 +166,28 @@ mod tests {
         })
     }
 
+    fn rotated(current: &str, previous: &str, until: DateTime<Utc>) -> TokenKeys {
+        TokenKeys::new(&AuthSettings {
+            jwt_secret: current.into(),
+            previous_jwt_secret: Some(previous.into()),
+            previous_jwt_secret_until: Some(until),
+            ..AuthSettings::default()
+        })
+    }
+
     #[test]
     fn round_trip_and_rejections() {
         let k = keys(&"a".repeat(32));
-        let token = k.issue(42).expect("issue");
-        assert_eq!(k.verify(&token), Ok(42));
+        let sid = Uuid::new_v4();
+        let token = k.issue(42, sid, 3).expect("issue");
+        assert_eq!(
+            k.verify(&token),
+            Ok(Verified {
+                user_id: 42,
+                session_id: sid,
+                session_version: 3
+            })
+        );
         let invalid = Err(Rejected::Invalid);
         assert_eq!(
             keys(&"b".repeat(32)).verify(&token),
@@ -101,11 +199,49 @@ mod tests {
         // Past the default 60 s of leeway.
         let old = Claims {
             sub: "42".into(),
+            sid,
+            sv: 0,
             iss: AuthSettings::default().jwt_issuer,
             iat: 1_000,
             exp: 1_100,
         };
-        let old = encode(&Header::new(Algorithm::HS256), &old, &k.encoding).expect("encode");
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(k.current_key_id().into());
+        let old = encode(&header, &old, &k.encoding).expect("encode");
         assert_eq!(k.verify(&old), Err(Rejected::Expired));
+    }
+
+    #[test]
+    fn previous_key_is_accepted_only_during_its_grace_period() {
+        let (old, new) = ("o".repeat(32), "n".repeat(32));
+        let token = keys(&old).issue(7, Uuid::new_v4(), 0).expect("issue");
+        let later = Utc::now() + chrono::Duration::hours(1);
+        let during = rotated(&new, &old, later);
+        assert_eq!(during.verify(&token).map(|v| v.user_id), Ok(7));
+        assert_ne!(during.current_key_id(), keys(&old).current_key_id());
+        // New tokens are signed with the new key.
+        let fresh = during.issue(7, Uuid::new_v4(), 0).expect("issue");
+        assert_eq!(keys(&new).verify(&fresh).map(|v| v.user_id), Ok(7));
+        let earlier = Utc::now() - chrono::Duration::seconds(1);
+        assert_eq!(
+            rotated(&new, &old, earlier).verify(&token),
+            Err(Rejected::Invalid)
+        );
+        // A token without a key id names no key we accept.
+        let claims = Claims {
+            sub: "7".into(),
+            sid: Uuid::new_v4(),
+            sv: 0,
+            iss: AuthSettings::default().jwt_issuer,
+            iat: 0,
+            exp: u64::MAX / 2,
+        };
+        let unnamed = encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(new.as_bytes()),
+        )
+        .expect("encode");
+        assert_eq!(keys(&new).verify(&unnamed), Err(Rejected::Invalid));
     }
 }

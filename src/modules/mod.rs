@@ -5,6 +5,7 @@
 
 pub mod articles;
 pub mod comments;
+pub mod identity;
 pub mod profiles;
 pub mod tags;
 pub mod users;
@@ -28,6 +29,7 @@ pub struct Module {
 
 pub const ALL: &[Module] = &[
     users::MODULE,
+    identity::MODULE,
     profiles::MODULE,
     articles::MODULE,
     comments::MODULE,

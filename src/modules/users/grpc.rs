@@ -4,7 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::service::{AuthenticatedUser, Credentials, Registration, UserChanges, UserService};
 use crate::{
-    auth::Auth,
+    auth::{Auth, sessions::Client},
     grpc::UpdateMask,
     proto::conduit::v1::{
         self as pb,
@@ -21,11 +21,22 @@ pub fn server(users: UserService) -> UserServiceServer<UserGrpc> {
     UserServiceServer::new(UserGrpc(users))
 }
 
+/// The caller as the session list shows it (gRPC clients name themselves in `user-agent`).
+pub(crate) fn client<T>(request: &Request<T>) -> Client {
+    Client::new(
+        request
+            .metadata()
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
 impl From<AuthenticatedUser> for pb::User {
     fn from(u: AuthenticatedUser) -> Self {
         pb::User {
             email: u.email,
             token: u.token,
+            refresh_token: u.refresh_token.unwrap_or_default(),
             username: u.username,
             bio: u.bio,
             image: u.image,
@@ -40,14 +51,18 @@ impl UserApi for UserGrpc {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let client = client(&request);
         let r = request.into_inner();
         let user = self
             .0
-            .register(Registration {
-                username: r.username,
-                email: r.email,
-                password: r.password,
-            })
+            .register(
+                Registration {
+                    username: r.username,
+                    email: r.email,
+                    password: r.password,
+                },
+                client,
+            )
             .await?;
         Ok(Response::new(pb::RegisterResponse {
             user: Some(user.into()),
@@ -58,13 +73,18 @@ impl UserApi for UserGrpc {
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
+        let client = client(&request);
         let r = request.into_inner();
         let user = self
             .0
-            .login(Credentials {
-                email: r.email,
-                password: r.password,
-            })
+            .login(
+                Credentials {
+                    email: r.email,
+                    password: r.password,
+                    otp: Some(r.otp).filter(|otp| !otp.is_empty()),
+                },
+                client,
+            )
             .await?;
         Ok(Response::new(pb::LoginResponse {
             user: Some(user.into()),

@@ -1,8 +1,8 @@
 //! Users: registration, login, the current user.
 
-mod grpc;
+pub(crate) mod grpc;
 mod repo;
-mod rest;
+pub(crate) mod rest;
 pub mod service;
 
 use super::{GrpcServices, Module, tune_grpc};

@@ -1,13 +1,16 @@
 //! REST adapter: the RealWorld `/api/users`, `/api/users/login` and `/api/user` endpoints.
 
-use axum::{extract::State, http::StatusCode};
+use axum::{
+    extract::State,
+    http::{HeaderMap, StatusCode, header::USER_AGENT},
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::service::{AuthenticatedUser, Credentials, Registration, UserChanges, UserService};
 use crate::{
-    auth::Principal,
+    auth::{Principal, sessions::Client},
     error::{AppError, AppResult, GenericErrorModel},
     rest::{Field, Json},
     state::AppState,
@@ -52,6 +55,11 @@ struct LoginUser {
     #[serde(default)]
     #[schema(value_type = String, format = Password)]
     password: Field<String>,
+    /// Required once the account has TOTP on: a current 6-digit code (each is accepted
+    /// once) or an unused recovery code.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    otp: Field<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -89,7 +97,13 @@ struct UpdateUserRequest {
 #[schema(as = User)]
 struct User {
     email: String,
+    /// A short-lived access token: send it as `Authorization: Token <jwt>`.
     token: String,
+    /// From registration, login, refresh and a password change only: exchange it at
+    /// `POST /api/users/refresh` for a new pair. Works once.
+    #[serde(rename = "refreshToken", skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    refresh_token: Option<String>,
     username: String,
     #[schema(required = true)]
     bio: Option<String>,
@@ -98,8 +112,13 @@ struct User {
 }
 
 #[derive(Serialize, ToSchema)]
-struct UserResponse {
+pub(crate) struct UserResponse {
     user: User,
+}
+
+/// The client as the session list shows it.
+pub(crate) fn client(headers: &HeaderMap) -> Client {
+    Client::new(headers.get(USER_AGENT).and_then(|v| v.to_str().ok()))
 }
 
 impl From<AuthenticatedUser> for UserResponse {
@@ -108,6 +127,7 @@ impl From<AuthenticatedUser> for UserResponse {
             user: User {
                 email: u.email,
                 token: u.token,
+                refresh_token: u.refresh_token,
                 username: u.username,
                 bio: u.bio,
                 image: u.image,
@@ -137,6 +157,7 @@ fn taken_is_invalid(e: AppError) -> AppError {
     ))]
 async fn register(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Json(body): Json<NewUserRequest>,
 ) -> AppResult<(StatusCode, Json<UserResponse>)> {
     let u = body.user;
@@ -153,7 +174,9 @@ async fn register(
             .unwrap_or_default(),
     };
     nulls.finish()?;
-    let user = UserService::new(&state).register(registration).await?;
+    let user = UserService::new(&state)
+        .register(registration, client(&headers))
+        .await?;
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
@@ -162,11 +185,12 @@ async fn register(
     request_body = LoginUserRequest,
     responses(
         (status = 200, description = "User", body = UserResponse),
-        (status = 401, description = "Wrong email or password", body = GenericErrorModel),
+        (status = 401, description = "Wrong email or password; or, with TOTP on, `otp` missing (`{\"errors\":{\"otp\":[\"is required\"]}}`), wrong or already used", body = GenericErrorModel),
         (status = 422, description = "Validation failed", body = GenericErrorModel),
     ))]
 async fn login(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Json(body): Json<LoginUserRequest>,
 ) -> AppResult<Json<UserResponse>> {
     let u = body.user;
@@ -177,9 +201,12 @@ async fn login(
             .password
             .non_null("password", &mut nulls)
             .unwrap_or_default(),
+        otp: u.otp.nullable().flatten(),
     };
     nulls.finish()?;
-    let user = UserService::new(&state).login(credentials).await?;
+    let user = UserService::new(&state)
+        .login(credentials, client(&headers))
+        .await?;
     Ok(Json(user.into()))
 }
 

@@ -7,7 +7,13 @@ use sea_orm::{ConnectionTrait, IntoActiveModel, Set};
 
 use super::repo;
 use crate::{
-    auth::{Principal, TokenKeys, attempts::Attempts, password::Hasher},
+    auth::{
+        Principal, TokenKeys,
+        attempts::Attempts,
+        otp,
+        password::Hasher,
+        sessions::{self, Client, Minted},
+    },
     db::Store,
     entities::users::{Column, Model},
     error::{AppError, AppResult, Reason},
@@ -25,11 +31,13 @@ pub const MAX_PASSWORD_CHARS: usize = 256;
 pub const MAX_BIO_CHARS: usize = 1_000;
 pub const MAX_IMAGE_CHARS: usize = 2_048;
 
-/// A user as shown to itself, with a fresh token.
+/// A user as shown to itself, with a fresh access token (and, when a session was opened,
+/// refreshed or restarted, its new refresh token).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthenticatedUser {
     pub email: String,
     pub token: String,
+    pub refresh_token: Option<String>,
     pub username: String,
     pub bio: Option<String>,
     pub image: Option<String>,
@@ -44,6 +52,8 @@ pub struct Registration {
 pub struct Credentials {
     pub email: String,
     pub password: String,
+    /// A TOTP code or a recovery code, for accounts with a second factor.
+    pub otp: Option<String>,
 }
 
 /// `None` leaves a field as it is. For bio and image, `Some(None)` clears it.
@@ -62,6 +72,7 @@ pub struct UserService {
     tokens: Arc<TokenKeys>,
     hasher: Hasher,
     attempts: Attempts,
+    session_ttl: chrono::Duration,
 }
 
 impl UserService {
@@ -71,10 +82,16 @@ impl UserService {
             tokens: state.tokens.clone(),
             hasher: state.hasher.clone(),
             attempts: state.attempts.clone(),
+            session_ttl: session_ttl(state),
         }
     }
 
-    pub async fn register(&self, input: Registration) -> AppResult<AuthenticatedUser> {
+    /// Creates the user and opens its first session.
+    pub async fn register(
+        &self,
+        input: Registration,
+        client: Client,
+    ) -> AppResult<AuthenticatedUser> {
         Violations::new()
             .name("username", Some(&input.username))
             .not_blank("username", &input.username)
@@ -120,17 +137,26 @@ impl UserService {
             email,
             password_hash: self.hasher.hash(input.password).await?,
         });
+        let minted = Arc::new(Minted::new_session()?);
+        let (client, ttl) = (Arc::new(client), self.session_ttl);
+        let opened = minted.clone();
         let user = self
             .store
             .write(move |txn| {
-                let row = row.clone();
-                Box::pin(async move { repo::insert(txn, &row).await })
+                let (row, minted, client) = (row.clone(), opened.clone(), client.clone());
+                Box::pin(async move {
+                    let user = repo::insert(txn, &row).await?;
+                    sessions::open(txn, user.id, &client, ttl, &minted).await?;
+                    Ok(user)
+                })
             })
             .await?;
-        self.authenticated(user)
+        self.with_new_session(user, &minted)
     }
 
-    pub async fn login(&self, input: Credentials) -> AppResult<AuthenticatedUser> {
+    /// Checks the credentials (and the second factor, when the account has one) and
+    /// opens a session.
+    pub async fn login(&self, input: Credentials, client: Client) -> AppResult<AuthenticatedUser> {
         Violations::new()
             .name("email", Some(&input.email))
             .not_blank("email", &input.email)
@@ -152,10 +178,37 @@ impl UserService {
                 user.as_ref().map(|u| u.password_hash.clone()),
             )
             .await?;
-        match user {
-            Some(user) if matched => self.authenticated(user),
-            _ => Err(AppError::Unauthorized(Reason::InvalidCredentials)),
-        }
+        let user = match user {
+            Some(user) if matched => user,
+            _ => return Err(AppError::Unauthorized(Reason::InvalidCredentials)),
+        };
+        let minted = Arc::new(Minted::new_session()?);
+        let (client, ttl) = (Arc::new(client), self.session_ttl);
+        let (opened, user_id) = (minted.clone(), user.id);
+        let otp = Arc::new(input.otp.filter(|code| !code.trim().is_empty()));
+        self.store
+            .write(move |txn| {
+                let (minted, client, otp) = (opened.clone(), client.clone(), otp.clone());
+                Box::pin(async move {
+                    // Only after the password matched, so the answer does not tell
+                    // strangers which accounts have a second factor.
+                    if let Some(row) = otp::lock(txn, user_id)
+                        .await?
+                        .filter(|t| t.confirmed_at.is_some())
+                    {
+                        let code = otp
+                            .as_deref()
+                            .ok_or(AppError::Unauthorized(Reason::OtpRequired))?;
+                        if !otp::spend(txn, &row, code, true).await? {
+                            return Err(AppError::Unauthorized(Reason::OtpInvalid));
+                        }
+                    }
+                    sessions::open(txn, user_id, &client, ttl, &minted).await?;
+                    Ok(())
+                })
+            })
+            .await?;
+        self.with_new_session(user, &minted)
     }
 
     pub async fn current(&self, principal: Principal) -> AppResult<AuthenticatedUser> {
@@ -163,7 +216,7 @@ impl UserService {
             .store
             .query(move |db| Box::pin(async move { load(db, principal).await }))
             .await?;
-        self.authenticated(user)
+        self.authenticated(user, principal.session_id, principal.session_version)
     }
 
     pub async fn update(
@@ -204,6 +257,13 @@ impl UserService {
             Some(new_password) => Some(self.hasher.hash(new_password).await?),
             None => None,
         };
+        // A new password ends every other session and every token issued before it;
+        // this session goes on with a new refresh token.
+        let minted = match password_hash {
+            Some(_) => Some(Arc::new(Minted::for_session(principal.session_id)?)),
+            None => None,
+        };
+        let restarted = minted.clone();
         let changes = Arc::new(UserChanges {
             username: changes.username.as_deref().map(normalize_name),
             email: changes.email.as_deref().map(normalize_name),
@@ -211,10 +271,11 @@ impl UserService {
             ..changes
         });
         let password_hash = Arc::new(password_hash);
-        let updated = self
+        let (updated, version) = self
             .store
             .write(move |txn| {
                 let (changes, password_hash) = (changes.clone(), password_hash.clone());
+                let restarted = restarted.clone();
                 Box::pin(async move {
                     // Locked: concurrent updates of one user apply one after the other.
                     let user = repo::lock(txn, principal.user_id)
@@ -244,16 +305,44 @@ impl UserService {
                     if let Some(image) = &changes.image {
                         row.image = Set(empty_as_none(image.clone()));
                     }
-                    repo::save(txn, &user, row).await
+                    let saved = repo::save(txn, &user, row).await?;
+                    let version = match restarted.as_deref() {
+                        Some(minted) => {
+                            sessions::restart_after_password_change(
+                                txn,
+                                user.id,
+                                principal.session_id,
+                                minted,
+                            )
+                            .await?
+                        }
+                        None => principal.session_version,
+                    };
+                    Ok((saved, version))
                 })
             })
             .await?;
-        self.authenticated(updated)
+        let mut answer = self.authenticated(updated, principal.session_id, version)?;
+        answer.refresh_token = minted.map(|m| m.token.clone());
+        Ok(answer)
     }
 
-    fn authenticated(&self, user: Model) -> AppResult<AuthenticatedUser> {
+    fn with_new_session(&self, user: Model, minted: &Minted) -> AppResult<AuthenticatedUser> {
+        let mut answer = self.authenticated(user, minted.session_id, 0)?;
+        answer.refresh_token = Some(minted.token.clone());
+        Ok(answer)
+    }
+
+    /// The user with an access token for `session_id` at `version`.
+    pub(crate) fn authenticated(
+        &self,
+        user: Model,
+        session_id: uuid::Uuid,
+        version: i32,
+    ) -> AppResult<AuthenticatedUser> {
         Ok(AuthenticatedUser {
-            token: self.tokens.issue(user.id)?,
+            token: self.tokens.issue(user.id, session_id, version)?,
+            refresh_token: None,
             email: user.email,
             username: user.username,
             bio: user.bio,
@@ -262,8 +351,12 @@ impl UserService {
     }
 }
 
+pub(crate) fn session_ttl(state: &AppState) -> chrono::Duration {
+    chrono::Duration::from_std(state.settings.auth.session_ttl).unwrap_or(chrono::Duration::MAX)
+}
+
 /// The principal's user; a valid token for a user that no longer exists is refused.
-async fn load(db: &impl ConnectionTrait, principal: Principal) -> AppResult<Model> {
+pub(crate) async fn load(db: &impl ConnectionTrait, principal: Principal) -> AppResult<Model> {
     repo::find_by_id(db, principal.user_id)
         .await?
         .ok_or(AppError::Unauthorized(Reason::TokenInvalid))
