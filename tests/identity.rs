@@ -114,6 +114,22 @@ async fn refresh_rotates_and_reuse_ends_the_whole_session() {
     let (status, body) = rest.post("/api/users/refresh", None, json!({})).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 
+    // An idempotency key does not make a refresh replayable: credentials are never kept.
+    let (_, keyed) = register(&rest, &unique("key")).await;
+    let send = || {
+        server
+            .http()
+            .post(server.url("/api/users/refresh"))
+            .header("idempotency-key", "same-key")
+            .json(&json!({ "refreshToken": keyed }))
+            .send()
+    };
+    let first_answer = send().await.expect("send");
+    assert_eq!(first_answer.status(), StatusCode::OK);
+    let retry = send().await.expect("send");
+    assert_eq!(retry.status(), StatusCode::UNAUTHORIZED, "not replayed");
+    assert!(retry.headers().get("idempotent-replayed").is_none());
+
     // The same over gRPC, reuse included.
     let channel = server.channel().await;
     let mut auth = AuthServiceClient::new(channel.clone());
@@ -656,9 +672,11 @@ async fn ended_sessions_are_purged_and_expired_ones_refused() {
 
 #[tokio::test]
 async fn no_credential_or_secret_reaches_logs_metrics_or_error_bodies() {
-    let server = TestServer::start_with(&[
+    let (collector, endpoint) = common::Collector::start().await;
+    let mut server = TestServer::start_with(&[
         ("CONDUIT__AUTH__JWT_SECRET", SECRET),
         ("CONDUIT__TELEMETRY__LOG_LEVEL", "debug"),
+        ("CONDUIT__TELEMETRY__OTLP_ENDPOINT", &endpoint),
     ])
     .await;
     let rest = Rest::new(&server);
@@ -734,15 +752,25 @@ async fn no_credential_or_secret_reaches_logs_metrics_or_error_bodies() {
         "wrong-password-5a4b3c".into(),
     ]);
     secrets.extend(recovery);
-    // Logs are written in batches; give the writer a moment to catch up.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Shutdown flushes the log writer and the span exporter.
+    server.terminate();
+    let server = tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        assert!(server.wait().success());
+        server
+    })
+    .await
+    .expect("join");
     let logs = serde_json::to_string(&server.logs()).expect("logs");
+    let spans = format!("{:?}", collector.0.lock().expect("spans"));
+    assert!(spans.contains("/api/users/refresh"), "spans were exported");
     assert!(logs.len() > 1_000, "logs were captured");
     let answers = serde_json::to_string(&answers).expect("answers");
     for secret in &secrets {
         for (place, text) in [
             ("logs", &logs),
             ("metrics", &metrics),
+            ("spans", &spans),
             ("error bodies", &answers),
         ] {
             assert!(

@@ -10,13 +10,9 @@ use std::{
     time::Duration,
 };
 
-use common::{Rest, TestServer, grpc_frame, grpc_request, unique};
+use common::{Collector, Rest, TestServer, grpc_frame, grpc_request, unique};
 use conduit::proto::conduit::v1::{self as pb, article_service_client::ArticleServiceClient};
 use opentelemetry_proto::tonic::{
-    collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-        trace_service_server::{TraceService, TraceServiceServer},
-    },
     common::v1::any_value::Value as AnyValue,
     trace::v1::{Span, span::SpanKind},
 };
@@ -154,29 +150,6 @@ async fn metrics_can_move_to_an_admin_port() {
     assert_eq!(ready.status(), StatusCode::OK);
 }
 
-/// An OTLP/gRPC collector that keeps every span it is sent.
-#[derive(Clone, Default)]
-struct Collector(Arc<Mutex<Vec<Span>>>);
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let spans = request
-            .into_inner()
-            .resource_spans
-            .into_iter()
-            .flat_map(|r| r.scope_spans)
-            .flat_map(|s| s.spans);
-        self.0.lock().expect("spans").extend(spans);
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
-
 fn attribute(span: &Span, key: &str) -> Option<String> {
     span.attributes
         .iter()
@@ -195,20 +168,7 @@ fn hex(bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn spans_continue_the_callers_trace_on_both_protocols() {
-    let collector = Collector::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let collector_addr = listener.local_addr().expect("addr");
-    let service = TraceServiceServer::new(collector.clone());
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-    });
-
-    let endpoint = format!("http://{collector_addr}");
+    let (collector, endpoint) = Collector::start().await;
     let mut server =
         TestServer::start_with(&[("CONDUIT__TELEMETRY__OTLP_ENDPOINT", &endpoint)]).await;
     let (rest_trace, rest_parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");

@@ -240,8 +240,22 @@ async fn run(
     Response::from_parts(parts, body_of(bytes, trailers))
 }
 
-/// Mutations that honour a key: REST POSTs other than login (which writes nothing), and
-/// conduit.v1 methods other than reads and login. Health and reflection never.
+/// Operations whose answers carry credentials (access and refresh tokens, a TOTP secret,
+/// recovery codes). Their answers are never kept, since keeping them would store
+/// credentials in the clear and let a copy of the request fetch them again (a replayed
+/// refresh would undo refresh-token rotation); a key sent with them is ignored.
+const ISSUES_CREDENTIALS_REST: &[&str] = &[
+    "/api/users",
+    "/api/users/login",
+    "/api/users/refresh",
+    "/api/user/totp",
+    "/api/user/totp/confirm",
+];
+const ISSUES_CREDENTIALS_GRPC: &[&str] =
+    &["Register", "Login", "Refresh", "EnrollTotp", "ConfirmTotp"];
+
+/// Mutations that honour a key: REST POSTs and conduit.v1 methods other than reads and
+/// those that issue credentials. Health and reflection never.
 fn is_mutation(protocol: Protocol, method: &Method, path: &str) -> bool {
     if protocol.is_grpc() {
         let Some(rpc) = path
@@ -253,9 +267,9 @@ fn is_mutation(protocol: Protocol, method: &Method, path: &str) -> bool {
         return !(rpc.starts_with("Get")
             || rpc.starts_with("List")
             || rpc.starts_with("Feed")
-            || rpc == "Login");
+            || ISSUES_CREDENTIALS_GRPC.contains(&rpc));
     }
-    method == Method::POST && path != "/api/users/login"
+    method == Method::POST && !ISSUES_CREDENTIALS_REST.contains(&path)
 }
 
 /// 1–255 visible ASCII characters; a Structured Fields string's quotes are removed.
