@@ -673,7 +673,7 @@ async fn ended_sessions_are_purged_and_expired_ones_refused() {
 #[tokio::test]
 async fn no_credential_or_secret_reaches_logs_metrics_or_error_bodies() {
     let (collector, endpoint) = common::Collector::start().await;
-    let mut server = TestServer::start_with(&[
+    let server = TestServer::start_with(&[
         ("CONDUIT__AUTH__JWT_SECRET", SECRET),
         ("CONDUIT__TELEMETRY__LOG_LEVEL", "debug"),
         ("CONDUIT__TELEMETRY__OTLP_ENDPOINT", &endpoint),
