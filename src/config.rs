@@ -1,5 +1,7 @@
 //! Typed settings, layered: built-in defaults → `config/default.toml` →
-//! `config/{APP_ENV}.toml` → environment (`CONDUIT__SECTION__KEY`, plus `*_FILE` secret mounts).
+//! `config/{APP_ENV}.toml` → environment (`CONDUIT__SECTION__KEY`, plus `*_FILE` secret
+//! mounts). Both profiles are compiled into the binary; copies on disk (in `config/` under
+//! the working directory) are optional overrides.
 //!
 //! Every section denies unknown keys so that a typo fails at startup, naming the key,
 //! instead of silently running with a default.
@@ -72,6 +74,9 @@ pub struct Settings {
     /// Selected by `APP_ENV`, not by a config key.
     #[serde(skip)]
     pub environment: Option<AppEnv>,
+    /// The layers that made these settings, in order (for `conduit config check`).
+    #[serde(skip)]
+    pub layers: Vec<String>,
     pub server: ServerSettings,
     pub cors: CorsSettings,
     pub database: DatabaseSettings,
@@ -240,9 +245,14 @@ pub struct DatabaseSettings {
     pub migrate_on_start: bool,
     #[serde(with = "humantime_serde")]
     pub sqlite_busy_timeout: Duration,
-    /// How often readiness re-checks the database.
+    /// How often readiness re-checks the database (and, when migrations are left to a
+    /// job, the schema version).
     #[serde(with = "humantime_serde")]
     pub health_check_interval: Duration,
+    /// How long one check may take before it counts as failed: with the interval, how
+    /// soon readiness reports a lost database (1 s + 1 s by default).
+    #[serde(with = "humantime_serde")]
+    pub health_check_timeout: Duration,
 }
 
 impl Default for DatabaseSettings {
@@ -254,7 +264,8 @@ impl Default for DatabaseSettings {
             startup_deadline: Duration::from_secs(30),
             migrate_on_start: true,
             sqlite_busy_timeout: Duration::from_secs(5),
-            health_check_interval: Duration::from_secs(2),
+            health_check_interval: Duration::from_secs(1),
+            health_check_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -447,6 +458,10 @@ impl Settings {
         let app_env: AppEnv = sources.app_env.as_deref().unwrap_or("local").parse()?;
         let defaults = Config::try_from(&Settings::default()).map_err(err)?;
         let env = resolve_secret_files(sources.env)?;
+        let variables = env
+            .keys()
+            .filter(|k| k.starts_with(&format!("{ENV_PREFIX}{ENV_SEPARATOR}")))
+            .count();
 
         let mut environment = Environment::with_prefix(ENV_PREFIX)
             .prefix_separator(ENV_SEPARATOR)
@@ -458,15 +473,33 @@ impl Settings {
             environment = environment.with_list_parse_key(key);
         }
 
-        let layered = Config::builder()
-            .add_source(defaults)
-            .add_source(file(sources.config_dir, "default"))
-            .add_source(file(sources.config_dir, app_env.as_str()))
-            .add_source(environment)
-            .build()
-            .map_err(err)?;
+        let mut layers = vec!["built-in defaults".to_string()];
+        let mut builder = Config::builder().add_source(defaults);
+        // The profiles are compiled in, so the binary behaves the same from any working
+        // directory (a container, /usr/local/bin); files on disk override them.
+        for (name, text) in [
+            ("default", BUILT_IN_DEFAULT),
+            (app_env.as_str(), built_in_profile(app_env)),
+        ] {
+            builder = builder.add_source(File::from_str(text, FileFormat::Toml));
+            layers.push(format!("built-in config/{name}.toml"));
+        }
+        for name in ["default", app_env.as_str()] {
+            let path = sources.config_dir.join(format!("{name}.toml"));
+            if path.is_file() {
+                layers.push(format!("{} (file)", path.display()));
+            }
+            builder = builder.add_source(file(sources.config_dir, name));
+        }
+        if variables > 0 {
+            layers.push(format!(
+                "environment ({variables} {ENV_PREFIX}__* variables)"
+            ));
+        }
+        let layered = builder.add_source(environment).build().map_err(err)?;
         let mut settings: Settings = layered.try_deserialize().map_err(err)?;
         settings.environment = Some(app_env);
+        settings.layers = layers;
         settings.validate()?;
         Ok(settings)
     }
@@ -546,6 +579,10 @@ impl Settings {
             (
                 "database.health_check_interval",
                 self.database.health_check_interval,
+            ),
+            (
+                "database.health_check_timeout",
+                self.database.health_check_timeout,
             ),
             ("auth.token_ttl", self.auth.token_ttl),
             ("auth.session_ttl", self.auth.session_ttl),
@@ -666,10 +703,24 @@ impl Settings {
             shown.telemetry.sentry_dsn = Some(REDACTED.into());
         }
         let mut out = format!("# APP_ENV = {}\n", self.app_env().as_str());
+        out.push_str("# layers, later ones winning:\n");
+        for layer in &self.layers {
+            out.push_str(&format!("#   {layer}\n"));
+        }
         out.push_str(
             &toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n")),
         );
         out
+    }
+}
+
+const BUILT_IN_DEFAULT: &str = include_str!("../config/default.toml");
+
+fn built_in_profile(app_env: AppEnv) -> &'static str {
+    match app_env {
+        AppEnv::Local => "",
+        AppEnv::Dev => include_str!("../config/dev.toml"),
+        AppEnv::Prod => include_str!("../config/prod.toml"),
     }
 }
 

@@ -152,6 +152,7 @@ impl Lifecycle {
         let db = self.state.db().clone();
         let readiness = self.state.readiness.clone();
         let interval = self.state.settings.database.health_check_interval;
+        let check_timeout = self.state.settings.database.health_check_timeout;
         let max_connections = self.state.settings.database.max_connections;
         self.spawn_worker("database-watch", move |stop| async move {
             let mut ticker = tokio::time::interval(interval);
@@ -162,7 +163,7 @@ impl Lifecycle {
                     _ = stop.cancelled() => break,
                     _ = ticker.tick() => {}
                 }
-                let up = match tokio::time::timeout(interval, db.ping()).await {
+                let up = match tokio::time::timeout(check_timeout, db.ping()).await {
                     Ok(Ok(())) => {
                         inconclusive = 0;
                         true

@@ -223,6 +223,15 @@ async fn config_check_prints_the_effective_configuration_redacted() {
         "{stdout}"
     );
     assert!(stdout.contains("<redacted>"), "{stdout}");
+    // Run from a directory without config/: the prod profile is compiled in.
+    assert!(stdout.contains("drain_delay = \"5s\""), "{stdout}");
+    assert!(stdout.contains("migrate_on_start = false"), "{stdout}");
+    assert!(stdout.contains("admin_addr = \"0.0.0.0:9090\""), "{stdout}");
+    assert!(
+        stdout.contains("built-in config/prod.toml") && !stdout.contains("(file)"),
+        "the layers that applied are named: {stdout}"
+    );
+    assert!(stdout.contains("environment ("), "{stdout}");
 }
 
 #[tokio::test]
