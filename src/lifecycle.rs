@@ -10,16 +10,18 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{config::Settings, db, state::AppState};
 
-/// What readiness depends on. Ready = the database answers and we are not draining.
+/// What readiness depends on. Ready = the database answers, its schema has every
+/// migration this binary needs, and we are not draining.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadyState {
     pub database_up: bool,
+    pub schema_behind: bool,
     pub draining: bool,
 }
 
 impl ReadyState {
     pub fn is_ready(self) -> bool {
-        self.database_up && !self.draining
+        self.database_up && !self.schema_behind && !self.draining
     }
 
     /// Why the service is not ready, for `/readyz` bodies and logs.
@@ -28,6 +30,10 @@ impl ReadyState {
             Some("draining: the service is shutting down")
         } else if !self.database_up {
             Some("database unreachable")
+        } else if self.schema_behind {
+            Some(
+                "database schema behind this binary: migrations pending (run `conduit migrate up`)",
+            )
         } else {
             None
         }
@@ -48,6 +54,7 @@ impl Readiness {
     pub fn new() -> Self {
         Readiness(Arc::new(watch::Sender::new(ReadyState {
             database_up: true,
+            schema_behind: false,
             draining: false,
         })))
     }
@@ -56,7 +63,7 @@ impl Readiness {
         *self.0.borrow()
     }
 
-    fn update(&self, change: impl FnOnce(&mut ReadyState)) {
+    pub(crate) fn update(&self, change: impl FnOnce(&mut ReadyState)) {
         self.0.send_if_modified(|state| {
             let before = *state;
             change(state);
@@ -89,8 +96,28 @@ impl Lifecycle {
             db::migrate(&db, &settings.database).await?;
             tracing::info!("migrations applied");
         }
+        // Left to a migration job, the schema may not be there yet: serve nothing that
+        // needs it (not ready, with the reason) until it is — the database watch checks
+        // again on every tick — rather than answer every request 500.
+        let readiness = Readiness::new();
+        let schema = db::schema_state(&db).await?;
+        if !schema.pending.is_empty() {
+            tracing::error!(
+                pending = ?schema.pending,
+                "database schema is behind this binary; not ready until `conduit migrate up` has run"
+            );
+            readiness.update(|s| s.schema_behind = true);
+        }
+        if !schema.unknown.is_empty() {
+            // Migrations are additive (expand, then contract in a later release), so a
+            // binary whose migrations are all applied can serve a newer schema.
+            tracing::warn!(
+                unknown = ?schema.unknown,
+                "database has migrations this binary does not know (a rolled-back deployment?); serving, since every migration it needs is applied"
+            );
+        }
         let lifecycle = Lifecycle {
-            state: AppState::new(settings, db, Readiness::new()),
+            state: AppState::new(settings, db, readiness),
             workers: TaskTracker::new(),
             stop_workers: CancellationToken::new(),
             streams_closing: CancellationToken::new(),
@@ -188,6 +215,16 @@ impl Lifecycle {
                     }
                 };
                 crate::metrics::job_run("database-watch", up);
+                if up && readiness.current().schema_behind {
+                    match db::schema_state(&db).await {
+                        Ok(schema) if schema.pending.is_empty() => {
+                            tracing::info!("database schema is up to date; ready");
+                            readiness.update(|s| s.schema_behind = false);
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "schema check failed"),
+                    }
+                }
                 if up != readiness.current().database_up {
                     if up {
                         tracing::info!("database reachable again");
@@ -259,6 +296,22 @@ impl Lifecycle {
                     Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
                 }
                 crate::metrics::job_run("idempotency-purge", outcome.is_ok());
+            }
+        });
+    }
+
+    /// The Prometheus recorder keeps histogram samples until something drains them: a
+    /// scrape, or this upkeep. Without it an unscraped process grows with its traffic
+    /// (19 → 37 MB in 30 s of load, measured).
+    pub fn spawn_metrics_upkeep(&self, handle: metrics_exporter_prometheus::PrometheusHandle) {
+        self.spawn_worker("metrics-upkeep", move |stop| async move {
+            let mut ticker = tokio::time::interval(std::time::Duration::from_secs(5));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = ticker.tick() => handle.run_upkeep(),
+                }
             }
         });
     }

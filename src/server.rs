@@ -113,6 +113,7 @@ pub fn routers(
                 .context("building reflection v1alpha")?,
         );
 
+    lifecycle.spawn_metrics_upkeep(metrics.clone());
     let probes = probes::router(state.readiness.clone());
     let metrics = metrics::router(
         metrics,

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestDb, TestServer, run_cli};
+use common::{Rest, TestDb, TestServer, run_cli, unique};
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -594,5 +594,74 @@ async fn openapi_command_documents_every_operation() {
     assert_eq!(
         total, documented,
         "no undocumented extras, no missing operations"
+    );
+}
+
+/// With migrations left to a job, a server on an unmigrated schema is not ready (and
+/// says why) instead of answering 500s, and becomes ready by itself once the job has run.
+/// A schema ahead of the binary (a rolled-back deployment) is served, with a warning.
+#[tokio::test]
+async fn schema_behind_is_not_ready_until_migrated_and_ahead_is_served() {
+    use sea_orm::ConnectionTrait;
+    let db = TestDb::new().await;
+    let no_migrate = [("CONDUIT__DATABASE__MIGRATE_ON_START", "false")];
+    let server = TestServer::start_on(db.share(), &no_migrate).await;
+    let http = reqwest::Client::new();
+    let readyz = |server: &TestServer| {
+        let request = http.get(server.url("/readyz"));
+        async move {
+            let response = request.send().await.expect("readyz");
+            let status = response.status();
+            (status, response.json::<Value>().await.expect("json"))
+        }
+    };
+    let (status, body) = readyz(&server).await;
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("migrations pending")),
+        "{body}"
+    );
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("check")
+        .into_inner()
+        .status;
+    assert_eq!(status, 2, "gRPC health NOT_SERVING");
+    assert!(
+        server.logs().iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("schema is behind"))),
+        "logged"
+    );
+
+    assert!(run_cli(&["migrate", "up"], &[], &db.url).status.success());
+    assert!(
+        server.wait_for_readyz(reqwest::StatusCode::OK).await,
+        "ready once migrated"
+    );
+    Rest::new(&server).register(&unique("mig")).await;
+    drop(server);
+
+    let conn = sea_orm::Database::connect(&db.url).await.expect("connect");
+    conn.execute_unprepared(
+        "INSERT INTO seaql_migrations (version, applied_at) VALUES ('m20991231_000001_from_a_newer_release', 0)",
+    )
+    .await
+    .expect("a newer release's migration");
+    conn.close().await.expect("close");
+    let server = TestServer::start_on(db.share(), &no_migrate).await;
+    let (status, body) = readyz(&server).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    assert!(
+        server.logs().iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not know"))),
+        "warned"
     );
 }

@@ -127,6 +127,52 @@ pub async fn rollback_last(db: &DatabaseConnection) -> anyhow::Result<()> {
         .context("rolling back the last migration")
 }
 
+/// How the database's schema compares with the migrations this binary carries.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SchemaState {
+    /// The binary's migrations not applied yet: the schema is behind.
+    pub pending: Vec<String>,
+    /// Applied migrations the binary does not know: the schema is ahead (an older binary,
+    /// e.g. after a rollback of the deployment).
+    pub unknown: Vec<String>,
+}
+
+/// Reads the applied migrations without creating anything (servers that do not migrate
+/// must not write the schema).
+pub async fn schema_state(db: &DatabaseConnection) -> anyhow::Result<SchemaState> {
+    let applied: Vec<String> = match db
+        .query_all_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT version FROM seaql_migrations",
+        ))
+        .await
+    {
+        Ok(rows) => rows
+            .iter()
+            .filter_map(|row| row.try_get::<String>("", "version").ok())
+            .collect(),
+        // An empty database: no migration table yet.
+        Err(e) if e.to_string().contains("seaql_migrations") => Vec::new(),
+        Err(e) => return Err(e).context("reading the applied migrations"),
+    };
+    let known: Vec<String> = Migrator::migrations()
+        .iter()
+        .map(|m| m.name().to_string())
+        .collect();
+    Ok(SchemaState {
+        pending: known
+            .iter()
+            .filter(|name| !applied.contains(name))
+            .cloned()
+            .collect(),
+        unknown: applied
+            .iter()
+            .filter(|name| !known.contains(name))
+            .cloned()
+            .collect(),
+    })
+}
+
 /// `(name, applied)` for every migration the binary knows.
 pub async fn migration_status(db: &DatabaseConnection) -> anyhow::Result<Vec<(String, bool)>> {
     let migrations = Migrator::get_migration_with_status(db).await?;
