@@ -86,6 +86,8 @@ pub struct Settings {
     pub idempotency: IdempotencySettings,
     pub cache: CacheSettings,
     pub rate_limit: RateLimitSettings,
+    pub features: FeatureSettings,
+    pub jobs: JobSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -287,9 +289,6 @@ pub struct AuthSettings {
     /// A session ends when it has not been refreshed for this long.
     #[serde(with = "humantime_serde")]
     pub session_ttl: Duration,
-    /// How often ended sessions are deleted.
-    #[serde(with = "humantime_serde")]
-    pub session_purge_interval: Duration,
     /// Password hashes computed at once (argon2id, 19 MiB and tens of milliseconds of CPU
     /// each); 0 means one per CPU core.
     pub max_concurrent_hashes: usize,
@@ -308,7 +307,6 @@ impl Default for AuthSettings {
             jwt_issuer: "conduit".into(),
             token_ttl: Duration::from_secs(15 * 60),
             session_ttl: Duration::from_secs(30 * 24 * 3600),
-            session_purge_interval: Duration::from_secs(3600),
             max_concurrent_hashes: 0,
             hash_queue_timeout: Duration::from_secs(2),
         }
@@ -367,6 +365,74 @@ impl Default for RateLimitSettings {
         Self {
             per_ip_per_minute: 30,
             per_account_per_minute: 10,
+        }
+    }
+}
+
+/// Which feature modules exist. A disabled module is absent from the REST router (404),
+/// the OpenAPI document, gRPC reflection and health — decided at startup.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeatureSettings {
+    pub users: bool,
+    /// Sessions (refresh, logout, session list) and TOTP second factors.
+    pub identity: bool,
+    pub profiles: bool,
+    pub articles: bool,
+    pub comments: bool,
+    pub tags: bool,
+    /// `GET /api/feed`, the old path of the feed, answered with `Deprecation` and `Sunset`
+    /// headers until it is removed.
+    pub legacy_feed: bool,
+    /// When the legacy routes go away (the `Sunset` header, RFC 8594).
+    pub legacy_sunset: chrono::DateTime<chrono::Utc>,
+}
+
+impl Default for FeatureSettings {
+    fn default() -> Self {
+        Self {
+            users: true,
+            identity: true,
+            profiles: true,
+            articles: true,
+            comments: true,
+            tags: true,
+            legacy_feed: true,
+            legacy_sunset: chrono::DateTime::from_timestamp(1_814_313_600, 0).unwrap_or_default(),
+        }
+    }
+}
+
+impl FeatureSettings {
+    /// Whether the module `name` (`modules::Module::name`) is switched on.
+    pub fn enabled(&self, name: &str) -> bool {
+        match name {
+            "users" => self.users,
+            "identity" => self.identity,
+            "profiles" => self.profiles,
+            "articles" => self.articles,
+            "comments" => self.comments,
+            "tags" => self.tags,
+            "legacy_feed" => self.legacy_feed,
+            _ => true,
+        }
+    }
+}
+
+/// Background jobs that run once per interval across all replicas (`jobs.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobSettings {
+    /// Deletes ended sessions, spent recovery codes, expired idempotency keys and stale
+    /// job leases.
+    #[serde(with = "humantime_serde")]
+    pub cleanup_interval: Duration,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        Self {
+            cleanup_interval: Duration::from_secs(600),
         }
     }
 }
@@ -586,13 +652,10 @@ impl Settings {
             ),
             ("auth.token_ttl", self.auth.token_ttl),
             ("auth.session_ttl", self.auth.session_ttl),
-            (
-                "auth.session_purge_interval",
-                self.auth.session_purge_interval,
-            ),
             ("auth.hash_queue_timeout", self.auth.hash_queue_timeout),
             ("idempotency.ttl", self.idempotency.ttl),
             ("cache.ttl", self.cache.ttl),
+            ("jobs.cleanup_interval", self.jobs.cleanup_interval),
             (
                 "idempotency.purge_interval",
                 self.idempotency.purge_interval,
@@ -623,6 +686,18 @@ impl Settings {
                 "database.url",
                 "must start with sqlite:, postgres:// or postgresql://".into(),
             );
+        }
+        for (module, needs) in [
+            ("comments", "articles"),
+            ("legacy_feed", "articles"),
+            ("identity", "users"),
+        ] {
+            if self.features.enabled(module) && !self.features.enabled(needs) {
+                return invalid(
+                    &format!("features.{module}"),
+                    format!("needs features.{needs}, which is off"),
+                );
+            }
         }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be greater than 0".into());

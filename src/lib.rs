@@ -12,6 +12,7 @@ pub mod entities;
 pub mod error;
 pub mod grpc;
 pub mod idempotency;
+pub mod jobs;
 pub mod lifecycle;
 pub mod metrics;
 pub mod middleware;

@@ -124,7 +124,7 @@ impl Lifecycle {
         };
         lifecycle.spawn_database_watch();
         lifecycle.spawn_idempotency_purge();
-        lifecycle.spawn_session_purge();
+        lifecycle.spawn_cleanup();
         lifecycle.spawn_rate_limit_upkeep();
         lifecycle.spawn_cache_invalidation();
         // Warm: the first visitors get the tag list from memory too. Not fatal: with
@@ -254,27 +254,13 @@ impl Lifecycle {
         });
     }
 
-    /// Deletes ended sessions (revoked or expired) and their refresh tokens every
-    /// `auth.session_purge_interval`.
-    fn spawn_session_purge(&self) {
+    /// The `cleanup` job (`jobs::cleanup`), run once per `jobs.cleanup_interval` across
+    /// all replicas.
+    fn spawn_cleanup(&self) {
         let store = self.state.store.clone();
-        let interval = self.state.settings.auth.session_purge_interval;
-        self.spawn_worker("session-purge", move |stop| async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = ticker.tick() => {}
-                }
-                let outcome = crate::auth::sessions::purge_ended(&store).await;
-                match &outcome {
-                    Ok(0) => {}
-                    Ok(purged) => tracing::debug!(purged, "ended sessions deleted"),
-                    Err(e) => tracing::warn!(error = %e, "purging sessions failed"),
-                }
-                crate::metrics::job_run("session-purge", outcome.is_ok());
-            }
+        let interval = self.state.settings.jobs.cleanup_interval;
+        self.spawn_worker("cleanup", move |stop| {
+            crate::jobs::run_leased(store, "cleanup", interval, stop, crate::jobs::cleanup)
         });
     }
 

@@ -635,7 +635,7 @@ async fn ended_sessions_are_purged_and_expired_ones_refused() {
     let server = TestServer::start_with(&[
         ("CONDUIT__AUTH__JWT_SECRET", SECRET),
         ("CONDUIT__AUTH__SESSION_TTL", "2s"),
-        ("CONDUIT__AUTH__SESSION_PURGE_INTERVAL", "1s"),
+        ("CONDUIT__JOBS__CLEANUP_INTERVAL", "1s"),
     ])
     .await;
     let rest = Rest::new(&server);
@@ -658,7 +658,7 @@ async fn ended_sessions_are_purged_and_expired_ones_refused() {
         row.try_get::<i64>("", "n").expect("n")
     };
     assert_eq!(count().await, 1);
-    // A guard, not a timing expectation: the purge runs every second.
+    // A guard, not a timing expectation: cleanup runs every second.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while count().await > 0 {
         assert!(std::time::Instant::now() < deadline, "never purged");

@@ -9,6 +9,7 @@ mod m20261124_000002_create_content;
 mod m20261124_000003_create_idempotency_keys;
 mod m20261124_000004_case_insensitive_identities;
 mod m20261124_000005_create_sessions;
+mod m20261124_000006_create_job_leases;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000003_create_idempotency_keys::Migration),
             Box::new(m20261124_000004_case_insensitive_identities::Migration),
             Box::new(m20261124_000005_create_sessions::Migration),
+            Box::new(m20261124_000006_create_job_leases::Migration),
         ]
     }
 }

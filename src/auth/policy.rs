@@ -65,6 +65,7 @@ pub const POLICY: &[(&str, Access)] = &[
     // Articles
     ("GET /api/articles", Optional),
     ("GET /api/articles/feed", Required),
+    ("GET /api/feed", Required),
     ("GET /api/articles/{slug}", Optional),
     ("POST /api/articles", Required),
     ("PUT /api/articles/{slug}", Required),

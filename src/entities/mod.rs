@@ -7,6 +7,7 @@ pub mod comments;
 pub mod favorites;
 pub mod follows;
 pub mod idempotency_keys;
+pub mod job_leases;
 pub mod recovery_codes;
 pub mod refresh_tokens;
 pub mod sessions;

@@ -1,11 +1,12 @@
 //! Feature modules. Each registers a REST router (whose annotated handlers make up the
 //! OpenAPI document) and its gRPC services. `server` assembles the modules `enabled`
-//! returns, so shortening that list removes a module from routing, docs, health and
-//! reflection alike.
+//! returns — those `features.<name>` leaves on — so switching one off removes it from
+//! routing, docs, health and reflection alike.
 
 pub mod articles;
 pub mod comments;
 pub mod identity;
+pub mod legacy;
 pub mod profiles;
 pub mod tags;
 pub mod users;
@@ -34,10 +35,13 @@ pub const ALL: &[Module] = &[
     articles::MODULE,
     comments::MODULE,
     tags::MODULE,
+    legacy::MODULE,
 ];
 
-pub fn enabled(_settings: &Settings) -> impl Iterator<Item = &'static Module> {
+/// The modules `features.<name>` leaves on (all, by default).
+pub fn enabled(settings: &Settings) -> impl Iterator<Item = &'static Module> {
     ALL.iter()
+        .filter(|module| settings.features.enabled(module.name))
 }
 
 /// A module's tonic services as axum routes.

@@ -4,7 +4,7 @@ mod grpc;
 /// Public for the benchmark harness, which runs its statements against the database
 /// alone; modules use the service.
 pub mod repo;
-mod rest;
+pub(crate) mod rest;
 pub mod service;
 
 use super::{GrpcServices, Module, tune_grpc};

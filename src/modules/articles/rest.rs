@@ -106,7 +106,7 @@ struct SingleArticleResponse {
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct MultipleArticlesResponse {
+pub(crate) struct MultipleArticlesResponse {
     articles: Vec<ArticleSummary>,
     articles_count: u64,
 }
@@ -145,7 +145,7 @@ struct ListParams {
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-struct PageParams {
+pub(crate) struct PageParams {
     #[param(minimum = 0)]
     offset: Option<i64>,
     #[param(minimum = 1, maximum = 100, default = 20)]
@@ -238,7 +238,7 @@ async fn list_articles(
         (status = 401, description = "Missing or invalid token", body = GenericErrorModel),
         (status = 422, description = "Invalid parameters", body = GenericErrorModel),
     ))]
-async fn feed(
+pub(crate) async fn feed(
     State(state): State<AppState>,
     viewer: Principal,
     Query(params): Query<PageParams>,
