@@ -125,6 +125,9 @@ pub struct ServerSettings {
     pub handshake_timeout: Duration,
     /// Connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
+    /// Requests in flight at once; more are answered 503 / RESOURCE_EXHAUSTED at once
+    /// (probes, `/metrics` and gRPC health never are). 0: no limit.
+    pub concurrency_limit: usize,
     /// Longest a response may wait for its client to take more of it (HTTP/2 window,
     /// TCP window) before the connection is closed.
     #[serde(with = "humantime_serde")]
@@ -169,6 +172,7 @@ impl Default for ServerSettings {
             hsts: String::new(),
             handshake_timeout: Duration::from_secs(10),
             max_connections: 4096,
+            concurrency_limit: 1024,
             send_timeout: Duration::from_secs(30),
             trusted_proxies: Vec::new(),
         }

@@ -72,6 +72,8 @@ pub enum Reason {
     HashingBusy,
     /// Too many attempts at credentials from this client or on this account.
     RateLimited,
+    /// More requests in flight than `server.concurrency_limit`: shed at once.
+    Overloaded,
     DeadlineExceeded,
     MethodNotFound,
     MethodNotAllowed,
@@ -115,6 +117,7 @@ impl Reason {
             Reason::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
             Reason::HashingBusy => "HASHING_BUSY",
             Reason::RateLimited => "RATE_LIMITED",
+            Reason::Overloaded => "OVERLOADED",
             Reason::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Reason::MethodNotFound => "METHOD_NOT_FOUND",
             Reason::MethodNotAllowed => "METHOD_NOT_ALLOWED",
@@ -148,7 +151,10 @@ impl Reason {
             Reason::RequestTooLarge
             | Reason::RequestUnreadable
             | Reason::UnsupportedContentType => "body",
-            Reason::DeadlineExceeded | Reason::HashingBusy | Reason::RateLimited => "request",
+            Reason::DeadlineExceeded
+            | Reason::HashingBusy
+            | Reason::RateLimited
+            | Reason::Overloaded => "request",
             Reason::MethodNotFound => "route",
             Reason::MethodNotAllowed => "method",
             Reason::NotAuthor | Reason::ValidationFailed | Reason::Internal => "request",

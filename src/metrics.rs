@@ -54,6 +54,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "Logins and registrations refused 429 / RESOURCE_EXHAUSTED by the attempt limits"
     );
     metrics::describe_counter!(
+        crate::middleware::shed::SHED,
+        "Requests answered 503 / RESOURCE_EXHAUSTED because server.concurrency_limit were in flight"
+    );
+    metrics::describe_counter!(
         HASHING_REFUSED,
         "Logins, registrations and password changes answered 503 / UNAVAILABLE because every password-hashing slot stayed busy"
     );

@@ -225,6 +225,13 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
             server.request_timeout,
             server.body_limit_bytes,
         ))
+        // 5b. load shedding: past server.concurrency_limit requests in flight, 503 /
+        //     RESOURCE_EXHAUSTED at once; probes, /metrics and gRPC health are exempt
+        .layer(from_fn_with_state(
+            middleware::shed::places(server.concurrency_limit),
+            middleware::shed::shed,
+        ))
+        .layer(SharedLayer)
         // 6. gzip for REST only: compressing gRPC or gRPC-Web frames breaks their framing
         .layer(
             CompressionLayer::new()

@@ -210,3 +210,93 @@ async fn the_legacy_feed_answers_with_deprecation_and_sunset() {
     let (_, document) = rest.get("/api/openapi.json", None).await;
     assert_eq!(document["paths"]["/api/feed"]["get"]["deprecated"], true);
 }
+
+/// Two requests whose bodies never finish hold both places; the next is refused at once
+/// on either protocol, while probes, metrics and gRPC health still answer.
+#[tokio::test]
+async fn past_the_concurrency_limit_requests_are_shed_but_probes_are_not() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start_with(&[("CONDUIT__SERVER__CONCURRENCY_LIMIT", "2")]).await;
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        stream
+            .write_all(
+                b"POST /api/users HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+            )
+            .await
+            .expect("write");
+        stalled.push(stream);
+    }
+    let rest = Rest::new(&server);
+    // The stalled requests take their places as soon as their headers are read; until
+    // then a request here may still get through, so ask until one is refused (a guard
+    // against a hang, not a timing expectation).
+    let mut refused = None;
+    for _ in 0..100 {
+        let response = server
+            .http()
+            .get(server.url("/api/tags"))
+            .send()
+            .await
+            .expect("send");
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            refused = Some(response);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = refused.expect("shed once both places are taken");
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(
+        body,
+        serde_json::json!({"errors": {"request": ["overloaded; retry shortly"]}})
+    );
+
+    let channel = server.channel().await;
+    let status =
+        conduit::proto::conduit::v1::tag_service_client::TagServiceClient::new(channel.clone())
+            .list_tags(conduit::proto::conduit::v1::ListTagsRequest {})
+            .await
+            .expect_err("shed");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+
+    for path in ["/livez", "/readyz", "/metrics"] {
+        let status = reqwest::get(server.url(path))
+            .await
+            .expect("probe")
+            .status();
+        assert_eq!(status, StatusCode::OK, "{path} is never shed");
+    }
+    let serving = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health is never shed")
+        .into_inner()
+        .status;
+    assert_eq!(serving, 1);
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("conduit_requests_shed_total"), "counted");
+
+    // Places free up when the stalled requests end.
+    drop(stalled);
+    let mut served = false;
+    for _ in 0..100 {
+        if rest.get("/api/tags", None).await.0 == StatusCode::OK {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served, "served again");
+}

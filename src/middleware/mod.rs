@@ -11,6 +11,7 @@ pub mod request_id;
 pub mod rewrite;
 pub mod security_headers;
 pub mod shared;
+pub mod shed;
 pub mod timeout;
 
 use axum::{

@@ -1,0 +1,60 @@
+//! Load shedding: at most `server.concurrency_limit` requests in flight; beyond it the
+//! answer is an immediate 503 / RESOURCE_EXHAUSTED (`OVERLOADED`, with `Retry-After: 1`),
+//! not a queue without bound whose waiters all time out together. Probes, `/metrics` and
+//! gRPC health are never shed: an overloaded replica must still say how it is.
+//!
+//! A request holds its place until its response headers are ready; the body streams
+//! after that without counting (every response here is short, and streams are health's).
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Request, State},
+    http::{HeaderValue, StatusCode, header::RETRY_AFTER},
+    middleware::Next,
+    response::Response,
+};
+use tokio::sync::Semaphore;
+
+use super::{Protocol, layer_error};
+use crate::error::Reason;
+
+pub const SHED: &str = "conduit_requests_shed_total";
+
+/// Places for requests in flight; `0` in the settings means no limit.
+pub fn places(limit: usize) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(if limit == 0 {
+        Semaphore::MAX_PERMITS
+    } else {
+        limit
+    }))
+}
+
+fn never_shed(path: &str) -> bool {
+    matches!(path, "/livez" | "/readyz" | "/metrics") || path.starts_with("/grpc.health.v1.Health/")
+}
+
+pub async fn shed(State(places): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
+    if never_shed(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let Ok(_place) = places.try_acquire() else {
+        metrics::counter!(SHED).increment(1);
+        let mut response = layer_error(
+            Protocol::of(&request),
+            crate::error::status(
+                tonic::Code::ResourceExhausted,
+                Reason::Overloaded,
+                "overloaded: too many requests in flight; retry shortly",
+            ),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request",
+            "overloaded; retry shortly",
+        );
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
+    next.run(request).await
+}
