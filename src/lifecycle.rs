@@ -384,6 +384,8 @@ const TEARDOWN_STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C). The handlers are installed when
 /// this is called, not when the future is first polled: call it before the port opens, so
 /// a SIGTERM that arrives right after startup drains instead of killing the process.
+/// A second signal during the drain exits at once (an operator who means it, or a
+/// supervisor that gave up waiting), with 128 + the signal's number.
 pub fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let terminate = signal(SignalKind::terminate());
@@ -397,8 +399,21 @@ pub fn shutdown_signal() -> impl Future<Output = ()> {
             }
         };
         tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM received"),
-            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received; draining (send it again to exit at once)"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received; draining (send it again to exit at once)"),
         }
+        tokio::spawn(async move {
+            let code = tokio::select! {
+                _ = terminate.recv() => 128 + 15,
+                _ = interrupt.recv() => 128 + 2,
+            };
+            tracing::warn!(
+                exit_code = code,
+                "second shutdown signal; exiting now without draining"
+            );
+            // The log writer batches lines: give it one interval to write this one.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            std::process::exit(code);
+        });
     }
 }

@@ -54,7 +54,8 @@ async fn run(settings: &Arc<Settings>, telemetry: &Telemetry) -> anyhow::Result<
         let shutdown = lifecycle::shutdown_signal(); // handlers in place before the port opens
         let listener = server::bind(&settings.server).await?;
         let admin = server::bind_admin(&settings.server, routers.admin).await?;
-        server::serve(listener, app, admin, &settings.server, async {
+        let readiness = lifecycle.app_state().readiness; // keep-alive ends while draining
+        server::serve(listener, app, admin, &settings.server, readiness, async {
             shutdown.await;
             lifecycle.begin_drain().await; // NOT_SERVING first, then stop accepting
         })

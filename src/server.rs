@@ -344,11 +344,16 @@ pub async fn bind_admin(
 /// Serves HTTP/1.1 and HTTP/2 (prior knowledge, as gRPC uses) on one socket until
 /// `shutdown` resolves, then stops accepting and lets open requests finish within
 /// `server.shutdown_timeout`.
+/// While `readiness` reports draining, HTTP/1.1 responses carry `Connection: close`, so
+/// keep-alive clients reconnect (to a replica that is not going away) before the
+/// listener closes rather than have an idle connection closed under a request they are
+/// sending. HTTP/2 connections get GOAWAY when the listener closes.
 pub async fn serve(
     listener: TcpListener,
     app: App,
     admin: Option<(TcpListener, Router)>,
     settings: &ServerSettings,
+    readiness: crate::lifecycle::Readiness,
     shutdown: impl Future<Output = ()>,
 ) {
     // The admin port stays up through the drain delay (probes report the drain), then
@@ -448,6 +453,7 @@ pub async fn serve(
         let trusted = trusted_proxies.clone();
         let stalls = crate::connection::Stalls::default();
         let watched = stalls.clone();
+        let readiness = readiness.clone();
         let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
             started.mark();
             let mut request = request.map(Body::new);
@@ -456,9 +462,17 @@ pub async fn serve(
                 .extensions_mut()
                 .insert(middleware::request_id::ClientIp(client));
             let watched = watched.clone();
-            app.clone()
-                .oneshot(request)
-                .map_ok(move |response| response.map(|body| watched.watch(body)))
+            let http1 = request.version() < http::Version::HTTP_2;
+            let readiness = readiness.clone();
+            app.clone().oneshot(request).map_ok(move |response| {
+                let mut response = response.map(|body| watched.watch(body));
+                if http1 && readiness.current().draining {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
+            })
         });
         let io = crate::connection::Watched::new(stream, progress.clone());
         let connection = builder

@@ -672,3 +672,125 @@ async fn schema_behind_is_not_ready_until_migrated_and_ahead_is_served() {
         "warned"
     );
 }
+
+/// A rolling restart as Kubernetes does it: load on both protocols runs on through
+/// SIGTERM until the "load balancer" notices readiness (here: a second later, well inside
+/// the drain delay), and no request fails. HTTP/1.1 answers given while draining say
+/// `Connection: close`, so keep-alive clients move before the listener closes.
+#[tokio::test]
+async fn a_rolling_restart_fails_no_request() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    };
+    let mut server = TestServer::start_with(&[
+        ("CONDUIT__SERVER__DRAIN_DELAY", "3s"),
+        ("CONDUIT__SERVER__SHUTDOWN_TIMEOUT", "20s"),
+    ])
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (served, failed, closing) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        let (stop, served, failed, closing) = (
+            stop.clone(),
+            served.clone(),
+            failed.clone(),
+            closing.clone(),
+        );
+        let http = reqwest::Client::new();
+        let url = server.url("/api/articles?limit=5");
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                match http.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        if r.headers().get("connection").is_some_and(|v| v == "close") {
+                            closing.fetch_add(1, Ordering::SeqCst);
+                        }
+                        served.fetch_add(1, Ordering::SeqCst);
+                    }
+                    other => {
+                        eprintln!("REST request failed: {other:?}");
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        }));
+    }
+    let channel = server.channel().await;
+    for _ in 0..2 {
+        let (stop, served, failed) = (stop.clone(), served.clone(), failed.clone());
+        let mut articles =
+            conduit::proto::conduit::v1::article_service_client::ArticleServiceClient::new(
+                channel.clone(),
+            );
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let request = conduit::proto::conduit::v1::ListArticlesRequest {
+                    page_size: 5,
+                    ..Default::default()
+                };
+                match articles.list_articles(request).await {
+                    Ok(_) => served.fetch_add(1, Ordering::SeqCst),
+                    Err(status) => {
+                        eprintln!("gRPC request failed: {status:?}");
+                        failed.fetch_add(1, Ordering::SeqCst)
+                    }
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = served.load(Ordering::SeqCst);
+    server.terminate();
+    // The load balancer's probe period: traffic keeps coming for a while.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::SeqCst);
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+    let status = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .expect("join");
+    assert!(status.success(), "{status:?}");
+    let (served, failed) = (served.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
+    assert_eq!(failed, 0, "{failed} of {} requests failed", served + failed);
+    assert!(served > before, "traffic was served during the drain");
+    assert!(
+        closing.load(Ordering::SeqCst) > 0,
+        "HTTP/1.1 answers while draining close their connection"
+    );
+}
+
+/// A second SIGTERM during the drain exits at once, and says so.
+#[tokio::test]
+async fn a_second_signal_exits_at_once() {
+    let mut server = TestServer::start_with(&[("CONDUIT__SERVER__DRAIN_DELAY", "1h")]).await;
+    server.terminate();
+    assert!(
+        server
+            .wait_for_readyz(reqwest::StatusCode::SERVICE_UNAVAILABLE)
+            .await,
+        "draining"
+    );
+    server.terminate();
+    let (server, status) = tokio::task::spawn_blocking(move || {
+        let status = server.wait();
+        (server, status)
+    })
+    .await
+    .expect("join");
+    assert_eq!(status.code(), Some(128 + 15), "{status:?}");
+    // Reading the output ends with the process; give the reader thread a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        server.logs().iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("second shutdown signal"))),
+        "logged"
+    );
+}
