@@ -45,6 +45,14 @@ async fn main() -> anyhow::Result<()> {
         println!("listening {}", listener.local_addr()?);
         BoxCloneService::new(router)
     };
-    server::serve(listener, app, None, &settings.server, pending()).await;
+    server::serve(
+        listener,
+        app,
+        None,
+        &settings.server,
+        Readiness::new(),
+        pending(),
+    )
+    .await;
     Ok(())
 }
