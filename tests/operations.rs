@@ -300,3 +300,141 @@ async fn past_the_concurrency_limit_requests_are_shed_but_probes_are_not() {
     }
     assert!(served, "served again");
 }
+
+/// `kill -9` in the middle of concurrent writes: every write that was acknowledged is
+/// there after a restart, and no article is left half made (each has exactly the tags
+/// it was created with; favorites and comments point at articles that exist).
+#[tokio::test]
+async fn kill_9_mid_write_leaves_no_partial_article() {
+    use std::sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    };
+    let db = TestDb::new().await;
+    let server = TestServer::start_on(db.share(), &[]).await;
+    let rest = Rest::new(&server);
+    let mut tokens = Vec::new();
+    for _ in 0..4 {
+        tokens.push(rest.register(&unique("crash")).await);
+    }
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for (i, token) in tokens.into_iter().enumerate() {
+        let (acknowledged, stop) = (acknowledged.clone(), stop.clone());
+        let http = reqwest::Client::new();
+        let base = server.url("");
+        writers.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let article = serde_json::json!({"article": {
+                    "title": format!("crash {i} {n} {}", unique("")),
+                    "description": "d",
+                    "body": "b",
+                    "tagList": [format!("t{i}a"), format!("t{i}b"), format!("t{n}c")],
+                }});
+                let Ok(response) = http
+                    .post(format!("{base}/api/articles"))
+                    .header("authorization", format!("Token {token}"))
+                    .json(&article)
+                    .send()
+                    .await
+                else {
+                    break; // the server is gone
+                };
+                if response.status() != StatusCode::CREATED {
+                    break;
+                }
+                let Ok(body) = response.json::<Value>().await else {
+                    break;
+                };
+                let slug = body["article"]["slug"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                acknowledged.lock().expect("slugs").push(slug.clone());
+                // Favorite and comment on it; these may be cut off at any point.
+                let _ = http
+                    .post(format!("{base}/api/articles/{slug}/favorite"))
+                    .header("authorization", format!("Token {token}"))
+                    .send()
+                    .await;
+                let _ = http
+                    .post(format!("{base}/api/articles/{slug}/comments"))
+                    .header("authorization", format!("Token {token}"))
+                    .json(&serde_json::json!({"comment": {"body": "c"}}))
+                    .send()
+                    .await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &server.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    stop.store(true, Ordering::SeqCst);
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    drop(server);
+
+    let acknowledged = acknowledged.lock().expect("slugs").clone();
+    assert!(
+        acknowledged.len() >= 4,
+        "writes were under way: {}",
+        acknowledged.len()
+    );
+    let restarted = TestServer::start_on(db.share(), &[]).await;
+    let rest = Rest::new(&restarted);
+    for slug in &acknowledged {
+        let (status, body) = rest.get(&format!("/api/articles/{slug}"), None).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "acknowledged {slug} is there: {body}"
+        );
+        assert_eq!(
+            body["article"]["tagList"].as_array().map(Vec::len),
+            Some(3),
+            "{body}"
+        );
+    }
+    use sea_orm::{ConnectionTrait, Statement};
+    let conn = sea_orm::Database::connect(&db.url).await.expect("db");
+    let count = |sql: &'static str| {
+        let conn = &conn;
+        async move {
+            conn.query_one_raw(Statement::from_string(conn.get_database_backend(), sql))
+                .await
+                .expect("query")
+                .expect("row")
+                .try_get::<i64>("", "n")
+                .expect("n")
+        }
+    };
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) AS n FROM articles a WHERE (SELECT COUNT(*) FROM article_tags t WHERE t.article_id = a.id) <> 3"
+        )
+        .await,
+        0,
+        "every article has all its tags"
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) AS n FROM article_tags t WHERE NOT EXISTS (SELECT 1 FROM articles a WHERE a.id = t.article_id)").await,
+        0
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) AS n FROM favorites f WHERE NOT EXISTS (SELECT 1 FROM articles a WHERE a.id = f.article_id)").await,
+        0
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) AS n FROM comments c WHERE NOT EXISTS (SELECT 1 FROM articles a WHERE a.id = c.article_id)").await,
+        0
+    );
+    let (status, _) = rest.get("/api/articles?limit=100", None).await;
+    assert_eq!(status, StatusCode::OK, "the restarted server serves");
+}
