@@ -44,6 +44,7 @@ impl AppState {
         let authenticator = Arc::new(Authenticator {
             keys: tokens.clone(),
             store: store.clone(),
+            sessions: Default::default(),
         });
         let hasher = Hasher::new(&settings.auth);
         let attempts = Attempts::new(&settings.rate_limit);

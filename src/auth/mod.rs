@@ -68,7 +68,7 @@ impl Auth {
             Some(Err(token::Rejected::Expired)) => return Auth::Expired,
             Some(Err(token::Rejected::Invalid)) | None => return Auth::Invalid,
         };
-        match sessions::standing(&authenticator.store, verified).await {
+        match sessions::standing(&authenticator.store, &authenticator.sessions, verified).await {
             Ok(Ok(())) => Auth::Authenticated(Principal {
                 user_id: verified.user_id,
                 session_id: verified.session_id,
@@ -112,6 +112,7 @@ impl Auth {
 pub struct Authenticator {
     pub keys: Arc<TokenKeys>,
     pub store: Store,
+    pub sessions: sessions::SessionCache,
 }
 
 /// Tower layer body (via `axum::middleware::from_fn_with_state`): resolves the caller once

@@ -129,24 +129,38 @@ impl TokenKeys {
     }
 
     /// What the token says, if it is genuine (signed by a key we accept, with HS256 —
-    /// `alg` is not the token's choice) and current.
+    /// `alg` is not the token's choice) and current. The current key is tried first, and
+    /// the header parsed apart from the token only when it fails and a previous key is
+    /// still in its grace period.
     pub fn verify(&self, token: &str) -> Result<Verified, Rejected> {
+        let current = &self.keys[0];
+        match self.verify_with(token, current) {
+            Err(Rejected::Invalid) if self.keys.len() > 1 => {}
+            outcome => return outcome,
+        }
         let kid = decode_header(token)
             .map_err(|_| Rejected::Invalid)?
             .kid
             .ok_or(Rejected::Invalid)?;
-        let key = self
-            .keys
+        let previous = self.keys[1..]
             .iter()
             .find(|k| k.id == kid)
             .filter(|k| k.until.is_none_or(|until| Utc::now() < until))
             .ok_or(Rejected::Invalid)?;
+        self.verify_with(token, previous)
+    }
+
+    fn verify_with(&self, token: &str, key: &Key) -> Result<Verified, Rejected> {
         let data = decode::<Claims>(token, &key.decoding, &self.validation).map_err(|e| match e
             .kind()
         {
             ErrorKind::ExpiredSignature => Rejected::Expired,
             _ => Rejected::Invalid,
         })?;
+        // A token signed with this key names it; one that names another is not ours.
+        if data.header.kid.as_deref() != Some(key.id.as_str()) {
+            return Err(Rejected::Invalid);
+        }
         Ok(Verified {
             user_id: data.claims.sub.parse().map_err(|_| Rejected::Invalid)?,
             session_id: data.claims.sid,
