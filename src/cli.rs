@@ -31,6 +31,9 @@ pub enum Command {
     },
     /// Print the OpenAPI document (JSON).
     Openapi,
+    /// Exit 0 when the server at `server.addr` answers `GET /readyz` with 200, else 1: a
+    /// container HEALTHCHECK that needs no curl in the image.
+    Healthcheck,
 }
 
 #[derive(Subcommand)]
@@ -67,6 +70,7 @@ pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Healthcheck => healthcheck(&settings.server.addr).await,
         Command::Migrate { action } => {
             let db = db::connect(&settings.database).await?;
             match action {
@@ -82,4 +86,46 @@ pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// One `GET /readyz` over a plain TCP connection to the configured address (an unspecified
+/// one such as `0.0.0.0` is asked on loopback), bounded to 3 s.
+async fn healthcheck(addr: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut target = tokio::net::lookup_host(addr)
+        .await
+        .with_context(|| format!("resolving server.addr {addr}"))?
+        .next()
+        .with_context(|| format!("server.addr {addr} names no address"))?;
+    if target.ip().is_unspecified() {
+        target.set_ip(match target {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let check = async {
+        let mut stream = tokio::net::TcpStream::connect(target)
+            .await
+            .with_context(|| format!("connecting to {target}"))?;
+        stream
+            .write_all(b"GET /readyz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        let status_line = String::from_utf8_lossy(&answer)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        if status_line.starts_with("HTTP/1.1 200") {
+            println!("ready");
+            Ok(())
+        } else {
+            anyhow::bail!("not ready: {status_line}")
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(3), check)
+        .await
+        .context("no answer from /readyz within 3s")?
 }

@@ -793,3 +793,53 @@ async fn a_second_signal_exits_at_once() {
         "logged"
     );
 }
+
+/// `conduit healthcheck` (the container's HEALTHCHECK) exits 0 only when the configured
+/// address answers /readyz with 200.
+#[tokio::test]
+async fn healthcheck_follows_readiness() {
+    let db = TestDb::new().await;
+    let check = |addr: &str| {
+        run_cli(
+            &["healthcheck"],
+            &[
+                ("CONDUIT__SERVER__ADDR", addr),
+                // A listener on 0.0.0.0 may not use the development secret.
+                (
+                    "CONDUIT__AUTH__JWT_SECRET",
+                    "healthcheck-secret-0123456789-abcdefgh",
+                ),
+            ],
+            "sqlite::memory:",
+        )
+    };
+    let ready = TestServer::start_on(db.share(), &[]).await;
+    let output = check(&ready.addr.to_string());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // An unspecified address is asked on loopback, as inside a container.
+    assert!(
+        check(&format!("0.0.0.0:{}", ready.addr.port()))
+            .status
+            .success()
+    );
+    drop(ready);
+
+    let unmigrated =
+        TestServer::start_with(&[("CONDUIT__DATABASE__MIGRATE_ON_START", "false")]).await;
+    let output = check(&unmigrated.addr.to_string());
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("503"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let nothing = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    assert_eq!(check(&nothing.to_string()).status.code(), Some(1));
+}
