@@ -39,7 +39,13 @@ pub enum Command {
 #[derive(Subcommand)]
 pub enum MigrateAction {
     /// Apply every pending migration.
-    Up,
+    Up {
+        /// Then refresh the planner's statistics (ANALYZE): a freshly loaded database
+        /// has none, and Postgres plans lists 20× slower without them until autovacuum
+        /// gets there.
+        #[arg(long)]
+        analyze: bool,
+    },
     /// Roll back the most recent migration.
     Down,
     /// List migrations and whether each is applied.
@@ -74,7 +80,14 @@ pub async fn run(command: Command, settings: &Settings) -> anyhow::Result<()> {
         Command::Migrate { action } => {
             let db = db::connect(&settings.database).await?;
             match action {
-                MigrateAction::Up => db::migrate(&db, &settings.database).await?,
+                MigrateAction::Up { analyze } => {
+                    db::migrate(&db, &settings.database).await?;
+                    if analyze {
+                        use sea_orm::ConnectionTrait;
+                        db.execute_unprepared("ANALYZE").await?;
+                        println!("statistics refreshed (ANALYZE)");
+                    }
+                }
                 MigrateAction::Down => db::rollback_last(&db).await?,
                 MigrateAction::Status => {
                     for (name, applied) in db::migration_status(&db).await? {

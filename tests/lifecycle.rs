@@ -249,7 +249,9 @@ async fn migrate_commands_apply_list_and_roll_back() {
         before.contains("pending m20261124_000002_create_content"),
         "{before}"
     );
-    assert!(run_cli(&["migrate", "up"], &[], &db.url).status.success());
+    let up = run_cli(&["migrate", "up", "--analyze"], &[], &db.url);
+    assert!(up.status.success());
+    assert!(String::from_utf8_lossy(&up.stdout).contains("ANALYZE"));
     let applied = status(&db);
     assert!(
         applied.contains("applied m20261124_000001_create_users"),
