@@ -2,9 +2,6 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-use sea_orm::EntityTrait;
-
 use crate::{
     auth::{
         Principal,
@@ -13,12 +10,15 @@ use crate::{
         sessions::{self, Client, Minted, Rotation},
     },
     db::Store,
-    entities::users::Entity as Users,
     error::{AppError, AppResult, Reason},
-    modules::users::service::{AuthenticatedUser, UserService, session_ttl},
+    modules::users::{
+        self,
+        service::{AuthenticatedUser, UserService, session_ttl},
+    },
     state::AppState,
     validation::Violations,
 };
+use chrono::{DateTime, Utc};
 
 /// A session as its owner sees it.
 #[derive(Debug, Clone)]
@@ -80,8 +80,7 @@ impl IdentityService {
                 Box::pin(async move {
                     match sessions::rotate(txn, &presented, &minted, &client, ttl).await? {
                         Rotation::Rotated { user_id, version } => {
-                            let user = Users::find_by_id(user_id)
-                                .one(txn)
+                            let user = users::repo::find_by_id(txn, user_id)
                                 .await?
                                 .ok_or(AppError::Unauthorized(Reason::RefreshTokenInvalid))?;
                             Ok(Some((user, version)))
@@ -164,8 +163,7 @@ impl IdentityService {
             .store
             .query(move |db| {
                 Box::pin(async move {
-                    Ok(Users::find_by_id(user_id)
-                        .one(db)
+                    Ok(users::repo::find_by_id(db, user_id)
                         .await?
                         .ok_or(AppError::Unauthorized(Reason::TokenInvalid))?
                         .email)

@@ -1,7 +1,7 @@
 //! Users: registration, login, the current user.
 
 pub(crate) mod grpc;
-mod repo;
+pub(crate) mod repo;
 pub(crate) mod rest;
 pub mod service;
 
