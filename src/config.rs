@@ -427,8 +427,8 @@ impl FeatureSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JobSettings {
-    /// Deletes ended sessions, spent recovery codes, expired idempotency keys and stale
-    /// job leases.
+    /// How often `cleanup` runs: ended sessions, spent recovery codes and stale job
+    /// leases are deleted.
     #[serde(with = "humantime_serde")]
     pub cleanup_interval: Duration,
 }

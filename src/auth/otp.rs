@@ -107,12 +107,14 @@ pub async fn lock(
     UserTotp::find_by_id(user_id).lock_exclusive().one(db).await
 }
 
-/// Whether the user has a confirmed second factor.
-pub async fn is_enabled(db: &impl ConnectionTrait, user_id: i64) -> Result<bool, DbErr> {
-    Ok(UserTotp::find_by_id(user_id)
-        .one(db)
+/// The user's second factor if it is on (confirmed), locked until the transaction ends.
+pub async fn lock_enabled(
+    db: &impl ConnectionTrait,
+    user_id: i64,
+) -> Result<Option<user_totp::Model>, DbErr> {
+    Ok(lock(db, user_id)
         .await?
-        .is_some_and(|t| t.confirmed_at.is_some()))
+        .filter(|t| t.confirmed_at.is_some()))
 }
 
 /// Starts (or restarts) an enrollment awaiting confirmation.

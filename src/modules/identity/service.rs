@@ -176,10 +176,7 @@ impl IdentityService {
             .write(move |txn| {
                 let secret = secret.clone();
                 Box::pin(async move {
-                    if otp::lock(txn, user_id)
-                        .await?
-                        .is_some_and(|t| t.confirmed_at.is_some())
-                    {
+                    if otp::lock_enabled(txn, user_id).await?.is_some() {
                         return Err(AppError::Precondition(Reason::TotpAlreadyEnabled));
                     }
                     otp::begin(txn, user_id, &secret).await?;
@@ -226,9 +223,8 @@ impl IdentityService {
             .write(move |txn| {
                 let code = code.clone();
                 Box::pin(async move {
-                    let row = otp::lock(txn, principal.user_id)
+                    let row = otp::lock_enabled(txn, principal.user_id)
                         .await?
-                        .filter(|t| t.confirmed_at.is_some())
                         .ok_or(AppError::Precondition(Reason::TotpNotEnabled))?;
                     if !otp::spend(txn, &row, &code, true).await? {
                         return Err(AppError::Invalid(Reason::OtpInvalid, "is invalid".into()));

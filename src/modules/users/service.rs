@@ -192,10 +192,7 @@ impl UserService {
                 Box::pin(async move {
                     // Only after the password matched, so the answer does not tell
                     // strangers which accounts have a second factor.
-                    if let Some(row) = otp::lock(txn, user_id)
-                        .await?
-                        .filter(|t| t.confirmed_at.is_some())
-                    {
+                    if let Some(row) = otp::lock_enabled(txn, user_id).await? {
                         let code = otp
                             .as_deref()
                             .ok_or(AppError::Unauthorized(Reason::OtpRequired))?;
