@@ -88,6 +88,21 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub features: FeatureSettings,
     pub jobs: JobSettings,
+    pub articles: ArticleSettings,
+}
+
+/// Bounds on what one article may carry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArticleSettings {
+    /// Tags one article may have (each at most 32 characters).
+    pub max_tags: usize,
+}
+
+impl Default for ArticleSettings {
+    fn default() -> Self {
+        Self { max_tags: 10 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -287,12 +302,25 @@ pub struct AuthSettings {
     /// End of the previous key's grace period (RFC 3339); required with that key.
     pub previous_jwt_secret_until: Option<chrono::DateTime<chrono::Utc>>,
     pub jwt_issuer: String,
-    /// Lifetime of an access token; a client renews it with its refresh token.
+    /// Lifetime of an access token. `0s` (the default): as long as its session, which
+    /// every request checks on the server; RealWorld clients never refresh. Set it for
+    /// deployments whose clients all refresh.
     #[serde(with = "humantime_serde")]
     pub token_ttl: Duration,
-    /// A session ends when it has not been refreshed for this long.
+    /// A session's absolute lifetime from login; refresh does not extend it.
     #[serde(with = "humantime_serde")]
     pub session_ttl: Duration,
+    /// A session unused for this long ends; every use renews it.
+    #[serde(with = "humantime_serde")]
+    pub session_idle_timeout: Duration,
+    /// Changing the email, the password or the second factor needs a login at most this
+    /// old in the session making the change (refresh does not renew it).
+    #[serde(with = "humantime_serde")]
+    pub reauth_window: Duration,
+    /// A rotated refresh token presented again within this answers the same successor
+    /// (two tabs, a retried refresh); later, it ends the session as reuse.
+    #[serde(with = "humantime_serde")]
+    pub refresh_reuse_grace: Duration,
     /// Password hashes computed at once (argon2id, 19 MiB and tens of milliseconds of CPU
     /// each); 0 means one per CPU core.
     pub max_concurrent_hashes: usize,
@@ -309,8 +337,11 @@ impl Default for AuthSettings {
             previous_jwt_secret: None,
             previous_jwt_secret_until: None,
             jwt_issuer: "conduit".into(),
-            token_ttl: Duration::from_secs(15 * 60),
+            token_ttl: Duration::ZERO,
             session_ttl: Duration::from_secs(30 * 24 * 3600),
+            session_idle_timeout: Duration::from_secs(14 * 24 * 3600),
+            reauth_window: Duration::from_secs(10 * 60),
+            refresh_reuse_grace: Duration::from_secs(10),
             max_concurrent_hashes: 0,
             hash_queue_timeout: Duration::from_secs(2),
         }
@@ -345,6 +376,9 @@ pub struct IdempotencySettings {
     /// How often expired keys are deleted.
     #[serde(with = "humantime_serde")]
     pub purge_interval: Duration,
+    /// Live keys one caller may hold; a new key beyond them is refused (429 /
+    /// RESOURCE_EXHAUSTED) and its request does not run.
+    pub max_keys_per_caller: u64,
 }
 
 impl Default for IdempotencySettings {
@@ -352,16 +386,26 @@ impl Default for IdempotencySettings {
         Self {
             ttl: Duration::from_secs(24 * 3600),
             purge_interval: Duration::from_secs(600),
+            max_keys_per_caller: 1_000,
         }
     }
 }
 
-/// Attempts at credentials (login, registration) per minute; 0 turns a limit off.
+/// Attempts at credentials (login, registration, refresh, one-time codes) per minute;
+/// 0 turns a limit off.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitSettings {
+    /// Per client address (IPv6: per `ipv6_prefix` network).
     pub per_ip_per_minute: u32,
+    /// Per account from one client address: strict, and it locks out only that address.
     pub per_account_per_minute: u32,
+    /// Per account from all addresses together: a much higher ceiling, so that a few
+    /// addresses guessing cannot lock the owner out, while a botnet still slows down.
+    pub per_account_total_per_minute: u32,
+    /// IPv6 clients are counted per network of this prefix length: one host usually
+    /// holds a whole /64.
+    pub ipv6_prefix: u8,
 }
 
 impl Default for RateLimitSettings {
@@ -369,6 +413,8 @@ impl Default for RateLimitSettings {
         Self {
             per_ip_per_minute: 30,
             per_account_per_minute: 10,
+            per_account_total_per_minute: 100,
+            ipv6_prefix: 64,
         }
     }
 }
@@ -599,7 +645,10 @@ impl Settings {
         {
             return invalid(
                 "telemetry.otlp_endpoint",
-                format!("{endpoint:?} must be an http:// or https:// URL"),
+                format!(
+                    "{:?} must be an http:// or https:// URL",
+                    redact_url(endpoint)
+                ),
             );
         }
         let base = &self.server.base_path;
@@ -654,8 +703,9 @@ impl Settings {
                 "database.health_check_timeout",
                 self.database.health_check_timeout,
             ),
-            ("auth.token_ttl", self.auth.token_ttl),
             ("auth.session_ttl", self.auth.session_ttl),
+            ("auth.session_idle_timeout", self.auth.session_idle_timeout),
+            ("auth.reauth_window", self.auth.reauth_window),
             ("auth.hash_queue_timeout", self.auth.hash_queue_timeout),
             ("idempotency.ttl", self.idempotency.ttl),
             ("cache.ttl", self.cache.ttl),
@@ -702,6 +752,24 @@ impl Settings {
                     format!("needs features.{needs}, which is off"),
                 );
             }
+        }
+        if self.rate_limit.ipv6_prefix > 128 {
+            return invalid(
+                "rate_limit.ipv6_prefix",
+                format!(
+                    "{} is not a prefix length (0 to 128)",
+                    self.rate_limit.ipv6_prefix
+                ),
+            );
+        }
+        if self.idempotency.max_keys_per_caller == 0 {
+            return invalid(
+                "idempotency.max_keys_per_caller",
+                "must be greater than 0".into(),
+            );
+        }
+        if self.articles.max_tags == 0 {
+            return invalid("articles.max_tags", "must be greater than 0".into());
         }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be greater than 0".into());
@@ -777,7 +845,8 @@ impl Settings {
         if shown.auth.previous_jwt_secret.is_some() {
             shown.auth.previous_jwt_secret = Some(REDACTED.into());
         }
-        shown.database.url = redact_url_password(self.database.url.expose()).into();
+        shown.database.url = redact_url(self.database.url.expose()).into();
+        shown.telemetry.otlp_endpoint = self.telemetry.otlp_endpoint.as_deref().map(redact_url);
         if shown.telemetry.sentry_dsn.is_some() {
             shown.telemetry.sentry_dsn = Some(REDACTED.into());
         }
@@ -842,13 +911,59 @@ fn resolve_secret_files(
     Ok(resolved)
 }
 
-pub(crate) fn redact_url_password(url: &str) -> String {
+/// The URL with its secrets replaced, for anything that prints it (`config check`, log
+/// lines): the password of the user info, and the value of every query parameter whose
+/// name says it holds a secret (`?password=`, `sslpassword`, `token`, `api_key`, …).
+pub fn redact_url(url: &str) -> String {
+    let (head, fragment) = match url.split_once('#') {
+        Some((head, fragment)) => (head, Some(fragment)),
+        None => (url, None),
+    };
+    let (base, query) = match head.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (head, None),
+    };
+    let mut out = redact_user_info(base);
+    if let Some(query) = query {
+        out.push('?');
+        let params: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if is_secret_name(name) => format!("{name}={REDACTED}"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
+}
+
+fn is_secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "pass",
+        "pwd",
+        "secret",
+        "token",
+        "key",
+        "auth",
+        "credential",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
+}
+
+fn redact_user_info(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    // Credentials live in the authority, before the path, query or fragment; the host
-    // follows its last '@' (a password may contain '@').
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    // Credentials live in the authority, before the path; the host follows its last '@'
+    // (a password may contain '@').
+    let authority_end = rest.find('/').unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
     let Some((userinfo, host)) = authority.rsplit_once('@') else {
         return url.to_string();
@@ -1014,12 +1129,28 @@ mod tests {
     #[test]
     fn passwords_with_at_signs_are_redacted_whole() {
         assert_eq!(
-            redact_url_password("postgres://app:p@ss@db:5432/x"),
+            redact_url("postgres://app:p@ss@db:5432/x"),
             "postgres://app:<redacted>@db:5432/x"
         );
         assert_eq!(
-            redact_url_password("postgres://app:pw@db/x?application_name=a@b"),
+            redact_url("postgres://app:pw@db/x?application_name=a@b"),
             "postgres://app:<redacted>@db/x?application_name=a@b"
+        );
+    }
+
+    #[test]
+    fn secrets_in_query_parameters_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://app@db/x?sslmode=disable&password=hunter2&sslpassword=k"),
+            "postgres://app@db/x?sslmode=disable&password=<redacted>&sslpassword=<redacted>"
+        );
+        assert_eq!(
+            redact_url("https://user:pw@collector:4317/v1?api_key=abc#frag"),
+            "https://user:<redacted>@collector:4317/v1?api_key=<redacted>#frag"
+        );
+        assert_eq!(
+            redact_url("sqlite://data/x.db?mode=rwc"),
+            "sqlite://data/x.db?mode=rwc"
         );
     }
 

@@ -44,6 +44,9 @@ pub enum Reason {
     OtpRequired,
     /// A wrong, stale or already used one-time code.
     OtpInvalid,
+    /// A credential change (email, password, second factor) needs a login in this
+    /// session within `auth.reauth_window`: log in again, then retry.
+    ReauthenticationRequired,
     SessionNotFound,
     /// TOTP is already on: disable it before enrolling again.
     TotpAlreadyEnabled,
@@ -63,6 +66,8 @@ pub enum Reason {
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
     InvalidIdempotencyKey,
+    /// The caller holds `idempotency.max_keys_per_caller` live keys already.
+    IdempotencyKeyQuota,
     RequestTooLarge,
     RequestUnreadable,
     /// A gRPC call in an encoding this server does not speak (`application/grpc+json`).
@@ -96,6 +101,7 @@ impl Reason {
             Reason::RefreshTokenReused => "REFRESH_TOKEN_REUSED",
             Reason::OtpRequired => "OTP_REQUIRED",
             Reason::OtpInvalid => "OTP_INVALID",
+            Reason::ReauthenticationRequired => "REAUTHENTICATION_REQUIRED",
             Reason::SessionNotFound => "SESSION_NOT_FOUND",
             Reason::TotpAlreadyEnabled => "TOTP_ALREADY_ENABLED",
             Reason::TotpNotPending => "TOTP_NOT_PENDING",
@@ -111,6 +117,7 @@ impl Reason {
             Reason::IdempotencyKeyInUse => "IDEMPOTENCY_KEY_IN_USE",
             Reason::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             Reason::InvalidIdempotencyKey => "INVALID_IDEMPOTENCY_KEY",
+            Reason::IdempotencyKeyQuota => "IDEMPOTENCY_KEY_QUOTA",
             Reason::RequestTooLarge => "REQUEST_TOO_LARGE",
             Reason::RequestUnreadable => "REQUEST_UNREADABLE",
             Reason::UnsupportedContentType => "UNSUPPORTED_CONTENT_TYPE",
@@ -134,6 +141,7 @@ impl Reason {
             | Reason::TokenRevoked => "token",
             Reason::RefreshTokenInvalid | Reason::RefreshTokenReused => "refreshToken",
             Reason::OtpRequired | Reason::OtpInvalid => "otp",
+            Reason::ReauthenticationRequired => "session",
             Reason::SessionNotFound => "session",
             Reason::TotpAlreadyEnabled | Reason::TotpNotPending | Reason::TotpNotEnabled => "totp",
             Reason::InvalidCredentials => "credentials",
@@ -146,7 +154,8 @@ impl Reason {
             Reason::InvalidUpdateMask => "update_mask",
             Reason::IdempotencyKeyInUse
             | Reason::IdempotencyKeyReused
-            | Reason::InvalidIdempotencyKey => "Idempotency-Key",
+            | Reason::InvalidIdempotencyKey
+            | Reason::IdempotencyKeyQuota => "Idempotency-Key",
             Reason::DatabaseUnavailable | Reason::ConcurrentModification => "database",
             Reason::RequestTooLarge
             | Reason::RequestUnreadable
@@ -222,6 +231,10 @@ pub enum AppError {
     /// 429 with `Retry-After` / RESOURCE_EXHAUSTED with `RetryInfo`: try again after this.
     #[error("rate limited for {0:?}")]
     RateLimited(std::time::Duration),
+    /// 429 / RESOURCE_EXHAUSTED: the caller holds all it may of something
+    /// (`IdempotencyKeyQuota`); waiting for some to expire helps, retrying at once does not.
+    #[error("quota exhausted: {0:?}")]
+    Exhausted(Reason),
     /// 500 / INTERNAL. Details are logged, never sent.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -245,7 +258,7 @@ impl AppError {
             }
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            AppError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            AppError::RateLimited(_) | AppError::Exhausted(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -261,7 +274,7 @@ impl AppError {
             AppError::Precondition(_) => Code::FailedPrecondition,
             AppError::PayloadTooLarge => Code::ResourceExhausted,
             AppError::Unavailable(_) => Code::Unavailable,
-            AppError::RateLimited(_) => Code::ResourceExhausted,
+            AppError::RateLimited(_) | AppError::Exhausted(_) => Code::ResourceExhausted,
             AppError::Internal(_) => Code::Internal,
         }
     }
@@ -279,6 +292,7 @@ impl AppError {
             | AppError::Conflict(reason)
             | AppError::Contention(reason)
             | AppError::Precondition(reason)
+            | AppError::Exhausted(reason)
             | AppError::Unavailable(reason) => *reason,
         }
     }
@@ -297,6 +311,9 @@ impl AppError {
             }
             AppError::Unauthorized(Reason::OtpRequired) => "is required".into(),
             AppError::Unauthorized(Reason::OtpInvalid) => "is invalid".into(),
+            AppError::Unauthorized(Reason::ReauthenticationRequired) => {
+                "needs a recent login to change credentials; log in again".into()
+            }
             AppError::Precondition(Reason::TotpAlreadyEnabled) => "is already enabled".into(),
             AppError::Precondition(Reason::TotpNotPending) => {
                 "has no enrollment awaiting confirmation".into()
@@ -309,6 +326,10 @@ impl AppError {
             AppError::Contention(_) => "was changed by a concurrent request; retry".into(),
             AppError::PayloadTooLarge => "is too large".into(),
             AppError::Unavailable(_) => "unavailable".into(),
+            AppError::Exhausted(Reason::IdempotencyKeyQuota) => {
+                "too many keys in use; reuse one, or wait for older ones to expire".into()
+            }
+            AppError::Exhausted(_) => "quota exhausted".into(),
             AppError::RateLimited(wait) => {
                 format!("too many attempts; retry in {} s", retry_after_secs(*wait))
             }
@@ -352,6 +373,7 @@ pub(crate) fn internal_message() -> String {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         self.log_if_internal();
+        let reason = self.reason();
         let mut errors = serde_json::Map::new();
         for (field, message) in self.field_errors() {
             let entry = errors.entry(field).or_insert_with(|| json!([]));
@@ -365,6 +387,8 @@ impl IntoResponse for AppError {
                 .headers_mut()
                 .insert(http::header::RETRY_AFTER, retry_after_secs(wait).into());
         }
+        // For layers that judge the answer (idempotency: a lost race is not kept).
+        response.extensions_mut().insert(reason);
         response
     }
 }
@@ -414,15 +438,38 @@ impl From<JsonRejection> for AppError {
                 "must be sent as application/json".to_string()
             }
             JsonRejection::JsonSyntaxError(_) => "is not valid JSON".to_string(),
-            // serde's message names the field and the expected type; it carries no internals.
-            JsonRejection::JsonDataError(e) => e.body_text().replace(
+            // serde's message names the field and the expected type; the value it quotes
+            // is removed, since the field may be a password or a token.
+            JsonRejection::JsonDataError(e) => without_values(&e.body_text().replace(
                 "Failed to deserialize the JSON body into the target type: ",
                 "",
-            ),
+            )),
             _ => "could not be read".to_string(),
         };
         AppError::Validation(vec![("body", message)])
     }
+}
+
+/// serde's `invalid type: integer `12345`, expected …` without the value it quotes
+/// (`invalid type: integer, expected …`): what was sent for a secret field is never
+/// echoed.
+fn without_values(message: &str) -> String {
+    for marker in ["invalid type: ", "invalid value: "] {
+        let Some(start) = message.find(marker) else {
+            continue;
+        };
+        let after = start + marker.len();
+        let Some(length) = message[after..].find(", expected") else {
+            continue;
+        };
+        let kind = message[after..after + length]
+            .split(['`', '"', '\''])
+            .next()
+            .unwrap_or_default()
+            .trim_end();
+        return format!("{}{kind}{}", &message[..after], &message[after + length..]);
+    }
+    message.to_string()
 }
 
 /// Errors from the database layer: an unreachable database is UNAVAILABLE / 503 (retry
@@ -488,4 +535,27 @@ fn is_unavailable(e: &sea_orm::DbErr) -> bool {
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct GenericErrorModel {
     pub errors: std::collections::HashMap<String, Vec<String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_values;
+
+    #[test]
+    fn serde_messages_lose_the_values_they_quote() {
+        assert_eq!(
+            without_values(
+                "user.password: invalid type: integer `12345678`, expected a string at line 1 column 9"
+            ),
+            "user.password: invalid type: integer, expected a string at line 1 column 9"
+        );
+        assert_eq!(
+            without_values("limit: invalid type: string \"hunter2\", expected i64"),
+            "limit: invalid type: string, expected i64"
+        );
+        assert_eq!(
+            without_values("missing field `user`"),
+            "missing field `user`"
+        );
+    }
 }

@@ -199,8 +199,8 @@ pub async fn run_leased<F, Fut>(
 
 /// The `cleanup` job: ended sessions with their refresh tokens, spent recovery codes,
 /// and lease rows of jobs this binary no longer has.
-pub async fn cleanup(store: Store) -> AppResult<()> {
-    let sessions = crate::auth::sessions::purge_ended(&store).await?;
+pub async fn cleanup(store: Store, session_idle_timeout: chrono::Duration) -> AppResult<()> {
+    let sessions = crate::auth::sessions::purge_ended(&store, session_idle_timeout).await?;
     let (codes, leases) = store
         .query(|db| {
             Box::pin(async move {

@@ -273,8 +273,11 @@ impl Lifecycle {
     fn spawn_cleanup(&self) {
         let store = self.state.store.clone();
         let interval = self.state.settings.jobs.cleanup_interval;
+        let idle_timeout = self.state.authenticator.policy.idle_timeout;
         self.spawn_worker("cleanup", move |stop| {
-            crate::jobs::run_leased(store, "cleanup", interval, stop, crate::jobs::cleanup)
+            crate::jobs::run_leased(store, "cleanup", interval, stop, move |store| {
+                crate::jobs::cleanup(store, idle_timeout)
+            })
         });
     }
 

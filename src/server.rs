@@ -88,7 +88,6 @@ pub fn routers(
     let modules: Vec<&str> = modules::enabled(settings).map(|m| m.name).collect();
     tracing::info!(?modules, "feature modules enabled");
     let (rest, document) = rest_routes(settings);
-    let rest = rest.route_layer(from_fn(middleware::observe::record_route));
 
     let grpc = modules::enabled(settings).fold(GrpcServices::default(), |all, module| {
         let services = (module.grpc)(&state);
@@ -120,13 +119,9 @@ pub fn routers(
         state.db().clone(),
         settings.database.max_connections,
     );
-    // Names gRPC operations only after a registered service matched (see `observe`).
-    let grpc_router = grpc
-        .router
-        .route_layer(from_fn(middleware::observe::record_route));
     let mut api = rest
         .with_state(state.clone())
-        .merge(grpc_router)
+        .merge(grpc.router)
         .merge(probes.clone());
     if settings.docs.enabled {
         api = api.merge(docs::router(document, settings));
@@ -139,10 +134,16 @@ pub fn routers(
         }
     };
     Ok(Routers {
-        // Deny by default: every routed operation is judged by the policy table; only
-        // unrouted requests (404 / UNIMPLEMENTED) pass unjudged.
+        // Route layers, outermost first (only routed requests pass them; unrouted ones get
+        // 404 / UNIMPLEMENTED from the fallbacks):
+        // 1. the operation's name (route template or gRPC method) for metrics, spans and
+        //    logs, before anything can refuse the request (see `observe`);
+        // 2. deny by default: the policy table judges every routed operation;
+        // 3. idempotency keys, for the authenticated writes the policy admitted.
         api: api
+            .route_layer(IdempotencyLayer::new(&state))
             .route_layer(from_fn(auth::policy::enforce))
+            .route_layer(from_fn(middleware::observe::record_route))
             .fallback(fallback)
             .method_not_allowed_fallback(method_not_allowed),
         admin,
@@ -244,16 +245,15 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
             auth::resolve,
         ))
         .layer(SharedLayer)
-        // 8. gRPC-Web → gRPC translation, so every layer above saw the original
+        // 8. gRPC-Web → gRPC translation, so every layer above saw the original (and the
+        //    router's route layers — operation name, access policy, idempotency keys —
+        //    see gRPC and gRPC-Web alike: their retries share one stored answer)
         .layer(middleware::grpc_web::GrpcWebOnlyLayer {
             body_limit: server.body_limit_bytes,
         })
         .layer(SharedLayer)
-        // 9. idempotency keys: after auth (keys are per caller) and translation (gRPC and
-        //     gRPC-Web retries share one stored answer)
-        .layer(IdempotencyLayer::new(state))
-        .layer(SharedLayer)
-        // 10. statuses tonic answers by itself (unknown method, undecodable message) get
+        .layer(middleware::grpc_web::AxumBodyLayer)
+        // 9. statuses tonic answers by itself (unknown method, undecodable message) get
         //     the ErrorInfo every other gRPC error carries
         .layer(from_fn(middleware::error_info::complete))
         .layer(SharedLayer)

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use sea_orm::DatabaseConnection;
 
 use crate::{
-    auth::{Authenticator, TokenKeys, attempts::Attempts, password::Hasher},
+    auth::{
+        Authenticator, TokenKeys, attempts::Attempts, password::Hasher, sessions::SessionPolicy,
+    },
     cache::ReadCache,
     config::Settings,
     db::Store,
@@ -45,6 +47,7 @@ impl AppState {
             keys: tokens.clone(),
             store: store.clone(),
             sessions: Default::default(),
+            policy: Arc::new(SessionPolicy::new(&settings.auth)),
         });
         let hasher = Hasher::new(&settings.auth);
         let attempts = Attempts::new(&settings.rate_limit);

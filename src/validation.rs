@@ -8,7 +8,8 @@
 //! compared in Unicode NFC with surrounding white space and invisible characters removed,
 //! so `é` and `e\u{301}` are one name and a zero-width-only name is blank.
 
-use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::{UnicodeNormalization, char::is_combining_mark};
+use unicode_security::{GeneralSecurityProfile, RestrictionLevel, RestrictionLevelDetection};
 
 use crate::error::{AppError, AppResult, FieldError};
 
@@ -50,6 +51,36 @@ pub fn normalize_name(value: &str) -> String {
 /// (it holds a control character), so the caller answers NOT_FOUND without a query.
 pub fn lookup_name(value: &str) -> Option<String> {
     (!has_any_control(value)).then(|| normalize_name(value))
+}
+
+/// What is wrong with a (normalized) username under the identifier profile, if anything:
+/// UTS #39's General Security Profile (letters, digits and `' - . : _ ·` that are
+/// `Identifier_Status=Allowed`, so no invisible, bidi-control, symbol or compatibility
+/// characters), plus the space RealWorld's own demo names use; it starts with no
+/// combining mark and has a letter or digit; and it stays within one script or a common
+/// combination of them (Moderately Restrictive), so `kеlvins` with a Cyrillic `е` is
+/// refused. Look-alikes of names that exist are refused by the unique skeleton.
+pub fn username_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return None;
+    }
+    if !name.chars().all(|c| c == ' ' || c.identifier_allowed()) {
+        return Some("may only contain letters, digits, spaces and ' - . : _");
+    }
+    if name.chars().next().is_some_and(is_combining_mark)
+        || !name.chars().any(char::is_alphanumeric)
+    {
+        return Some("must start with a letter or digit");
+    }
+    // The space is outside the identifier profile, which would make any name with one
+    // "unrestricted": judge the scripts of the rest.
+    let without_spaces: String = name.chars().filter(|c| *c != ' ').collect();
+    match without_spaces.detect_restriction_level() {
+        RestrictionLevel::MinimallyRestrictive | RestrictionLevel::Unrestricted => {
+            Some("mixes scripts that look alike")
+        }
+        _ => None,
+    }
 }
 
 #[derive(Default)]
@@ -114,6 +145,27 @@ impl Violations {
         )
     }
 
+    /// A username under the identifier profile (`username_problem`).
+    pub fn username(self, field: &'static str, value: Option<&str>) -> Self {
+        match value
+            .map(normalize_name)
+            .as_deref()
+            .and_then(username_problem)
+        {
+            Some(problem) => self.check(false, field, problem),
+            None => self,
+        }
+    }
+
+    /// An `http(s)://` URL, the only kind a browser may safely load as an image.
+    pub fn http_url(self, field: &'static str, value: Option<&str>) -> Self {
+        let ok = value.is_none_or(|v| {
+            let v = v.trim();
+            v.is_empty() || is_http_url(v)
+        });
+        self.check(ok, field, "must be an http:// or https:// URL")
+    }
+
     pub fn check(mut self, ok: bool, field: &'static str, message: &str) -> Self {
         if !ok {
             self.push(field, message);
@@ -150,6 +202,16 @@ pub fn looks_like_email(value: &str) -> bool {
         }
         None => false,
     }
+}
+
+fn is_http_url(value: &str) -> bool {
+    let scheme_end = value.find("://").unwrap_or(0);
+    let scheme = &value[..scheme_end];
+    let rest = &value[(scheme_end + 3).min(value.len())..];
+    (scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"))
+        && !rest.is_empty()
+        && !rest.starts_with('/')
+        && !value.contains(char::is_whitespace)
 }
 
 /// RealWorld treats an empty bio or image as no bio or image.
@@ -202,6 +264,58 @@ mod tests {
                 ["username", "bio", "title"]
             ),
             other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn usernames_follow_the_identifier_profile() {
+        for fine in [
+            "jake",
+            "Jake_99",
+            "o'brien",
+            "anne-marie.x",
+            "Anah Bene\u{161}ov\u{e1}",
+            "e\u{301}cole",
+            "\u{41c}\u{430}\u{448}\u{430}",
+        ] {
+            assert_eq!(username_problem(&normalize_name(fine)), None, "{fine:?}");
+        }
+        for bad in [
+            "k\u{435}lvins",
+            "\u{ff4b}elvins",
+            "\u{3164}",
+            "\u{2800}",
+            "\u{301}\u{301}",
+            "ab\u{202e}cd",
+            "a\u{200b}b",
+            "a\u{2066}b",
+            "jake!",
+            "___",
+        ] {
+            assert!(username_problem(&normalize_name(bad)).is_some(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn images_are_http_urls() {
+        let ok = |v: &str| {
+            Violations::new()
+                .http_url("image", Some(v))
+                .finish()
+                .is_ok()
+        };
+        assert!(ok("https://example.com/a.png"));
+        assert!(ok("HTTP://example.com/a.png"));
+        assert!(ok(""));
+        for bad in [
+            "javascript:alert(1)",
+            "data:image/png;base64,AAAA",
+            "//example.com/x",
+            "https://",
+            "ftp://x/y",
+            "https:///x",
+        ] {
+            assert!(!ok(bad), "{bad}");
         }
     }
 

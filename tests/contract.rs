@@ -215,6 +215,7 @@ async fn passwords_follow_the_nist_length_rules_on_both_protocols() {
                     ..Default::default()
                 }),
                 update_mask: mask(&["password"]),
+                ..Default::default()
             },
             Some(&token),
         ))
@@ -453,7 +454,14 @@ async fn grpc_updates_change_what_the_field_mask_names() {
     // Users: a masked bio or image left empty clears it; `token` is output only.
     let mut users = UserServiceClient::new(channel);
     let user_update = |user: Option<pb::User>, update_mask| {
-        grpc_request(pb::UpdateUserRequest { user, update_mask }, Some(&token))
+        grpc_request(
+            pb::UpdateUserRequest {
+                user,
+                update_mask,
+                ..Default::default()
+            },
+            Some(&token),
+        )
     };
     let set = users
         .update_user(user_update(

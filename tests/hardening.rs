@@ -8,15 +8,75 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tonic::Code;
 
-/// Peak resident memory of a process, from /proc (Linux).
-fn peak_rss_bytes(pid: u32) -> u64 {
+/// A memory figure of a process from /proc (Linux): `VmHWM` (peak resident) or `VmRSS`.
+fn proc_memory(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     let kib: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
+        .expect("memory field");
     kib * 1024
+}
+
+fn peak_rss_bytes(pid: u32) -> u64 {
+    proc_memory(pid, "VmHWM:")
+}
+
+const MIB: u64 = 1024 * 1024;
+/// One Argon2id hash at the default parameters (m = 19456 KiB).
+const HASH_MEMORY: u64 = 19 * MIB;
+/// What a storm costs besides hashing: connections, request buffers, blocking threads'
+/// stacks as far as they are touched.
+const STORM_SLACK: u64 = 24 * MIB;
+
+/// Sends `n` concurrent REST logins for unknown emails (each costs a hash).
+async fn login_storm(server: &TestServer, n: usize) -> Vec<reqwest::Response> {
+    let http = server.http();
+    let logins = (0..n).map(|i| {
+        let http = http.clone();
+        let url = server.url("/api/users/login");
+        async move {
+            http.post(url)
+                .json(&json!({"user": {"email": format!("nobody{i}@example.com"), "password": "wrong-password"}}))
+                .send()
+                .await
+                .expect("answered")
+        }
+    });
+    futures_util::future::join_all(logins).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashing_memory_is_what_the_slots_allow() {
+    // Two slots and a queue long enough that every login of the storm is hashed.
+    let server = TestServer::start_with(&[
+        ("CONDUIT__AUTH__MAX_CONCURRENT_HASHES", "2"),
+        ("CONDUIT__AUTH__HASH_QUEUE_TIMEOUT", "120s"),
+    ])
+    .await;
+    let (status, _) = Rest::new(&server).get("/api/tags", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let base = proc_memory(server.pid(), "VmRSS:");
+    for storm in [30, 200] {
+        for answer in login_storm(&server, storm).await {
+            assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+        }
+        let peak = peak_rss_bytes(server.pid());
+        let bound = base + 2 * HASH_MEMORY + STORM_SLACK;
+        eprintln!(
+            "{storm} logins: peak {} MiB, idle {} MiB, bound {} MiB",
+            peak / MIB,
+            base / MIB,
+            bound / MIB
+        );
+        assert!(
+            peak <= bound && peak <= 120 * MIB,
+            "{storm} concurrent logins on 2 slots: peak RSS {} MiB over idle {} MiB + 2 × 19 MiB",
+            peak / MIB,
+            base / MIB
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,9 +160,9 @@ async fn a_login_storm_is_bounded_and_answered() {
     // Hashing is bounded: the storm costs one hash's memory at a time, not one per login.
     let peak = peak_rss_bytes(server.pid());
     assert!(
-        peak < 400 * 1024 * 1024,
-        "peak RSS {} MiB",
-        peak / 1024 / 1024
+        peak <= 120 * MIB,
+        "peak RSS {} MiB with one hashing slot",
+        peak / MIB
     );
 
     let metrics = server

@@ -11,7 +11,7 @@ use common::{Rest, TestDb, TestServer, grpc_request, unique};
 use conduit::{
     auth::{
         TokenKeys, otp,
-        policy::{self, Access, POLICY},
+        policy::{self, Access},
     },
     config::AuthSettings,
     proto::conduit::v1::{
@@ -78,7 +78,13 @@ fn now() -> u64 {
 
 #[tokio::test]
 async fn refresh_rotates_and_reuse_ends_the_whole_session() {
-    let server = server().await;
+    // No grace period: any second presentation is reuse (the grace is tested in
+    // tests/identity_edges.rs).
+    let server = TestServer::start_with(&[
+        ("CONDUIT__AUTH__JWT_SECRET", SECRET),
+        ("CONDUIT__AUTH__REFRESH_REUSE_GRACE", "0s"),
+    ])
+    .await;
     let rest = Rest::new(&server);
     let name = unique("rot");
     let (token, first) = register(&rest, &name).await;
@@ -249,40 +255,38 @@ async fn logout_and_revocation_end_sessions_on_both_protocols() {
 }
 
 #[tokio::test]
-async fn a_password_change_ends_other_sessions_and_older_tokens() {
+async fn a_password_change_ends_the_other_sessions_only() {
     let server = server().await;
     let rest = Rest::new(&server);
     let name = unique("pwd");
-    let (old_token, old_refresh) = register(&rest, &name).await;
+    let (token, old_refresh) = register(&rest, &name).await;
     let (_, body) = login(&rest, &name, "password123", None).await;
     let (other_token, other_refresh) = pair(&body);
 
     let (status, body) = rest
         .put(
             "/api/user",
-            Some(&old_token),
+            Some(&token),
             json!({"user": {"password": "a-new-password"}}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (new_token, new_refresh) = pair(&body);
 
-    for (token, why) in [
-        (&old_token, "issued before the change"),
-        (&other_token, "another session"),
-    ] {
-        let (status, body) = rest.get("/api/user", Some(token)).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{why}: {body}");
+    // This session goes on, with the token it had and the one it got.
+    for t in [&token, &new_token] {
+        let (status, body) = rest.get("/api/user", Some(t)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
     }
-    for (token, why) in [
+    let (status, body) = rest.get("/api/user", Some(&other_token)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "another session: {body}");
+    for (t, why) in [
         (&old_refresh, "issued before the change"),
         (&other_refresh, "another session"),
     ] {
-        let (status, _) = refresh(&rest, token).await;
+        let (status, _) = refresh(&rest, t).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{why}");
     }
-    let (status, _) = rest.get("/api/user", Some(&new_token)).await;
-    assert_eq!(status, StatusCode::OK);
     let (status, _) = login(&rest, &name, "password123", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = login(&rest, &name, "a-new-password", None).await;
@@ -291,6 +295,8 @@ async fn a_password_change_ends_other_sessions_and_older_tokens() {
     // by the password change, not copied.
     let (status, body) = refresh(&rest, &new_refresh).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = rest.get("/api/user", Some(&token)).await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -482,7 +488,7 @@ async fn every_protected_operation_refuses_every_bad_credential() {
     let (valid, _) = register(&rest, &unique("pol")).await;
     let mut cases = vec![("no token", None)];
     cases.extend(bad_credentials(&valid));
-    let stated: std::collections::HashSet<&str> = POLICY.iter().map(|(op, _)| *op).collect();
+    let stated: std::collections::HashSet<&str> = policy::stated().collect();
 
     // Every REST operation of the served document.
     let (status, document) = rest.get("/api/openapi.json", None).await;
@@ -675,6 +681,7 @@ async fn no_credential_or_secret_reaches_logs_metrics_or_error_bodies() {
     let (collector, endpoint) = common::Collector::start().await;
     let server = TestServer::start_with(&[
         ("CONDUIT__AUTH__JWT_SECRET", SECRET),
+        ("CONDUIT__AUTH__REFRESH_REUSE_GRACE", "0s"),
         ("CONDUIT__TELEMETRY__LOG_LEVEL", "debug"),
         ("CONDUIT__TELEMETRY__OTLP_ENDPOINT", &endpoint),
     ])

@@ -226,6 +226,7 @@ async fn over_grpc(channel: Channel, n: &Names) -> Vec<Value> {
                     ..Default::default()
                 }),
                 update_mask: None,
+                ..Default::default()
             },
             Some(&author_token),
         ))

@@ -97,6 +97,7 @@ async fn user(state: &AppState, name: &str) -> Principal {
         user_id: verified.user_id,
         session_id: verified.session_id,
         session_version: verified.session_version,
+        session_ends: chrono::Utc::now() + chrono::Duration::days(1),
     }
 }
 
@@ -254,8 +255,12 @@ async fn list_queries_do_not_grow_with_the_page() {
     assert_eq!(article.expect("get").tag_list.len(), 3);
     assert_eq!(repeated, 0, "a cached article");
 
-    let (few, one) = counted.count(comments.list(Some(reader), &slugs[1])).await;
-    let (lots, twelve) = counted.count(comments.list(Some(reader), &slugs[0])).await;
+    let (few, one) = counted
+        .count(comments.list(Some(reader), &slugs[1], Default::default()))
+        .await;
+    let (lots, twelve) = counted
+        .count(comments.list(Some(reader), &slugs[0], Default::default()))
+        .await;
     assert_eq!(
         (one.expect("list").len(), twelve.expect("list").len()),
         (1, 12)

@@ -273,6 +273,7 @@ async fn grpc_register_login_current_update() {
                     ..Default::default()
                 }),
                 update_mask: None,
+                ..Default::default()
             },
             Some(&token),
         ))
@@ -292,6 +293,7 @@ async fn grpc_register_login_current_update() {
                 update_mask: Some(prost_types::FieldMask {
                     paths: vec!["bio".into()],
                 }),
+                ..Default::default()
             },
             Some(&token),
         ))
@@ -374,6 +376,7 @@ async fn grpc_errors_carry_codes_and_field_details() {
                     ..Default::default()
                 }),
                 update_mask: None,
+                ..Default::default()
             },
             Some(&other_token),
         ))

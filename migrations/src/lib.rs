@@ -10,6 +10,8 @@ mod m20261124_000003_create_idempotency_keys;
 mod m20261124_000004_case_insensitive_identities;
 mod m20261124_000005_create_sessions;
 mod m20261124_000006_create_job_leases;
+mod m20261204_000007_identity_edges;
+pub mod skeleton;
 
 pub struct Migrator;
 
@@ -23,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000004_case_insensitive_identities::Migration),
             Box::new(m20261124_000005_create_sessions::Migration),
             Box::new(m20261124_000006_create_job_leases::Migration),
+            Box::new(m20261204_000007_identity_edges::Migration),
         ]
     }
 }

@@ -1,10 +1,21 @@
-//! Rate limits on the requests that guess credentials — login and registration (and, as
-//! they arrive, token refresh and one-time-code checks): per client IP and per account,
-//! so neither one address trying many accounts nor many addresses trying one account get
-//! more than a few guesses a minute. Over the limit: 429 with `Retry-After` /
-//! `RESOURCE_EXHAUSTED` with `RetryInfo`, before any password is hashed.
+//! Rate limits on the requests that guess credentials — login, registration, token
+//! refresh and one-time-code checks — before any password is hashed. Three limits:
 //!
-//! The client IP is the connection's peer, or — only when that peer is one of
+//! - per client address (`rate_limit.per_ip_per_minute`): one address trying many
+//!   accounts. IPv6 clients count per `rate_limit.ipv6_prefix` network (a /64 by
+//!   default), since one host usually holds a whole /64;
+//! - per account *from one address* (`per_account_per_minute`), strict: guessing at one
+//!   account locks out only the address guessing;
+//! - per account from all addresses together (`per_account_total_per_minute`), a much
+//!   higher ceiling: a botnet still slows down, but a few addresses cannot lock the owner
+//!   out of their account.
+//!
+//! The account is named by the caller as the database identifies it (the user's id once
+//! the email has been looked up), so every spelling the database treats as one account —
+//! any case, any Unicode folding Postgres applies — is one key here too.
+//!
+//! Over a limit: 429 with `Retry-After` / `RESOURCE_EXHAUSTED` with `RetryInfo`. The
+//! client IP is the connection's peer, or — only when that peer is one of
 //! `server.trusted_proxies` — the nearest untrusted address in `X-Forwarded-For`
 //! (`client_ip`). Limiter state is per key and swept by the lifecycle's
 //! `rate-limit-upkeep` worker, so keys seen once do not stay for ever.
@@ -29,7 +40,9 @@ pub struct Attempts(Arc<Limiters>);
 
 struct Limiters {
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    per_account_from_ip: Option<DefaultKeyedRateLimiter<(String, Option<IpAddr>)>>,
     per_account: Option<DefaultKeyedRateLimiter<String>>,
+    ipv6_prefix: u8,
 }
 
 fn per_minute(n: u32) -> Option<Quota> {
@@ -40,30 +53,63 @@ impl Attempts {
     pub fn new(settings: &RateLimitSettings) -> Self {
         Self(Arc::new(Limiters {
             per_ip: per_minute(settings.per_ip_per_minute).map(RateLimiter::keyed),
-            per_account: per_minute(settings.per_account_per_minute).map(RateLimiter::keyed),
+            per_account_from_ip: per_minute(settings.per_account_per_minute)
+                .map(RateLimiter::keyed),
+            per_account: per_minute(settings.per_account_total_per_minute).map(RateLimiter::keyed),
+            ipv6_prefix: settings.ipv6_prefix,
         }))
     }
 
-    /// Counts one attempt on `account` (an email, lower-cased) from the current request's
-    /// client; refused when either has had its share.
+    /// Counts one attempt on `account` (as the database names it: `user:<id>`, or for an
+    /// email no account has, the email folded) from the current request's client;
+    /// refused when the client, the account from this client, or the account as a whole
+    /// has had its share.
     pub fn check(&self, account: &str) -> AppResult<()> {
+        let client = request_id::client_ip().map(|ip| self.bucket(ip));
+        self.check_from(account, client)
+    }
+
+    fn check_from(&self, account: &str, client: Option<IpAddr>) -> AppResult<()> {
         let clock = DefaultClock::default();
-        if let (Some(limiter), Some(ip)) = (&self.0.per_ip, request_id::client_ip())
+        let refused =
+            |not_until: governor::NotUntil<_>| Err(refused(not_until.wait_time_from(clock.now())));
+        if let (Some(limiter), Some(ip)) = (&self.0.per_ip, client)
             && let Err(not_until) = limiter.check_key(&ip)
         {
-            return Err(refused(not_until.wait_time_from(clock.now())));
+            return refused(not_until);
+        }
+        if let Some(limiter) = &self.0.per_account_from_ip
+            && let Err(not_until) = limiter.check_key(&(account.to_string(), client))
+        {
+            return refused(not_until);
         }
         if let Some(limiter) = &self.0.per_account
-            && let Err(not_until) = limiter.check_key(&account.to_lowercase())
+            && let Err(not_until) = limiter.check_key(&account.to_string())
         {
-            return Err(refused(not_until.wait_time_from(clock.now())));
+            return refused(not_until);
         }
         Ok(())
+    }
+
+    /// The address a client is counted under: IPv4 as it is, IPv6 by its network.
+    fn bucket(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => ipnet::Ipv6Net::new(v6, self.0.ipv6_prefix.min(128))
+                    .map_or(ip, |net| IpAddr::V6(net.trunc().addr())),
+            },
+            v4 => v4,
+        }
     }
 
     /// Forgets keys whose limits have fully recovered.
     pub fn sweep(&self) {
         if let Some(limiter) = &self.0.per_ip {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        if let Some(limiter) = &self.0.per_account_from_ip {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
@@ -133,21 +179,65 @@ mod tests {
         assert_eq!(client_ip(proxy, &HeaderMap::new(), &[]), proxy);
     }
 
+    fn limits(per_ip: u32, per_account: u32, total: u32) -> Attempts {
+        Attempts::new(&RateLimitSettings {
+            per_ip_per_minute: per_ip,
+            per_account_per_minute: per_account,
+            per_account_total_per_minute: total,
+            ipv6_prefix: 64,
+        })
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().expect("ip"))
+    }
+
     #[test]
-    fn an_account_gets_its_share_then_waits() {
-        let attempts = Attempts::new(&RateLimitSettings {
-            per_ip_per_minute: 0,
-            per_account_per_minute: 2,
-        });
-        attempts.check("Jake@Example.io").expect("first");
-        attempts
-            .check("jake@example.io")
-            .expect("second, same account");
-        let refused = attempts.check("jake@example.io");
+    fn an_account_gets_its_share_per_address_then_waits() {
+        let attempts = limits(0, 2, 0);
+        let attacker = ip("198.51.100.9");
+        attempts.check_from("user:7", attacker).expect("first");
+        attempts.check_from("user:7", attacker).expect("second");
+        let refused = attempts.check_from("user:7", attacker);
         assert!(
             matches!(refused, Err(AppError::RateLimited(wait)) if wait >= Duration::from_secs(1)),
             "{refused:?}"
         );
-        attempts.check("other@example.io").expect("another account");
+        attempts
+            .check_from("user:7", ip("203.0.113.5"))
+            .expect("the owner, from another address, is not locked out");
+        attempts
+            .check_from("user:8", attacker)
+            .expect("another account");
+    }
+
+    #[test]
+    fn many_addresses_meet_the_accounts_higher_ceiling() {
+        let attempts = limits(0, 2, 5);
+        for i in 0..5 {
+            attempts
+                .check_from("user:7", ip(&format!("198.51.100.{i}")))
+                .expect("under the ceiling");
+        }
+        assert!(attempts.check_from("user:7", ip("198.51.100.200")).is_err());
+    }
+
+    #[test]
+    fn ipv6_clients_count_per_network() {
+        let attempts = limits(2, 0, 0);
+        let bucket = |s: &str| attempts.bucket(s.parse().expect("ip"));
+        assert_eq!(bucket("2001:db8:1:2::1"), bucket("2001:db8:1:2:ffff::9"));
+        assert_ne!(bucket("2001:db8:1:2::1"), bucket("2001:db8:1:3::1"));
+        assert_eq!(
+            bucket("::ffff:192.0.2.1"),
+            "192.0.2.1".parse::<IpAddr>().expect("ip")
+        );
+        let one_host = |suffix: &str| Some(bucket(&format!("2001:db8:1:2::{suffix}")));
+        attempts.check_from("a", one_host("1")).expect("first");
+        attempts.check_from("b", one_host("2")).expect("second");
+        assert!(
+            attempts.check_from("c", one_host("3")).is_err(),
+            "a host cycling through its /64 is one client"
+        );
     }
 }

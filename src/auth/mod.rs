@@ -31,6 +31,8 @@ pub struct Principal {
     pub user_id: i64,
     pub session_id: uuid::Uuid,
     pub session_version: i32,
+    /// The session's absolute end: tokens issued in it expire then at the latest.
+    pub session_ends: chrono::DateTime<chrono::Utc>,
 }
 
 /// What the auth layer concluded about a request.
@@ -52,27 +54,30 @@ pub enum Auth {
 }
 
 impl Auth {
-    /// Reads the `authorization` header (`Token <jwt>`, or `Bearer <jwt>`) and checks
-    /// the token and then its session.
+    /// Reads the `authorization` header (`Token <jwt>`, or `Bearer <jwt>`; the scheme in
+    /// any case, RFC 9110 §11.1) and checks the token and then its session.
     pub async fn from_headers(headers: &HeaderMap, authenticator: &Authenticator) -> Self {
         let Some(value) = headers.get(AUTHORIZATION) else {
             return Auth::Anonymous;
         };
-        let token = value.to_str().ok().and_then(|v| {
-            v.strip_prefix("Token ")
-                .or_else(|| v.strip_prefix("Bearer "))
-                .map(str::trim)
-        });
+        let token = value.to_str().ok().and_then(credentials);
         let verified = match token.map(|t| authenticator.keys.verify(t)) {
             Some(Ok(verified)) => verified,
             Some(Err(token::Rejected::Expired)) => return Auth::Expired,
             Some(Err(token::Rejected::Invalid)) | None => return Auth::Invalid,
         };
-        match sessions::standing(&authenticator.store, &authenticator.sessions, verified).await {
-            Ok(Ok(())) => Auth::Authenticated(Principal {
+        let standing = sessions::standing(
+            &authenticator.store,
+            &authenticator.sessions,
+            &authenticator.policy,
+            verified,
+        );
+        match standing.await {
+            Ok(Ok(session_ends)) => Auth::Authenticated(Principal {
                 user_id: verified.user_id,
                 session_id: verified.session_id,
                 session_version: verified.session_version,
+                session_ends,
             }),
             Ok(Err(sessions::Refused::Expired)) => Auth::Expired,
             Ok(Err(sessions::Refused::Ended)) => Auth::Revoked,
@@ -108,11 +113,20 @@ impl Auth {
     }
 }
 
+/// The token of an `authorization` value: `Token <jwt>` or `Bearer <jwt>`, the scheme
+/// matched without regard to case.
+fn credentials(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once([' ', '\t'])?;
+    let known = scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer");
+    known.then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
 /// What the auth layer checks credentials with.
 pub struct Authenticator {
     pub keys: Arc<TokenKeys>,
     pub store: Store,
     pub sessions: sessions::SessionCache,
+    pub policy: Arc<sessions::SessionPolicy>,
 }
 
 /// Tower layer body (via `axum::middleware::from_fn_with_state`): resolves the caller once
@@ -149,5 +163,26 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybePrincipal {
     type Rejection = AppError;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         auth_of(parts).optional().map(MaybePrincipal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::credentials;
+
+    #[test]
+    fn the_scheme_is_matched_in_any_case() {
+        for value in [
+            "Token abc",
+            "token abc",
+            "TOKEN abc",
+            "Bearer abc",
+            "bearer  abc ",
+        ] {
+            assert_eq!(credentials(value), Some("abc"), "{value:?}");
+        }
+        for value in ["Basic abc", "Tokenabc", "Token ", "abc", ""] {
+            assert_eq!(credentials(value), None, "{value:?}");
+        }
     }
 }

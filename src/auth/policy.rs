@@ -1,9 +1,11 @@
-//! Who may call what: one table for every REST operation and gRPC method, enforced on
-//! the router (so only requests that matched a route are judged; unknown paths still get
-//! their 404 / UNIMPLEMENTED). An operation missing from the table requires
-//! authentication: forgetting an entry fails closed. Handlers still ask for the caller
-//! they need; the table is the guarantee that none was forgotten, and the OpenAPI
-//! document's `security` is written from it.
+//! Who may call what, and what each call does: one table, [`OPERATIONS`], with a row per
+//! operation naming its REST route and gRPC method together, its access rule and its
+//! effect. The access rule is enforced on the router (so only requests that matched a
+//! route are judged; unknown paths still get their 404 / UNIMPLEMENTED). An operation
+//! missing from the table requires authentication: forgetting an entry fails closed.
+//! Handlers still ask for the caller they need; the table is the guarantee that none was
+//! forgotten. The OpenAPI document's `security` and the idempotency layer (which
+//! operations may keep an answer) read the same rows.
 
 use std::{collections::HashMap, sync::LazyLock};
 
@@ -27,106 +29,162 @@ pub enum Access {
     Required,
 }
 
-use Access::{Optional, Public, Required};
+/// What an operation does, as retries see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Changes nothing: an idempotency key means nothing to it.
+    Read,
+    /// Changes state: an idempotency key makes its retries safe.
+    Write,
+    /// Answers with credentials (access or refresh tokens, a TOTP secret, recovery
+    /// codes). Its answer is never kept for replay — that would store credentials in
+    /// the clear and let a copy of the request fetch them again — so a key is ignored.
+    IssuesCredentials,
+}
 
-/// REST operations as `METHOD /path/{template}` (the routed path, base path stripped),
-/// gRPC methods as `/package.Service/Method`.
-pub const POLICY: &[(&str, Access)] = &[
+/// One operation, on each protocol that offers it.
+#[derive(Debug, Clone, Copy)]
+pub struct Operation {
+    /// `METHOD /path/{template}` (the routed path, base path stripped).
+    pub rest: Option<&'static str>,
+    /// `/package.Service/Method`.
+    pub grpc: Option<&'static str>,
+    pub access: Access,
+    pub effect: Effect,
+}
+
+use Access::{Optional, Public, Required};
+use Effect::{IssuesCredentials, Read, Write};
+
+const fn both(rest: &'static str, grpc: &'static str, access: Access, effect: Effect) -> Operation {
+    Operation {
+        rest: Some(rest),
+        grpc: Some(grpc),
+        access,
+        effect,
+    }
+}
+
+const fn rest_only(rest: &'static str, access: Access, effect: Effect) -> Operation {
+    Operation {
+        rest: Some(rest),
+        grpc: None,
+        access,
+        effect,
+    }
+}
+
+const fn grpc_only(grpc: &'static str, access: Access, effect: Effect) -> Operation {
+    Operation {
+        rest: None,
+        grpc: Some(grpc),
+        access,
+        effect,
+    }
+}
+
+#[rustfmt::skip]
+pub const OPERATIONS: &[Operation] = &[
     // Users and authentication
-    ("POST /api/users", Public),
-    ("POST /api/users/login", Public),
-    ("POST /api/users/refresh", Public),
-    ("POST /api/users/logout", Required),
-    ("GET /api/user", Required),
-    ("PUT /api/user", Required),
-    ("GET /api/user/sessions", Required),
-    ("DELETE /api/user/sessions/{id}", Required),
-    ("POST /api/user/totp", Required),
-    ("POST /api/user/totp/confirm", Required),
-    ("DELETE /api/user/totp", Required),
-    ("/conduit.v1.UserService/Register", Public),
-    ("/conduit.v1.UserService/Login", Public),
-    ("/conduit.v1.UserService/GetCurrentUser", Required),
-    ("/conduit.v1.UserService/UpdateUser", Required),
-    ("/conduit.v1.AuthService/Refresh", Public),
-    ("/conduit.v1.AuthService/Logout", Required),
-    ("/conduit.v1.AuthService/ListSessions", Required),
-    ("/conduit.v1.AuthService/RevokeSession", Required),
-    ("/conduit.v1.AuthService/EnrollTotp", Required),
-    ("/conduit.v1.AuthService/ConfirmTotp", Required),
-    ("/conduit.v1.AuthService/DisableTotp", Required),
+    both("POST /api/users", "/conduit.v1.UserService/Register", Public, IssuesCredentials),
+    both("POST /api/users/login", "/conduit.v1.UserService/Login", Public, IssuesCredentials),
+    both("GET /api/user", "/conduit.v1.UserService/GetCurrentUser", Required, Read),
+    // Answers a fresh access token, and after a password change a refresh token.
+    both("PUT /api/user", "/conduit.v1.UserService/UpdateUser", Required, IssuesCredentials),
+    both("POST /api/users/refresh", "/conduit.v1.AuthService/Refresh", Public, IssuesCredentials),
+    both("POST /api/users/logout", "/conduit.v1.AuthService/Logout", Required, Write),
+    both("GET /api/user/sessions", "/conduit.v1.AuthService/ListSessions", Required, Read),
+    both("DELETE /api/user/sessions/{id}", "/conduit.v1.AuthService/RevokeSession", Required, Write),
+    both("POST /api/user/totp", "/conduit.v1.AuthService/EnrollTotp", Required, IssuesCredentials),
+    both("POST /api/user/totp/confirm", "/conduit.v1.AuthService/ConfirmTotp", Required, IssuesCredentials),
+    both("DELETE /api/user/totp", "/conduit.v1.AuthService/DisableTotp", Required, Write),
     // Profiles
-    ("GET /api/profiles/{username}", Optional),
-    ("POST /api/profiles/{username}/follow", Required),
-    ("DELETE /api/profiles/{username}/follow", Required),
-    ("/conduit.v1.ProfileService/GetProfile", Optional),
-    ("/conduit.v1.ProfileService/FollowUser", Required),
-    ("/conduit.v1.ProfileService/UnfollowUser", Required),
+    both("GET /api/profiles/{username}", "/conduit.v1.ProfileService/GetProfile", Optional, Read),
+    both("POST /api/profiles/{username}/follow", "/conduit.v1.ProfileService/FollowUser", Required, Write),
+    both("DELETE /api/profiles/{username}/follow", "/conduit.v1.ProfileService/UnfollowUser", Required, Write),
     // Articles
-    ("GET /api/articles", Optional),
-    ("GET /api/articles/feed", Required),
-    ("GET /api/feed", Required),
-    ("GET /api/articles/{slug}", Optional),
-    ("POST /api/articles", Required),
-    ("PUT /api/articles/{slug}", Required),
-    ("DELETE /api/articles/{slug}", Required),
-    ("POST /api/articles/{slug}/favorite", Required),
-    ("DELETE /api/articles/{slug}/favorite", Required),
-    ("/conduit.v1.ArticleService/ListArticles", Optional),
-    ("/conduit.v1.ArticleService/FeedArticles", Required),
-    ("/conduit.v1.ArticleService/GetArticle", Optional),
-    ("/conduit.v1.ArticleService/CreateArticle", Required),
-    ("/conduit.v1.ArticleService/UpdateArticle", Required),
-    ("/conduit.v1.ArticleService/DeleteArticle", Required),
-    ("/conduit.v1.ArticleService/FavoriteArticle", Required),
-    ("/conduit.v1.ArticleService/UnfavoriteArticle", Required),
+    both("GET /api/articles", "/conduit.v1.ArticleService/ListArticles", Optional, Read),
+    both("GET /api/articles/feed", "/conduit.v1.ArticleService/FeedArticles", Required, Read),
+    rest_only("GET /api/feed", Required, Read),
+    both("GET /api/articles/{slug}", "/conduit.v1.ArticleService/GetArticle", Optional, Read),
+    both("POST /api/articles", "/conduit.v1.ArticleService/CreateArticle", Required, Write),
+    both("PUT /api/articles/{slug}", "/conduit.v1.ArticleService/UpdateArticle", Required, Write),
+    both("DELETE /api/articles/{slug}", "/conduit.v1.ArticleService/DeleteArticle", Required, Write),
+    both("POST /api/articles/{slug}/favorite", "/conduit.v1.ArticleService/FavoriteArticle", Required, Write),
+    both("DELETE /api/articles/{slug}/favorite", "/conduit.v1.ArticleService/UnfavoriteArticle", Required, Write),
     // Comments
-    ("GET /api/articles/{slug}/comments", Optional),
-    ("POST /api/articles/{slug}/comments", Required),
-    ("DELETE /api/articles/{slug}/comments/{id}", Required),
-    ("/conduit.v1.CommentService/ListComments", Optional),
-    ("/conduit.v1.CommentService/AddComment", Required),
-    ("/conduit.v1.CommentService/DeleteComment", Required),
+    both("GET /api/articles/{slug}/comments", "/conduit.v1.CommentService/ListComments", Optional, Read),
+    both("POST /api/articles/{slug}/comments", "/conduit.v1.CommentService/AddComment", Required, Write),
+    both("DELETE /api/articles/{slug}/comments/{id}", "/conduit.v1.CommentService/DeleteComment", Required, Write),
     // Tags
-    ("GET /api/tags", Public),
-    ("/conduit.v1.TagService/ListTags", Public),
+    both("GET /api/tags", "/conduit.v1.TagService/ListTags", Public, Read),
     // Operations: probes, metrics, docs, health, reflection
-    ("GET /livez", Public),
-    ("GET /readyz", Public),
-    ("GET /metrics", Public),
-    ("GET /api/openapi.json", Public),
-    ("GET /api/docs", Public),
-    ("GET /api/docs/", Public),
-    ("GET /api/docs/{*file}", Public),
-    ("/grpc.health.v1.Health/Check", Public),
-    ("/grpc.health.v1.Health/Watch", Public),
-    (
-        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-        Public,
-    ),
-    (
-        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-        Public,
-    ),
+    rest_only("GET /livez", Public, Read),
+    rest_only("GET /readyz", Public, Read),
+    rest_only("GET /metrics", Public, Read),
+    rest_only("GET /api/openapi.json", Public, Read),
+    rest_only("GET /api/docs", Public, Read),
+    rest_only("GET /api/docs/", Public, Read),
+    rest_only("GET /api/docs/{*file}", Public, Read),
+    grpc_only("/grpc.health.v1.Health/Check", Public, Read),
+    grpc_only("/grpc.health.v1.Health/Watch", Public, Read),
+    grpc_only("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", Public, Read),
+    grpc_only("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", Public, Read),
 ];
 
-static TABLE: LazyLock<HashMap<&'static str, Access>> =
-    LazyLock::new(|| POLICY.iter().copied().collect());
+/// Every name the table states: REST operations and gRPC methods.
+pub fn stated() -> impl Iterator<Item = &'static str> {
+    OPERATIONS
+        .iter()
+        .flat_map(|op| op.rest.into_iter().chain(op.grpc))
+}
 
-/// The access rule for a REST operation (`method`, routed path template).
-pub fn rest(method: &Method, path: &str) -> Access {
+static TABLE: LazyLock<HashMap<&'static str, &'static Operation>> = LazyLock::new(|| {
+    OPERATIONS
+        .iter()
+        .flat_map(|op| {
+            op.rest
+                .into_iter()
+                .chain(op.grpc)
+                .map(move |name| (name, op))
+        })
+        .collect()
+});
+
+/// The row of a REST operation (`method`, routed path template).
+pub fn rest_operation(method: &Method, path: &str) -> Option<&'static Operation> {
     // HEAD is served by the GET route.
     let method = if method == Method::HEAD {
         "GET"
     } else {
         method.as_str()
     };
-    lookup(&format!("{method} {path}"))
+    TABLE.get(format!("{method} {path}").as_str()).copied()
+}
+
+/// The row of a gRPC method (`/package.Service/Method`).
+pub fn grpc_operation(path: &str) -> Option<&'static Operation> {
+    TABLE.get(path).copied()
+}
+
+/// The access rule for a REST operation (`method`, routed path template).
+pub fn rest(method: &Method, path: &str) -> Access {
+    rest_operation(method, path).map_or(Required, |op| op.access)
 }
 
 /// The access rule for a gRPC method (`/package.Service/Method`).
 pub fn grpc(path: &str) -> Access {
-    lookup(path)
+    grpc_operation(path).map_or(Required, |op| op.access)
+}
+
+/// The operation a routed request calls: its gRPC method, or its REST route.
+pub fn of_request(request: &Request) -> Option<&'static Operation> {
+    if Protocol::of(request).is_grpc() {
+        grpc_operation(request.uri().path())
+    } else {
+        let path = request.extensions().get::<MatchedPath>()?.as_str();
+        rest_operation(request.method(), path)
+    }
 }
 
 /// The conduit gRPC methods that exist, from the descriptor set: a call to a method that
@@ -151,15 +209,11 @@ static GRPC_METHODS: LazyLock<std::collections::HashSet<String>> = LazyLock::new
 });
 
 fn judged_grpc(path: &str) -> Option<Access> {
-    match TABLE.get(path) {
-        Some(access) => Some(*access),
+    match grpc_operation(path) {
+        Some(op) => Some(op.access),
         None if GRPC_METHODS.contains(path) => Some(Required),
         None => None,
     }
-}
-
-fn lookup(operation: &str) -> Access {
-    TABLE.get(operation).copied().unwrap_or(Required)
 }
 
 /// Route layer: refuses a request its operation's rule does not admit, in the caller's
@@ -219,8 +273,12 @@ mod tests {
 
     #[test]
     fn every_operation_has_an_explicit_rule() {
-        let stated: HashSet<&str> = POLICY.iter().map(|(op, _)| *op).collect();
-        assert_eq!(stated.len(), POLICY.len(), "an operation is listed twice");
+        let stated: HashSet<&str> = stated().collect();
+        assert_eq!(
+            stated.len(),
+            super::stated().count(),
+            "an operation is listed twice"
+        );
         let grpc: Vec<String> = GRPC_METHODS.iter().cloned().collect();
         let rest = rest_operations();
         assert!(grpc.len() >= 26 && rest.len() >= 26, "{grpc:?} {rest:?}");

@@ -1,10 +1,17 @@
-//! Server-side sessions. Login and registration open one; its refresh token (random,
-//! stored as a SHA-256 digest) is exchanged for a new one on every refresh, and the old
-//! one is remembered as rotated: presenting it again means it was copied, so the whole
-//! session ends — the thief's copy and the owner's newest token alike (RFC 9700 §4.14.2).
-//! Access tokens name their session and its version, and the auth layer checks both on
-//! each request (`standing`, cached by write generation), so logout, revocation and a
-//! password change take effect at once, on every replica.
+//! Server-side sessions. Login and registration open one; it lives until its absolute
+//! end (`auth.session_ttl` after it opened) unless it sits unused for
+//! `auth.session_idle_timeout`, and the auth layer checks both on every request
+//! (`standing`), so an access token can live as long as its session: revocation never
+//! needed short tokens. Logout, revocation, a password change (for the *other* sessions)
+//! and refresh-token reuse end a session at once, on every replica.
+//!
+//! Its refresh token (random, stored as a SHA-256 digest) is exchanged for a new one on
+//! every refresh, and the old one is remembered as rotated. Presenting it again within
+//! `auth.refresh_reuse_grace` (two tabs refreshing at once, a retry after a lost answer)
+//! answers the same successor again: the successor is derived from the presented token
+//! with a server key, so nothing secret is stored to hand it out twice. Later, a rotated
+//! token means it was copied, so the whole session ends — the thief's copy and the
+//! owner's newest token alike (RFC 9700 §4.14.2).
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
@@ -18,6 +25,7 @@ use uuid::Uuid;
 
 use super::token::Verified;
 use crate::{
+    config::AuthSettings,
     db::Store,
     entities::{
         refresh_tokens::{self, Entity as RefreshTokens},
@@ -71,6 +79,71 @@ impl Minted {
     pub fn new_session() -> AppResult<Self> {
         Self::for_session(Uuid::new_v4())
     }
+
+    fn from_secret(session_id: Uuid, secret: &[u8]) -> Self {
+        let token = format!("{}.{}", session_id.simple(), URL_SAFE_NO_PAD.encode(secret));
+        Minted {
+            session_id,
+            digest: digest(&token),
+            token,
+        }
+    }
+}
+
+/// How long sessions live and how their edges behave, from `auth.*`.
+pub struct SessionPolicy {
+    /// From opening to the absolute end; refresh does not extend it.
+    pub lifetime: chrono::Duration,
+    /// Unused this long, a session ends.
+    pub idle_timeout: chrono::Duration,
+    /// Credential changes need an authentication at most this old.
+    pub reauth_window: chrono::Duration,
+    /// A rotated refresh token presented again within this gets its successor again.
+    pub refresh_grace: chrono::Duration,
+    /// Keys the derivation of a refresh token's successor.
+    successor_key: [u8; 32],
+}
+
+fn chrono_duration(d: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+impl SessionPolicy {
+    pub fn new(settings: &AuthSettings) -> Self {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut mac = Hmac::<Sha256>::new_from_slice(settings.jwt_secret.expose().as_bytes())
+            .expect("HMAC takes any key length");
+        mac.update(b"conduit refresh successor v1");
+        Self {
+            lifetime: chrono_duration(settings.session_ttl),
+            idle_timeout: chrono_duration(settings.session_idle_timeout),
+            reauth_window: chrono_duration(settings.reauth_window),
+            refresh_grace: chrono_duration(settings.refresh_reuse_grace),
+            successor_key: mac.finalize().into_bytes().into(),
+        }
+    }
+
+    /// The refresh token that replaces `presented`: the same every time it is asked for,
+    /// and unguessable without the server's key.
+    pub fn successor(&self, presented: &str, session_id: Uuid) -> Minted {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.successor_key).expect("HMAC takes any key length");
+        mac.update(presented.as_bytes());
+        Minted::from_secret(session_id, &mac.finalize().into_bytes())
+    }
+
+    /// How stale a session's `last_used_at` may get before a request writes it again:
+    /// often enough that the idle timeout is judged to within a quarter of itself, rarely
+    /// enough that authenticated traffic does not write on every request.
+    fn touch_every(&self) -> chrono::Duration {
+        (self.idle_timeout / 4).min(chrono::Duration::hours(1))
+    }
+
+    /// Whether an authentication at `at` is recent enough for a credential change.
+    pub fn is_recent(&self, at: Option<DateTime<Utc>>) -> bool {
+        at.is_some_and(|at| Utc::now() - at <= self.reauth_window)
+    }
 }
 
 pub fn digest(value: &str) -> String {
@@ -88,15 +161,17 @@ pub fn session_of(refresh_token: &str) -> Option<Uuid> {
         .flatten()
 }
 
-/// Opens a session for `user_id` with `minted` as its first refresh token.
+/// Opens a session for `user_id`, who has just authenticated, with `minted` as its first
+/// refresh token; returns when it ends at the latest.
 pub async fn open(
     db: &impl ConnectionTrait,
     user_id: i64,
     client: &Client,
-    ttl: chrono::Duration,
+    lifetime: chrono::Duration,
     minted: &Minted,
-) -> Result<(), DbErr> {
+) -> Result<DateTime<Utc>, DbErr> {
     let now = Utc::now();
+    let ends = now + lifetime;
     sessions::ActiveModel {
         id: Set(minted.session_id.to_string()),
         user_id: Set(user_id),
@@ -105,12 +180,14 @@ pub async fn open(
         ip: Set(client.ip.clone()),
         created_at: Set(now),
         last_used_at: Set(now),
-        expires_at: Set(now + ttl),
+        expires_at: Set(ends),
         revoked_at: Set(None),
+        authenticated_at: Set(Some(now)),
     }
     .insert(db)
     .await?;
-    store_refresh_token(db, minted, now).await
+    store_refresh_token(db, minted, now).await?;
+    Ok(ends)
 }
 
 async fn store_refresh_token(
@@ -131,21 +208,29 @@ async fn store_refresh_token(
 
 /// What presenting a refresh token came to.
 pub enum Rotation {
-    /// Exchanged: `minted` is the session's refresh token now.
-    Rotated { user_id: i64, version: i32 },
+    /// Exchanged (or, within the grace period, exchanged again): the session's successor
+    /// refresh token is the one derived from the presented token.
+    Rotated {
+        user_id: i64,
+        version: i32,
+        ends: DateTime<Utc>,
+    },
     /// Not a token of any standing session.
     Unknown,
-    /// Already exchanged before: the session has just been ended.
+    /// Already exchanged, past the grace period: the session has just been ended.
     Reused,
 }
 
-/// Exchanges `presented` for `minted` (a token of the same session) in one transaction.
+/// Exchanges `presented` for `successor` (`SessionPolicy::successor` of it) in one
+/// transaction. The token row is locked first, so two exchanges of one token run one
+/// after the other: the second finds it rotated, within the grace period, and answers
+/// the same successor.
 pub async fn rotate(
     db: &impl ConnectionTrait,
     presented: &str,
-    minted: &Minted,
+    successor: &Minted,
     client: &Client,
-    ttl: chrono::Duration,
+    policy: &SessionPolicy,
 ) -> Result<Rotation, DbErr> {
     let now = Utc::now();
     let Some(found) = RefreshTokens::find_by_id(digest(presented))
@@ -160,25 +245,43 @@ pub async fn rotate(
         .one(db)
         .await?
         .filter(|s| {
-            s.id == minted.session_id.to_string() && s.revoked_at.is_none() && s.expires_at > now
+            s.id == successor.session_id.to_string()
+                && s.revoked_at.is_none()
+                && s.expires_at > now
+                && s.last_used_at + policy.idle_timeout > now
         })
     else {
         return Ok(Rotation::Unknown);
     };
-    if found.rotated_at.is_some() {
-        end(db, &session.id, now).await?;
-        return Ok(Rotation::Reused);
+    match found.rotated_at {
+        None => {
+            RefreshTokens::update_many()
+                .col_expr(refresh_tokens::Column::RotatedAt, Expr::val(now))
+                .filter(refresh_tokens::Column::Digest.eq(found.digest))
+                .exec(db)
+                .await?;
+            store_refresh_token(db, successor, now).await?;
+        }
+        Some(rotated) if now - rotated <= policy.refresh_grace => {
+            // The successor handed out then must still be the session's live token: one
+            // that was itself exchanged since is not handed out again.
+            let live = RefreshTokens::find_by_id(successor.digest.clone())
+                .one(db)
+                .await?
+                .is_some_and(|t| t.rotated_at.is_none());
+            if !live {
+                end(db, &session.id, now).await?;
+                return Ok(Rotation::Reused);
+            }
+        }
+        Some(_) => {
+            end(db, &session.id, now).await?;
+            return Ok(Rotation::Reused);
+        }
     }
-    RefreshTokens::update_many()
-        .col_expr(refresh_tokens::Column::RotatedAt, Expr::val(now))
-        .filter(refresh_tokens::Column::Digest.eq(found.digest))
-        .exec(db)
-        .await?;
-    store_refresh_token(db, minted, now).await?;
-    let (user_id, version) = (session.user_id, session.version);
+    let (user_id, version, ends) = (session.user_id, session.version, session.expires_at);
     let mut row: sessions::ActiveModel = session.into();
     row.last_used_at = Set(now);
-    row.expires_at = Set(now + ttl);
     if client.user_agent.is_some() {
         row.user_agent = Set(client.user_agent.clone());
     }
@@ -186,20 +289,24 @@ pub async fn rotate(
         row.ip = Set(client.ip.clone());
     }
     row.update(db).await?;
-    Ok(Rotation::Rotated { user_id, version })
+    Ok(Rotation::Rotated {
+        user_id,
+        version,
+        ends,
+    })
 }
 
-/// After a password change: every other session of the user ends, and this one gets a
-/// new version (its access tokens issued so far stop working) and a new refresh token.
-/// Its earlier refresh tokens are forgotten rather than marked rotated: a client that
-/// still holds one was superseded, not copied, and presenting it must not end the
-/// session. Returns the new version.
-pub async fn restart_after_password_change(
+/// After a password change: every other session of the user ends, and this one goes on —
+/// its access tokens keep working (RealWorld clients keep the token they have) — with a
+/// new refresh token. Its earlier refresh tokens are forgotten rather than marked
+/// rotated: a client that still holds one was superseded, not copied, and presenting it
+/// must not end the session. Returns when this session ends.
+pub async fn end_other_sessions(
     db: &impl ConnectionTrait,
     user_id: i64,
     session_id: Uuid,
     minted: &Minted,
-) -> Result<i32, DbErr> {
+) -> Result<DateTime<Utc>, DbErr> {
     let now = Utc::now();
     let current = session_id.to_string();
     Sessions::update_many()
@@ -207,15 +314,6 @@ pub async fn restart_after_password_change(
         .filter(sessions::Column::UserId.eq(user_id))
         .filter(sessions::Column::Id.ne(current.clone()))
         .filter(sessions::Column::RevokedAt.is_null())
-        .exec(db)
-        .await?;
-    Sessions::update_many()
-        .col_expr(
-            sessions::Column::Version,
-            Expr::col(sessions::Column::Version).add(1),
-        )
-        .col_expr(sessions::Column::LastUsedAt, Expr::val(now))
-        .filter(sessions::Column::Id.eq(current.clone()))
         .exec(db)
         .await?;
     RefreshTokens::delete_many()
@@ -226,7 +324,20 @@ pub async fn restart_after_password_change(
     Ok(Sessions::find_by_id(current)
         .one(db)
         .await?
-        .map_or(0, |s| s.version))
+        .map_or(now, |s| s.expires_at))
+}
+
+/// When the session's owner last authenticated, read under a lock so a concurrent
+/// credential change waits for this one.
+pub async fn authenticated_at(
+    db: &impl ConnectionTrait,
+    session_id: Uuid,
+) -> Result<Option<DateTime<Utc>>, DbErr> {
+    Ok(Sessions::find_by_id(session_id.to_string())
+        .lock_exclusive()
+        .one(db)
+        .await?
+        .and_then(|s| s.authenticated_at))
 }
 
 async fn end(db: &impl ConnectionTrait, session_id: &str, now: DateTime<Utc>) -> Result<(), DbErr> {
@@ -244,6 +355,7 @@ pub async fn revoke(
     db: &impl ConnectionTrait,
     user_id: i64,
     session_id: &str,
+    idle_timeout: chrono::Duration,
 ) -> Result<bool, DbErr> {
     let ended = Sessions::update_many()
         .col_expr(sessions::Column::RevokedAt, Expr::val(Utc::now()))
@@ -251,6 +363,7 @@ pub async fn revoke(
         .filter(sessions::Column::UserId.eq(user_id))
         .filter(sessions::Column::RevokedAt.is_null())
         .filter(sessions::Column::ExpiresAt.gt(Utc::now()))
+        .filter(sessions::Column::LastUsedAt.gt(Utc::now() - idle_timeout))
         .exec(db)
         .await?;
     Ok(ended.rows_affected == 1)
@@ -260,11 +373,13 @@ pub async fn revoke(
 pub async fn standing_of(
     db: &impl ConnectionTrait,
     user_id: i64,
+    idle_timeout: chrono::Duration,
 ) -> Result<Vec<sessions::Model>, DbErr> {
     Sessions::find()
         .filter(sessions::Column::UserId.eq(user_id))
         .filter(sessions::Column::RevokedAt.is_null())
         .filter(sessions::Column::ExpiresAt.gt(Utc::now()))
+        .filter(sessions::Column::LastUsedAt.gt(Utc::now() - idle_timeout))
         .order_by_desc(sessions::Column::LastUsedAt)
         .order_by_desc(sessions::Column::Id)
         // A user with more sessions than this has bigger problems than a long list.
@@ -273,10 +388,11 @@ pub async fn standing_of(
         .await
 }
 
-/// Deletes sessions that ended (revoked or expired) with their refresh tokens.
-pub async fn purge_ended(store: &Store) -> AppResult<u64> {
+/// Deletes sessions that ended (revoked, past their end, or idle too long) with their
+/// refresh tokens.
+pub async fn purge_ended(store: &Store, idle_timeout: chrono::Duration) -> AppResult<u64> {
     store
-        .query(|db| {
+        .query(move |db| {
             Box::pin(async move {
                 let now = Utc::now();
                 let ended = Sessions::find()
@@ -285,7 +401,8 @@ pub async fn purge_ended(store: &Store) -> AppResult<u64> {
                     .filter(
                         sessions::Column::RevokedAt
                             .is_not_null()
-                            .or(sessions::Column::ExpiresAt.lte(now)),
+                            .or(sessions::Column::ExpiresAt.lte(now))
+                            .or(sessions::Column::LastUsedAt.lte(now - idle_timeout)),
                     )
                     .limit(10_000)
                     .into_tuple::<String>()
@@ -314,7 +431,10 @@ struct SessionState {
     user_id: i64,
     version: i32,
     ended: bool,
+    /// The absolute end.
     expires_at: DateTime<Utc>,
+    /// As last read or written by this replica; another replica may have moved it on.
+    last_used_at: DateTime<Utc>,
 }
 
 /// Session states as last read, each with the write generation it was read in (see
@@ -349,6 +469,19 @@ impl SessionCache {
         }
         entries.insert(id, (generation, state));
     }
+
+    /// Records a use at `now` unless one at least as recent as `since` is recorded
+    /// already; true when this caller should write it (so one request per interval does).
+    fn claim_touch(&self, id: &Uuid, since: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        match entries.get_mut(id) {
+            Some((_, Some(state))) if state.last_used_at < since => {
+                state.last_used_at = now;
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The session's state from the database. Boxed: the auth layer's future (moved on every
@@ -369,9 +502,28 @@ fn read_state(
                     version: s.version,
                     ended: s.revoked_at.is_some(),
                     expires_at: s.expires_at,
+                    last_used_at: s.last_used_at,
                 }))
         })
     }))
+}
+
+/// Writes a session's last use, outside any unit of work: an autocommitted statement that
+/// changes nothing a cached answer shows, so it invalidates nothing. Never moves it back.
+/// The request does not wait for it.
+fn touch(store: &Store, session_id: Uuid, at: DateTime<Utc>) {
+    let id = session_id.to_string();
+    store.spawn_query("session last use", move |db| {
+        Box::pin(async move {
+            Sessions::update_many()
+                .col_expr(sessions::Column::LastUsedAt, Expr::val(at))
+                .filter(sessions::Column::Id.eq(id))
+                .filter(sessions::Column::LastUsedAt.lt(at))
+                .exec(db)
+                .await?;
+            Ok(())
+        })
+    });
 }
 
 /// Why a genuine access token does not authenticate.
@@ -379,38 +531,47 @@ fn read_state(
 pub enum Refused {
     /// Logged out, revoked, ended by a password change or by refresh-token reuse.
     Ended,
-    /// The session expired.
+    /// The session reached its end, or sat unused past the idle timeout.
     Expired,
 }
 
-/// Whether the session a verified access token names still stands for it. A hit costs
-/// no statement; a miss (first use, or any committed write since) one.
+/// Whether the session a verified access token names still stands for it; when it does,
+/// its absolute end. A hit costs no statement; a miss (first use, or any committed write
+/// since) one. A use is recorded once per quarter idle timeout (at most hourly).
 pub async fn standing(
     store: &Store,
     cache: &SessionCache,
+    policy: &SessionPolicy,
     token: Verified,
-) -> AppResult<Result<(), Refused>> {
+) -> AppResult<Result<DateTime<Utc>, Refused>> {
     // Taken before reading, so a write that lands during the read leaves this entry
     // under the older generation, where nobody looks.
     let generation = store.cache().generation();
-    let state = match cache.get(&token.session_id, generation) {
-        Some(state) => state,
-        None => {
-            let state = read_state(store, token.session_id).await?;
-            cache.keep(token.session_id, generation, state);
-            state
-        }
+    let (mut state, mut fresh) = match cache.get(&token.session_id, generation) {
+        Some(state) => (state, false),
+        None => (read_state(store, token.session_id).await?, true),
     };
-    Ok(match state {
-        Some(s) if s.user_id == token.user_id && !s.ended && s.version == token.session_version => {
-            if s.expires_at > Utc::now() {
-                Ok(())
-            } else {
-                Err(Refused::Expired)
-            }
-        }
-        _ => Err(Refused::Ended),
-    })
+    let now = Utc::now();
+    // Idle by this replica's record: another replica may have seen a later use.
+    if !fresh && state.is_some_and(|s| s.last_used_at + policy.idle_timeout <= now) {
+        state = read_state(store, token.session_id).await?;
+        fresh = true;
+    }
+    if fresh {
+        cache.keep(token.session_id, generation, state);
+    }
+    let Some(s) = state
+        .filter(|s| s.user_id == token.user_id && !s.ended && s.version == token.session_version)
+    else {
+        return Ok(Err(Refused::Ended));
+    };
+    if s.expires_at <= now || s.last_used_at + policy.idle_timeout <= now {
+        return Ok(Err(Refused::Expired));
+    }
+    if cache.claim_touch(&token.session_id, now - policy.touch_every(), now) {
+        touch(store, token.session_id, now);
+    }
+    Ok(Ok(s.expires_at))
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Access tokens: short-lived JWTs (HS256) that name a user and the session they belong
-//! to. The header's `kid` names the signing key, so a key can be rotated: tokens signed by
+//! Access tokens: JWTs (HS256) that name a user and the session they belong to. They
+//! expire with their session (or sooner, with `auth.token_ttl`): the session itself is
+//! checked on every request, so revocation does not wait for expiry. The header's `kid` names the signing key, so a key can be rotated: tokens signed by
 //! the previous key stay valid until `auth.previous_jwt_secret_until`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,6 +27,9 @@ struct Claims {
     iat: u64,
     exp: u64,
 }
+
+/// Clock skew tolerated between the issuer and us (jsonwebtoken's default leeway).
+const LEEWAY_SECS: u64 = 60;
 
 /// What a genuine, unexpired token says; whether its session still stands is checked
 /// separately (`auth::sessions`).
@@ -57,6 +61,7 @@ pub struct TokenKeys {
     keys: Vec<Key>,
     validation: Validation,
     issuer: String,
+    /// Zero: tokens live as long as their session.
     ttl: Duration,
 }
 
@@ -75,6 +80,8 @@ impl TokenKeys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[&settings.jwt_issuer]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECS;
         let current = settings.jwt_secret.expose();
         let mut keys = vec![Key {
             id: key_id(current),
@@ -105,23 +112,28 @@ impl TokenKeys {
         &self.keys[0].id
     }
 
+    /// A token for the session, expiring when the session ends (`session_ends`) or after
+    /// `auth.token_ttl`, whichever comes first.
     pub fn issue(
         &self,
         user_id: i64,
         session_id: Uuid,
         session_version: i32,
+        session_ends: DateTime<Utc>,
     ) -> Result<String, AppError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_err(AppError::internal)?
-            .as_secs();
+        let now = unix_now().map_err(AppError::internal)?;
+        let ends = u64::try_from(session_ends.timestamp()).unwrap_or(now);
+        let exp = match self.ttl.as_secs() {
+            0 => ends,
+            ttl => (now + ttl).min(ends),
+        };
         let claims = Claims {
             sub: user_id.to_string(),
             sid: session_id,
             sv: session_version,
             iss: self.issuer.clone(),
             iat: now,
-            exp: now + self.ttl.as_secs(),
+            exp,
         };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(self.keys[0].id.clone());
@@ -161,12 +173,21 @@ impl TokenKeys {
         if data.header.kid.as_deref() != Some(key.id.as_str()) {
             return Err(Rejected::Invalid);
         }
+        // Issued in the future: a forged clock, or a key used elsewhere; not ours.
+        let now = unix_now().map_err(|_| Rejected::Invalid)?;
+        if data.claims.iat > now + LEEWAY_SECS {
+            return Err(Rejected::Invalid);
+        }
         Ok(Verified {
             user_id: data.claims.sub.parse().map_err(|_| Rejected::Invalid)?,
             session_id: data.claims.sid,
             session_version: data.claims.sv,
         })
     }
+}
+
+fn unix_now() -> Result<u64, std::time::SystemTimeError> {
+    Ok(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs())
 }
 
 #[cfg(test)]
@@ -178,6 +199,58 @@ mod tests {
             jwt_secret: secret.into(),
             ..AuthSettings::default()
         })
+    }
+
+    fn far() -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::days(30)
+    }
+
+    #[test]
+    fn tokens_expire_with_their_session_or_their_ttl() {
+        let k = keys(&"a".repeat(32));
+        let sid = Uuid::new_v4();
+        let ends = Utc::now() + chrono::Duration::days(3);
+        let token = k.issue(1, sid, 0, ends).expect("issue");
+        let exp = decode::<Claims>(&token, &k.keys[0].decoding, &k.validation)
+            .expect("decode")
+            .claims
+            .exp;
+        assert_eq!(exp, ends.timestamp() as u64, "exp is the session's end");
+        let short = TokenKeys::new(&AuthSettings {
+            jwt_secret: "a".repeat(32).into(),
+            token_ttl: Duration::from_secs(60),
+            ..AuthSettings::default()
+        });
+        let token = short.issue(1, sid, 0, ends).expect("issue");
+        let exp = decode::<Claims>(&token, &k.keys[0].decoding, &k.validation)
+            .expect("decode")
+            .claims
+            .exp;
+        assert!(
+            exp <= unix_now().expect("now") + 60,
+            "auth.token_ttl caps it"
+        );
+    }
+
+    #[test]
+    fn tokens_issued_in_the_future_are_refused() {
+        let k = keys(&"a".repeat(32));
+        let now = unix_now().expect("now");
+        let forge = |iat: u64| {
+            let claims = Claims {
+                sub: "1".into(),
+                sid: Uuid::new_v4(),
+                sv: 0,
+                iss: AuthSettings::default().jwt_issuer,
+                iat,
+                exp: now + 3600,
+            };
+            let mut header = Header::new(Algorithm::HS256);
+            header.kid = Some(k.current_key_id().into());
+            encode(&header, &claims, &k.encoding).expect("encode")
+        };
+        assert!(k.verify(&forge(now + 30)).is_ok(), "within the leeway");
+        assert_eq!(k.verify(&forge(now + 600)), Err(Rejected::Invalid));
     }
 
     fn rotated(current: &str, previous: &str, until: DateTime<Utc>) -> TokenKeys {
@@ -193,7 +266,7 @@ mod tests {
     fn round_trip_and_rejections() {
         let k = keys(&"a".repeat(32));
         let sid = Uuid::new_v4();
-        let token = k.issue(42, sid, 3).expect("issue");
+        let token = k.issue(42, sid, 3, far()).expect("issue");
         assert_eq!(
             k.verify(&token),
             Ok(Verified {
@@ -228,13 +301,15 @@ mod tests {
     #[test]
     fn previous_key_is_accepted_only_during_its_grace_period() {
         let (old, new) = ("o".repeat(32), "n".repeat(32));
-        let token = keys(&old).issue(7, Uuid::new_v4(), 0).expect("issue");
+        let token = keys(&old)
+            .issue(7, Uuid::new_v4(), 0, far())
+            .expect("issue");
         let later = Utc::now() + chrono::Duration::hours(1);
         let during = rotated(&new, &old, later);
         assert_eq!(during.verify(&token).map(|v| v.user_id), Ok(7));
         assert_ne!(during.current_key_id(), keys(&old).current_key_id());
         // New tokens are signed with the new key.
-        let fresh = during.issue(7, Uuid::new_v4(), 0).expect("issue");
+        let fresh = during.issue(7, Uuid::new_v4(), 0, far()).expect("issue");
         assert_eq!(keys(&new).verify(&fresh).map(|v| v.user_id), Ok(7));
         let earlier = Utc::now() - chrono::Duration::seconds(1);
         assert_eq!(

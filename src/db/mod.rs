@@ -4,7 +4,7 @@
 
 mod work;
 
-pub use work::{Store, Unit};
+pub use work::{Fence, Store, Unit};
 
 use std::{path::Path, time::Duration};
 
@@ -40,11 +40,11 @@ pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<DatabaseConn
         if Instant::now() + backoff >= deadline {
             bail!(
                 "database unreachable at {} after {attempt} attempt(s) within {:?}: {error}",
-                crate::config::redact_url_password(settings.url.expose()),
+                crate::config::redact_url(settings.url.expose()),
                 settings.startup_deadline
             );
         }
-        tracing::warn!(attempt, error = %error, retry_in_ms = backoff.as_millis() as u64, "database not reachable yet");
+        tracing::warn!(attempt, error = %error, url = crate::config::redact_url(settings.url.expose()), retry_in_ms = backoff.as_millis() as u64, "database not reachable yet");
         sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
         attempt += 1;

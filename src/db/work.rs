@@ -20,7 +20,15 @@
 //! still happens is retried a bounded number of times on a fresh transaction. What remains
 //! after the retries is [`AppError::Contention`] (409 / ABORTED), never a 500.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
 use tokio::sync::Semaphore;
@@ -38,6 +46,48 @@ pub type Unit<'t, T> = Pin<Box<dyn Future<Output = AppResult<T>> + Send + 't>>;
 
 /// Attempts of one unit before a deadlock or serialization failure is given to the caller.
 const ATTEMPTS: u32 = 4;
+
+/// What a fence's guard runs in the writing transaction, just before its commit.
+type Guard = dyn for<'t> Fn(&'t DatabaseTransaction) -> Unit<'t, bool> + Send + Sync;
+
+/// A condition every write of the current request commits under. The guard runs as the
+/// last statement of each write transaction; when it answers false the transaction rolls
+/// back instead of committing (`Contention(IdempotencyKeyInUse)`, not retried). Set
+/// around a request with [`Fence::scope`]; units started inside it carry it along.
+/// Idempotency keys use it so that a request whose claim was taken over cannot commit.
+pub struct Fence {
+    guard: Box<Guard>,
+    committed: AtomicBool,
+}
+
+tokio::task_local! {
+    static FENCE: Arc<Fence>;
+}
+
+impl Fence {
+    pub fn new(
+        guard: impl for<'t> Fn(&'t DatabaseTransaction) -> Unit<'t, bool> + Send + Sync + 'static,
+    ) -> Arc<Self> {
+        Arc::new(Fence {
+            guard: Box::new(guard),
+            committed: AtomicBool::new(false),
+        })
+    }
+
+    /// Runs `future` with this fence around its writes.
+    pub async fn scope<F: Future>(self: &Arc<Self>, future: F) -> F::Output {
+        FENCE.scope(self.clone(), future).await
+    }
+
+    /// Whether a write committed under this fence.
+    pub fn committed(&self) -> bool {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    fn current() -> Option<Arc<Fence>> {
+        FENCE.try_with(Clone::clone).ok()
+    }
+}
 
 /// The database as services see it: a connection pool plus the tracker that keeps units
 /// running to completion. Cheap to clone.
@@ -92,6 +142,33 @@ impl Store {
         self.detached(async move { unit(&connection).await }).await
     }
 
+    /// Runs `work` on a task the lifecycle tracks (shutdown waits for it before the pool
+    /// closes): request work that must finish even when its caller goes away.
+    pub fn spawn_tracked<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        self.units.spawn(work)
+    }
+
+    /// Runs `unit` as autocommitted statements on a tracked task without waiting for it:
+    /// bookkeeping a request need not wait for (shutdown still lets it finish). Failures
+    /// are logged at debug as `what`.
+    pub fn spawn_query<F>(&self, what: &'static str, unit: F)
+    where
+        F: for<'c> FnOnce(&'c DatabaseConnection) -> Unit<'c, ()> + Send + 'static,
+    {
+        let (connection, slots) = (self.connection.clone(), self.slots.clone());
+        self.units.spawn(async move {
+            let Ok(_slot) = slots.acquire_owned().await else {
+                return;
+            };
+            if let Err(e) = unit(&connection).await {
+                tracing::debug!(error = %e, what, "background statement failed");
+            }
+        });
+    }
+
     /// Reads in one snapshot (REPEATABLE READ, read-only on Postgres), so every statement
     /// of the unit sees the same data.
     pub async fn read<T, F>(&self, unit: F) -> AppResult<T>
@@ -120,15 +197,22 @@ impl Store {
     {
         let connection = self.connection.clone();
         let cache = self.cache.clone();
+        let fence = Fence::current().filter(|_| matches!(mode, Mode::Write));
         let work = async move {
             let mut attempt = 1;
             loop {
-                let outcome = once(&connection, mode, cache.replica(), &unit).await;
+                let outcome =
+                    once(&connection, mode, cache.replica(), fence.as_deref(), &unit).await;
                 if matches!(mode, Mode::Write) && outcome.is_ok() {
                     cache.advance();
+                    if let Some(fence) = &fence {
+                        fence.committed.store(true, Ordering::Release);
+                    }
                 }
                 match outcome {
-                    Err(AppError::Contention(what)) if attempt < ATTEMPTS => {
+                    Err(AppError::Contention(what))
+                        if attempt < ATTEMPTS && what != Reason::IdempotencyKeyInUse =>
+                    {
                         tracing::debug!(
                             attempt,
                             what = what.as_str(),
@@ -181,6 +265,7 @@ async fn once<T, F>(
     connection: &DatabaseConnection,
     mode: Mode,
     replica: &str,
+    fence: Option<&Fence>,
     unit: &F,
 ) -> AppResult<T>
 where
@@ -190,7 +275,18 @@ where
         Mode::Snapshot => super::begin_snapshot(connection).await?,
         Mode::Write => super::begin_write(connection).await?,
     };
-    match unit(&txn).await {
+    let outcome = match unit(&txn).await {
+        Ok(value) => match fence {
+            Some(fence) => match (fence.guard)(&txn).await {
+                Ok(true) => Ok(value),
+                Ok(false) => Err(AppError::Contention(Reason::IdempotencyKeyInUse)),
+                Err(e) => Err(e),
+            },
+            None => Ok(value),
+        },
+        Err(e) => Err(e),
+    };
+    match outcome {
         Ok(value) => {
             if matches!(mode, Mode::Write)
                 && txn.get_database_backend() == sea_orm::DbBackend::Postgres

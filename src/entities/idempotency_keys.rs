@@ -18,6 +18,11 @@ pub struct Model {
     /// When the running request claimed the key (a claim older than the lease is stale).
     pub locked_at: DateTimeUtc,
     pub expires_at: DateTimeUtc,
+    /// The fencing token of the request holding the key: a takeover replaces it, and a
+    /// write commits only while it still matches.
+    pub claim: Option<String>,
+    /// When the holder's write committed: such a claim is never taken over.
+    pub committed_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -13,6 +13,9 @@ pub struct Model {
     pub last_used_at: DateTimeUtc,
     pub expires_at: DateTimeUtc,
     pub revoked_at: Option<DateTimeUtc>,
+    /// When the owner last proved who they are (login, registration); refresh does not
+    /// renew it. `None` only for rows older than the column.
+    pub authenticated_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

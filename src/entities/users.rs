@@ -12,6 +12,8 @@ pub struct Model {
     pub image: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// `conduit_migrations::skeleton::username_skeleton` of the username; unique.
+    pub username_skeleton: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,17 +1,31 @@
-//! Safe retries: an `Idempotency-Key` header on REST `POST`s and `idempotency-key`
-//! metadata on gRPC mutations (IETF httpapi idempotency-key draft).
+//! Safe retries: an `Idempotency-Key` header (REST) or `idempotency-key` metadata (gRPC)
+//! on a write (IETF httpapi idempotency-key draft).
 //!
 //! The first request with a key claims it, runs, and its answer is kept for
 //! `idempotency.ttl`; a retry with the same key, caller and body gets that answer again
 //! (with `idempotent-replayed: true`) without running. The same key with another body is
 //! 422 / INVALID_ARGUMENT; a retry while the first request still runs is 409 / ABORTED.
-//! Keys are scoped to the caller (the authenticated user, or all anonymous callers).
 //!
-//! Only answers that will not change on a retry are kept: successes and the client errors
-//! 400, 404, 422 (gRPC: OK, INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS). Anything else
-//! (401, 409, 5xx, UNAVAILABLE…) wrote nothing — units of database work are atomic — so
-//! the key is released and a retry runs afresh. Claim, run and record happen on a task of
-//! their own: a client that disconnects after the write still leaves its answer recorded
+//! The layer sits on the router, after the access policy: only routed writes
+//! (`policy::Effect::Write`) by authenticated callers take part. Keys are scoped to the
+//! caller, so another caller's key is simply a new key; a caller holds at most
+//! `idempotency.max_keys_per_caller` live keys (beyond: 429 / RESOURCE_EXHAUSTED
+//! `IDEMPOTENCY_KEY_QUOTA`, and the operation does not run). Anonymous requests, reads
+//! and operations that issue credentials ignore keys, so no stored answer ever holds a
+//! token.
+//!
+//! Only answers that will not change on a retry are kept: 2xx and the deterministic
+//! client errors 422 and 409 (taken, precondition; gRPC OK, INVALID_ARGUMENT,
+//! ALREADY_EXISTS, FAILED_PRECONDITION). Anything else wrote nothing — units of database
+//! work are atomic — so the key is released and a retry runs afresh; except that an
+//! answer after a committed write is always kept, whatever it is.
+//!
+//! Each claim carries a fencing token (`db::Fence`): the request's writes commit only
+//! while its claim still holds, and a claim whose write committed is never taken over, so
+//! a key's operation commits at most once even when a stalled request's claim is taken
+//! over after its lease. Claim, run and record happen on a task the lifecycle tracks
+//! (shutdown waits for it), holding the request's load-shedding place and bounded by its
+//! deadline: a client that disconnects after the write still leaves its answer recorded
 //! for the retry it will send.
 
 mod store;
@@ -25,7 +39,7 @@ use std::{
 use axum::{
     body::Body,
     extract::Request,
-    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
     response::Response,
 };
 use blake2::{Blake2b512, Digest};
@@ -40,10 +54,13 @@ use tracing::Instrument;
 pub use self::store::purge_expired;
 use self::store::{Claim, KeyRef, Stored};
 use crate::{
-    auth::Auth,
+    auth::{
+        Auth,
+        policy::{self, Effect},
+    },
     db::Store,
     error::{self, AppError, Reason},
-    middleware::{Protocol, layer_error, request_id},
+    middleware::{Protocol, layer_error, request_id, shed, timeout},
     state::AppState,
 };
 
@@ -59,6 +76,7 @@ struct Idempotency {
     ttl: chrono::Duration,
     /// A claim this old belongs to a request that died before recording its answer.
     lease: chrono::Duration,
+    max_keys_per_caller: u64,
 }
 
 impl Idempotency {
@@ -70,15 +88,16 @@ impl Idempotency {
             store: state.store.clone(),
             ttl: to_chrono(settings.idempotency.ttl),
             lease: to_chrono(settings.server.request_timeout * 2),
+            max_keys_per_caller: settings.idempotency.max_keys_per_caller,
         }
     }
 }
 
-/// What runs after this layer (the router).
+/// What runs after this layer (the route).
 type Inner = BoxCloneSyncService<Request, Response, Infallible>;
 
-/// A layer of its own rather than `from_fn`: it sits inside the gRPC-Web translation,
-/// which calls it with tonic's body type as well as axum's.
+/// A route layer of its own rather than `from_fn`: its work runs on a task of its own,
+/// which needs an owned inner service.
 #[derive(Clone)]
 pub struct IdempotencyLayer(Idempotency);
 
@@ -108,11 +127,7 @@ pub struct Idempotent {
     idempotency: Idempotency,
 }
 
-impl<B> Service<http::Request<B>> for Idempotent
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<axum::BoxError>,
-{
+impl Service<Request> for Idempotent {
     type Response = Response;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Response, Infallible>>;
@@ -122,21 +137,26 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, request: Request) -> Self::Future {
         let (inner, idempotency) = (self.inner.clone(), self.idempotency.clone());
-        Box::pin(async move { Ok(guard(idempotency, request.map(Body::new), inner).await) })
+        Box::pin(async move { Ok(guard(idempotency, request, inner).await) })
     }
 }
 
-/// Passes through requests without a key, and non-mutations.
+/// Passes through requests without a key, and requests a key means nothing to.
 async fn guard(idempotency: Idempotency, request: Request, next: Inner) -> Response {
     let Some(value) = request.headers().get(HEADER) else {
         return call(next, request).await;
     };
-    let protocol = Protocol::of(&request);
-    if !is_mutation(protocol, request.method(), request.uri().path()) {
+    let is_write = policy::of_request(&request).is_some_and(|op| op.effect == Effect::Write);
+    let caller = match request.extensions().get::<Auth>() {
+        Some(Auth::Authenticated(principal)) => Some(principal.user_id),
+        _ => None,
+    };
+    let Some(user_id) = caller.filter(|_| is_write) else {
         return call(next, request).await;
-    }
+    };
+    let protocol = Protocol::of(&request);
     let Some(key) = valid_key(value) else {
         return layer_error(
             protocol,
@@ -150,23 +170,26 @@ async fn guard(idempotency: Idempotency, request: Request, next: Inner) -> Respo
             "is invalid",
         );
     };
-    let scope = match request.extensions().get::<Auth>() {
-        Some(Auth::Authenticated(p)) => format!("user:{}", p.user_id),
-        _ => "anonymous".to_string(),
-    };
     let (parts, body) = request.into_parts();
     let bytes = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) => return unreadable_body(protocol, &e),
     };
     let key = KeyRef {
-        scope: scope.into(),
+        scope: format!("user:{user_id}").into(),
         key: key.into(),
         fingerprint: fingerprint(&parts.method, parts.uri.path(), &bytes).into(),
     };
+    let deadline = parts.extensions.get::<timeout::Deadline>().copied();
+    // Held by the task: work that outlives its caller still counts as in flight.
+    let place = parts.extensions.get::<shed::Place>().cloned();
     let request = Request::from_parts(parts, Body::from(bytes));
-    let work = run(idempotency, key, protocol, request, next).in_current_span();
-    let task = tokio::spawn(request_id::carry(work));
+    let store = idempotency.store.clone();
+    let work = async move {
+        let _place = place;
+        run(idempotency, key, protocol, deadline, request, next).await
+    };
+    let task = store.spawn_tracked(request_id::carry(work.in_current_span()));
     match task.await {
         Ok(response) => response,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -185,12 +208,20 @@ async fn run(
     idempotency: Idempotency,
     key: KeyRef,
     protocol: Protocol,
+    deadline: Option<timeout::Deadline>,
     request: Request,
     next: Inner,
 ) -> Response {
     let store = &idempotency.store;
-    match store::claim(store, &key, idempotency.ttl, idempotency.lease).await {
-        Ok(Claim::Owned) => {}
+    let claimed = store::claim(
+        store,
+        &key,
+        idempotency.ttl,
+        idempotency.lease,
+        idempotency.max_keys_per_caller,
+    );
+    let claim = match claimed.await {
+        Ok(Claim::Owned(claim)) => claim,
         Ok(Claim::Replay(stored)) => return replay(stored),
         Ok(Claim::Mismatch) => {
             return layer_error(
@@ -209,67 +240,57 @@ async fn run(
             return AppError::Contention(Reason::IdempotencyKeyInUse).into_response_for(protocol);
         }
         Err(e) => return e.into_response_for(protocol),
-    }
+    };
 
-    let (parts, body) = call(next, request).await.into_parts();
+    let fence = store::fence(&key, &claim);
+    let answered = fence.scope(async {
+        match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.at, call(next, request))
+                .await
+                .ok(),
+            None => Some(call(next, request).await),
+        }
+    });
+    let Some(response) = answered.await else {
+        // Out of time: the answer is lost. Unless a write committed under the claim, the
+        // key is free again; if one did, the key stays claimed (retries get 409) until it
+        // expires, since running the operation again would apply it twice.
+        if !fence.committed() {
+            let _ = store::release(store, &key, &claim).await;
+        }
+        let after = deadline.map_or(Duration::ZERO, |d| d.after);
+        return timeout::timed_out(protocol, after);
+    };
+    let (parts, body) = response.into_parts();
     let collected = match Limited::new(body, MAX_KEPT_ANSWER).collect().await {
         Ok(collected) => collected,
         Err(e) => {
             tracing::warn!(error = %e, "answer to a keyed request could not be kept");
-            let _ = store::release(store, &key).await;
+            if !fence.committed() {
+                let _ = store::release(store, &key, &claim).await;
+            }
             return AppError::internal(anyhow::anyhow!("unreadable answer: {e}"))
                 .into_response_for(protocol);
         }
     };
     let trailers = collected.trailers().cloned();
     let bytes = collected.to_bytes();
-    let kept = if worth_replaying(protocol, parts.status, &parts.headers, trailers.as_ref()) {
+    let keep = fence.committed() || worth_replaying(protocol, &parts, trailers.as_ref());
+    let kept = if keep {
         let answer = Stored {
             status: i32::from(parts.status.as_u16()),
             headers: Some(encode_headers(&parts.headers, trailers.as_ref())),
             body: bytes.to_vec(),
         };
-        store::record(store, &key, answer).await
+        store::record(store, &key, &claim, answer).await
     } else {
-        store::release(store, &key).await
+        store::release(store, &key, &claim).await
     };
     if let Err(e) = kept {
         // The answer stands; only its replay is lost (a retry then waits out the lease).
         tracing::warn!(error = %e, "idempotency key not updated");
     }
     Response::from_parts(parts, body_of(bytes, trailers))
-}
-
-/// Operations whose answers carry credentials (access and refresh tokens, a TOTP secret,
-/// recovery codes). Their answers are never kept, since keeping them would store
-/// credentials in the clear and let a copy of the request fetch them again (a replayed
-/// refresh would undo refresh-token rotation); a key sent with them is ignored.
-const ISSUES_CREDENTIALS_REST: &[&str] = &[
-    "/api/users",
-    "/api/users/login",
-    "/api/users/refresh",
-    "/api/user/totp",
-    "/api/user/totp/confirm",
-];
-const ISSUES_CREDENTIALS_GRPC: &[&str] =
-    &["Register", "Login", "Refresh", "EnrollTotp", "ConfirmTotp"];
-
-/// Mutations that honour a key: REST POSTs and conduit.v1 methods other than reads and
-/// those that issue credentials. Health and reflection never.
-fn is_mutation(protocol: Protocol, method: &Method, path: &str) -> bool {
-    if protocol.is_grpc() {
-        let Some(rpc) = path
-            .strip_prefix("/conduit.v1.")
-            .and_then(|p| p.rsplit('/').next())
-        else {
-            return false;
-        };
-        return !(rpc.starts_with("Get")
-            || rpc.starts_with("List")
-            || rpc.starts_with("Feed")
-            || ISSUES_CREDENTIALS_GRPC.contains(&rpc));
-    }
-    method == Method::POST && !ISSUES_CREDENTIALS_REST.contains(&path)
 }
 
 /// 1–255 visible ASCII characters; a Structured Fields string's quotes are removed.
@@ -285,7 +306,7 @@ fn valid_key(value: &HeaderValue) -> Option<String> {
     ok.then(|| text.to_string())
 }
 
-fn fingerprint(method: &Method, path: &str, body: &[u8]) -> String {
+fn fingerprint(method: &http::Method, path: &str, body: &[u8]) -> String {
     let mut hash = Blake2b512::new();
     for part in [
         method.as_str().as_bytes(),
@@ -303,26 +324,31 @@ fn fingerprint(method: &Method, path: &str, body: &[u8]) -> String {
         .collect()
 }
 
+/// Answers a retry would get again: 2xx and the deterministic client errors (422; 409
+/// for a taken name or an unmet precondition, not for a lost race). gRPC: OK,
+/// INVALID_ARGUMENT, ALREADY_EXISTS, FAILED_PRECONDITION.
 fn worth_replaying(
     protocol: Protocol,
-    status: StatusCode,
-    headers: &HeaderMap,
+    parts: &http::response::Parts,
     trailers: Option<&HeaderMap>,
 ) -> bool {
     if protocol.is_grpc() {
         let code = trailers
             .and_then(|t| t.get("grpc-status"))
-            .or_else(|| headers.get("grpc-status"))
+            .or_else(|| parts.headers.get("grpc-status"))
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<i32>().ok());
-        // OK, INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS
-        return status == StatusCode::OK && matches!(code, Some(0 | 3 | 5 | 6));
+        return parts.status == StatusCode::OK && matches!(code, Some(0 | 3 | 6 | 9));
     }
-    status.is_success()
-        || matches!(
-            status,
-            StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND | StatusCode::UNPROCESSABLE_ENTITY
-        )
+    match parts.status {
+        status if status.is_success() => true,
+        StatusCode::UNPROCESSABLE_ENTITY => true,
+        StatusCode::CONFLICT => !matches!(
+            parts.extensions.get::<Reason>(),
+            Some(Reason::ConcurrentModification | Reason::IdempotencyKeyInUse) | None
+        ),
+        _ => false,
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

@@ -149,3 +149,37 @@ impl http_body::Body for TrailerTap {
         self.inner.size_hint()
     }
 }
+
+/// Takes requests with any body (axum's, or tonic's from inside the translation) and
+/// hands them on with axum's, for the `from_fn` layers and the router below.
+#[derive(Clone, Copy, Default)]
+pub struct AxumBodyLayer;
+
+impl<S> Layer<S> for AxumBodyLayer {
+    type Service = AxumBody<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AxumBody(inner)
+    }
+}
+
+#[derive(Clone)]
+pub struct AxumBody<S>(S);
+
+impl<S, B> Service<http::Request<B>> for AxumBody<S>
+where
+    S: Service<Request>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        self.0.call(request.map(Body::new))
+    }
+}

@@ -132,8 +132,12 @@ where
         if let Some(refused) = body_limit::declared_over(limit, protocol, &request) {
             return Box::pin(std::future::ready(Ok(refused)));
         }
-        let request = body_limit::bounded(limit, protocol, request);
+        let mut request = body_limit::bounded(limit, protocol, request);
         let deadline = timeout::deadline(limits.request_timeout, protocol, request.headers());
+        request.extensions_mut().insert(timeout::Deadline {
+            at: tokio::time::Instant::now() + deadline,
+            after: deadline,
+        });
         let inner = &mut self.inner;
         let called = std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request)));
         Box::pin(async move {

@@ -5,6 +5,8 @@
 //!
 //! A request holds its place until its response headers are ready; the body streams
 //! after that without counting (every response here is short, and streams are health's).
+//! Work a request hands to a task of its own (an idempotent write finishing after its
+//! caller left) takes the request's [`Place`] along, so it keeps counting.
 
 use std::sync::Arc;
 
@@ -14,7 +16,7 @@ use axum::{
     middleware::Next,
     response::Response,
 };
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{Protocol, layer_error};
 use crate::error::Reason;
@@ -34,11 +36,20 @@ fn never_shed(path: &str) -> bool {
     matches!(path, "/livez" | "/readyz" | "/metrics") || path.starts_with("/grpc.health.v1.Health/")
 }
 
-pub async fn shed(State(places): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
+/// A request's place among those in flight, in its extensions: whoever holds a clone
+/// keeps it taken.
+#[derive(Clone)]
+pub struct Place(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+
+pub async fn shed(
+    State(places): State<Arc<Semaphore>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     if never_shed(request.uri().path()) {
         return next.run(request).await;
     }
-    let Ok(_place) = places.try_acquire() else {
+    let Ok(place) = places.try_acquire_owned() else {
         metrics::counter!(SHED).increment(1);
         let mut response = layer_error(
             Protocol::of(&request),
@@ -56,5 +67,7 @@ pub async fn shed(State(places): State<Arc<Semaphore>>, request: Request, next: 
             .insert(RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     };
+    let _place = Place(Arc::new(place));
+    request.extensions_mut().insert(_place.clone());
     next.run(request).await
 }

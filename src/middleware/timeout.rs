@@ -11,6 +11,15 @@ use axum::{
 
 use super::{Protocol, layer_error};
 
+/// When the request's deadline passes, in its extensions: for work it hands to a task of
+/// its own, which the guard's timeout does not reach.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    pub at: tokio::time::Instant,
+    /// How long the request was given, for the log line when it runs out.
+    pub after: Duration,
+}
+
 /// The request's deadline: `server.request_timeout`, or a shorter `grpc-timeout` asked
 /// for by a gRPC caller.
 pub fn deadline(default: Duration, protocol: Protocol, headers: &HeaderMap) -> Duration {

@@ -115,7 +115,8 @@ fn base_command(db_url: &str, workdir: &std::path::Path) -> Command {
         // Tests register and log in far more often than a person: attempt limits are off
         // unless a test turns them on (tests/hardening.rs).
         .env("CONDUIT__RATE_LIMIT__PER_IP_PER_MINUTE", "0")
-        .env("CONDUIT__RATE_LIMIT__PER_ACCOUNT_PER_MINUTE", "0");
+        .env("CONDUIT__RATE_LIMIT__PER_ACCOUNT_PER_MINUTE", "0")
+        .env("CONDUIT__RATE_LIMIT__PER_ACCOUNT_TOTAL_PER_MINUTE", "0");
     cmd
 }
 

@@ -135,8 +135,9 @@ struct ListParams {
     author: Option<String>,
     /// Filter by favorites of a user (username)
     favorited: Option<String>,
-    /// The number of items to skip before starting to collect the result set.
-    #[param(minimum = 0)]
+    /// The number of items to skip before starting to collect the result set (at most
+    /// 10000; page further with the gRPC lists' page tokens).
+    #[param(minimum = 0, maximum = 10000)]
     offset: Option<i64>,
     /// The numbers of items to return (1 to 100).
     #[param(minimum = 1, maximum = 100, default = 20)]
@@ -146,7 +147,7 @@ struct ListParams {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct PageParams {
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 10000)]
     offset: Option<i64>,
     #[param(minimum = 1, maximum = 100, default = 20)]
     limit: Option<i64>,

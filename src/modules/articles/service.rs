@@ -13,7 +13,7 @@ use crate::{
     db::Store,
     entities::articles,
     error::{AppError, AppResult, Reason},
-    modules::profiles::service::ProfileView,
+    modules::{profiles::service::ProfileView, users::repo::caller_or},
     pagination::{Cursor, Keyset, Page, PageQuery, PageScope, PageTokens},
     state::AppState,
     validation::{Violations, lookup_name, normalize_name},
@@ -21,6 +21,9 @@ use crate::{
 
 pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 100;
+/// Deepest offset a page may start at: an offset page costs a scan of everything it
+/// skips, so deeper walks use keyset page tokens (the gRPC lists).
+pub const MAX_OFFSET: i64 = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArticleView {
@@ -52,7 +55,13 @@ pub struct PageRequest {
 
 impl PageRequest {
     fn validate(self) -> AppResult<(u64, u64)> {
-        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+        self.bounded(DEFAULT_LIMIT)
+    }
+
+    /// `(limit, offset)` within bounds: limit 1 to [`MAX_LIMIT`] (`default_limit` when
+    /// absent), offset 0 to [`MAX_OFFSET`].
+    pub fn bounded(self, default_limit: i64) -> AppResult<(u64, u64)> {
+        let limit = self.limit.unwrap_or(default_limit);
         let offset = self.offset.unwrap_or(0);
         Violations::new()
             .check(
@@ -60,7 +69,11 @@ impl PageRequest {
                 "limit",
                 &format!("must be between 1 and {MAX_LIMIT}"),
             )
-            .check(offset >= 0, "offset", "must be 0 or more")
+            .check(
+                (0..=MAX_OFFSET).contains(&offset),
+                "offset",
+                &format!("must be between 0 and {MAX_OFFSET} (page further with page tokens)"),
+            )
             .finish()?;
         Ok((limit as u64, offset as u64))
     }
@@ -92,6 +105,8 @@ pub struct ArticleChanges {
 pub struct ArticleService {
     store: Store,
     pages: Arc<PageTokens>,
+    /// `articles.max_tags`.
+    max_tags: usize,
 }
 
 impl ArticleService {
@@ -99,6 +114,7 @@ impl ArticleService {
         Self {
             store: state.store.clone(),
             pages: state.pages.clone(),
+            max_tags: state.settings.articles.max_tags,
         }
     }
 
@@ -232,6 +248,7 @@ impl ArticleService {
 
     pub async fn create(&self, author: Principal, input: NewArticle) -> AppResult<ArticleView> {
         validate_fields(
+            self.max_tags,
             Some(&input.title),
             Some(&input.description),
             Some(&input.body),
@@ -254,7 +271,12 @@ impl ArticleService {
                         body: input.body.clone(),
                         author_id: author.user_id,
                     };
-                    let article = repo::insert(txn, row).await.map_err(slug_taken)?;
+                    let article = match repo::insert(txn, row).await {
+                        Ok(article) => article,
+                        Err(e) => {
+                            return Err(caller_or(txn, author.user_id, e, slug_taken).await);
+                        }
+                    };
                     repo::set_tags(txn, article.id, &input.tag_list).await?;
                     reload_in(txn, author, article.id).await
                 })
@@ -270,6 +292,7 @@ impl ArticleService {
         changes: ArticleChanges,
     ) -> AppResult<ArticleView> {
         validate_fields(
+            self.max_tags,
             changes.title.as_deref(),
             changes.description.as_deref(),
             changes.body.as_deref(),
@@ -356,9 +379,9 @@ impl ArticleService {
                 Box::pin(async move {
                     let article = held(txn, &slug, Hold::Shared).await?;
                     if favorite {
-                        repo::favorite(txn, viewer.user_id, article.id)
-                            .await
-                            .map_err(article_gone)?;
+                        if let Err(e) = repo::favorite(txn, viewer.user_id, article.id).await {
+                            return Err(caller_or(txn, viewer.user_id, e, article_gone).await);
+                        }
                     } else {
                         repo::unfavorite(txn, viewer.user_id, article.id).await?;
                     }
@@ -593,11 +616,12 @@ const RESERVED_SLUGS: &[&str] = &["feed"];
 
 pub const MAX_TITLE_CHARS: usize = 255;
 pub const MAX_DESCRIPTION_CHARS: usize = 1_000;
-pub const MAX_TAGS: usize = 20;
-pub const MAX_TAG_CHARS: usize = 64;
+pub const MAX_TAG_CHARS: usize = 32;
 
-/// `Some` fields must not be blank and must fit; tags are bounded in number and length.
+/// `Some` fields must not be blank and must fit; tags are bounded in number
+/// (`max_tags`) and length.
 fn validate_fields(
+    max_tags: usize,
     title: Option<&str>,
     description: Option<&str>,
     body: Option<&str>,
@@ -619,9 +643,9 @@ fn validate_fields(
             "must not contain control characters",
         )
         .check(
-            tags.len() <= MAX_TAGS,
+            tags.len() <= max_tags,
             "tagList",
-            &format!("is too long (maximum is {MAX_TAGS} tags)"),
+            &format!("is too long (maximum is {max_tags} tags)"),
         )
         .check(
             tags.iter()
@@ -769,11 +793,21 @@ mod tests {
     #[test]
     fn field_limits() {
         let long = "x".repeat(MAX_TITLE_CHARS + 1);
-        assert!(validate_fields(Some(&long), None, None, None).is_err());
-        let many: Vec<String> = (0..=MAX_TAGS).map(|i| format!("t{i}")).collect();
-        assert!(validate_fields(None, None, None, Some(&many)).is_err());
+        assert!(validate_fields(10, Some(&long), None, None, None).is_err());
+        let many: Vec<String> = (0..=10).map(|i| format!("t{i}")).collect();
+        assert!(validate_fields(10, None, None, None, Some(&many)).is_err());
+        assert!(validate_fields(11, None, None, None, Some(&many)).is_ok());
+        let wide = vec!["x".repeat(MAX_TAG_CHARS + 1)];
+        assert!(validate_fields(10, None, None, None, Some(&wide)).is_err());
         assert!(
-            validate_fields(Some("ok"), Some("ok"), Some("ok"), Some(&vec!["a".into()])).is_ok()
+            validate_fields(
+                10,
+                Some("ok"),
+                Some("ok"),
+                Some("ok"),
+                Some(&vec!["a".into()])
+            )
+            .is_ok()
         );
     }
 

@@ -13,17 +13,26 @@ use crate::pagination::Cursor;
 
 pub type CommentRow = (comments::Model, users::Model);
 
-/// Newest first, with authors, in one statement: all of them (`limit` None), or up to
-/// `limit` after `after` (a keyset page).
+/// Where a page of comments starts: after a keyset cursor, or after skipping some.
+pub enum Start {
+    After(Option<Cursor>),
+    Skip(u64),
+}
+
+/// Newest first, with authors, in one statement: up to `limit` from `start`.
 pub async fn newest(
     db: &impl ConnectionTrait,
     article_id: i64,
-    limit: Option<u64>,
-    after: Option<Cursor>,
+    limit: u64,
+    start: Start,
 ) -> Result<Vec<CommentRow>, DbErr> {
     let mut query = Comments::find().filter(comments::Column::ArticleId.eq(article_id));
-    if let Some(after) = after {
-        query = query.filter(after.follows(comments::Column::CreatedAt, comments::Column::Id));
+    match start {
+        Start::After(Some(after)) => {
+            query = query.filter(after.follows(comments::Column::CreatedAt, comments::Column::Id));
+        }
+        Start::After(None) => {}
+        Start::Skip(offset) => query = query.offset(offset),
     }
     let rows = query
         .order_by_desc(comments::Column::CreatedAt)

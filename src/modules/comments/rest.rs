@@ -5,15 +5,16 @@ use axum::{
     http::StatusCode,
 };
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::service::{CommentService, CommentView};
 use crate::{
     auth::{MaybePrincipal, Principal},
     error::{AppResult, GenericErrorModel},
+    modules::articles::service::PageRequest,
     modules::profiles::rest::Profile,
-    rest::{Field, Json, timestamp},
+    rest::{Field, Json, Query, timestamp},
     state::AppState,
     validation::Violations,
 };
@@ -60,6 +61,18 @@ struct MultipleCommentsResponse {
     comments: Vec<Comment>,
 }
 
+/// Comments come in pages; RealWorld clients, which send neither, get the newest 100.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct CommentPageParams {
+    /// Comments to skip, newest first (at most 10000).
+    #[param(minimum = 0, maximum = 10000)]
+    offset: Option<i64>,
+    /// Comments to return (1 to 100).
+    #[param(minimum = 1, maximum = 100, default = 100)]
+    limit: Option<i64>,
+}
+
 #[derive(Deserialize, ToSchema)]
 struct NewComment {
     #[serde(default)]
@@ -74,19 +87,27 @@ struct NewCommentRequest {
 
 /// Get comments for an article
 #[utoipa::path(get, path = "/articles/{slug}/comments", tag = TAG, operation_id = "GetArticleComments",
-    params(("slug" = String, Path, description = "Slug of the article that you want to get comments for")),
+    params(("slug" = String, Path, description = "Slug of the article that you want to get comments for"), CommentPageParams),
     security((), ("Token" = [])),
     responses(
         (status = 200, description = "Comments, newest first", body = MultipleCommentsResponse),
         (status = 401, description = "Invalid token", body = GenericErrorModel),
         (status = 404, description = "No such article", body = GenericErrorModel),
+        (status = 422, description = "`limit` or `offset` out of bounds", body = GenericErrorModel),
     ))]
 async fn list_comments(
     State(state): State<AppState>,
     MaybePrincipal(viewer): MaybePrincipal,
     Path(slug): Path<String>,
+    Query(params): Query<CommentPageParams>,
 ) -> AppResult<Json<MultipleCommentsResponse>> {
-    let comments = CommentService::new(&state).list(viewer, &slug).await?;
+    let page = PageRequest {
+        limit: params.limit,
+        offset: params.offset,
+    };
+    let comments = CommentService::new(&state)
+        .list(viewer, &slug, page)
+        .await?;
     Ok(Json(MultipleCommentsResponse {
         comments: comments.into_iter().map(Into::into).collect(),
     }))

@@ -11,8 +11,9 @@ use crate::{
     db::Store,
     error::{AppError, AppResult, Reason},
     modules::{
-        articles::service::{Hold, article_gone, find_in, held, lookup_slug},
+        articles::service::{Hold, PageRequest, article_gone, find_in, held, lookup_slug},
         profiles::service::{ProfileView, author_views, user_by_id},
+        users::repo::caller_or,
     },
     pagination::{Cursor, Page, PageQuery, PageScope, PageTokens},
     state::AppState,
@@ -20,6 +21,9 @@ use crate::{
 };
 
 pub const MAX_BODY_CHARS: usize = 10_000;
+/// Comments in a REST page when the client names no `limit`: every comment of almost any
+/// article, as RealWorld clients (which never page comments) expect.
+pub const DEFAULT_LIMIT: i64 = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommentView {
@@ -60,8 +64,8 @@ impl CommentService {
                 let slug = slug.clone();
                 Box::pin(async move {
                     let (article, _) = find_in(txn, &slug).await?;
-                    let mut rows =
-                        repo::newest(txn, article.id, Some(keyset.fetch()), keyset.after).await?;
+                    let start = repo::Start::After(keyset.after);
+                    let mut rows = repo::newest(txn, article.id, keyset.fetch(), start).await?;
                     let next = keyset.cut(&mut rows, |(comment, _)| Cursor {
                         created_at: comment.created_at,
                         id: comment.id,
@@ -76,15 +80,24 @@ impl CommentService {
         })
     }
 
-    /// Newest first; a fixed number of statements whatever the number of comments.
-    pub async fn list(&self, viewer: Option<Principal>, slug: &str) -> AppResult<Vec<CommentView>> {
+    /// A page of comments, newest first: `limit` (default [`DEFAULT_LIMIT`], at most
+    /// `MAX_LIMIT`) after skipping `offset` (at most `MAX_OFFSET`); a fixed number of
+    /// statements whatever the number of comments.
+    pub async fn list(
+        &self,
+        viewer: Option<Principal>,
+        slug: &str,
+        page: PageRequest,
+    ) -> AppResult<Vec<CommentView>> {
+        let (limit, offset) = page.bounded(DEFAULT_LIMIT)?;
         let slug = lookup_slug(slug)?;
         self.store
             .read(move |txn| {
                 let slug = slug.clone();
                 Box::pin(async move {
                     let (article, _) = find_in(txn, &slug).await?;
-                    let rows = repo::newest(txn, article.id, None, None).await?;
+                    let rows =
+                        repo::newest(txn, article.id, limit, repo::Start::Skip(offset)).await?;
                     views(txn, viewer, rows).await
                 })
             })
@@ -108,9 +121,19 @@ impl CommentService {
                     let user = user_by_id(txn, author.user_id)
                         .await?
                         .ok_or(AppError::Unauthorized(Reason::TokenInvalid))?;
-                    let comment = repo::insert(txn, article.id, author.user_id, (*body).clone())
-                        .await
-                        .map_err(article_gone)?;
+                    let comment = match repo::insert(
+                        txn,
+                        article.id,
+                        author.user_id,
+                        (*body).clone(),
+                    )
+                    .await
+                    {
+                        Ok(comment) => comment,
+                        Err(e) => {
+                            return Err(caller_or(txn, author.user_id, e, article_gone).await);
+                        }
+                    };
                     views(txn, Some(author), vec![(comment, user)])
                         .await?
                         .pop()

@@ -7,13 +7,13 @@ use crate::{
         Principal,
         attempts::Attempts,
         otp,
-        sessions::{self, Client, Minted, Rotation},
+        sessions::{self, Client, Rotation, SessionPolicy},
     },
     db::Store,
     error::{AppError, AppResult, Reason},
     modules::users::{
         self,
-        service::{AuthenticatedUser, UserService, session_ttl},
+        service::{AuthenticatedUser, UserService},
     },
     state::AppState,
     validation::Violations,
@@ -37,7 +37,7 @@ pub struct IdentityService {
     store: Store,
     users: UserService,
     attempts: Attempts,
-    session_ttl: chrono::Duration,
+    policy: Arc<SessionPolicy>,
     issuer: String,
 }
 
@@ -47,7 +47,7 @@ impl IdentityService {
             store: state.store.clone(),
             users: UserService::new(state),
             attempts: state.attempts.clone(),
-            session_ttl: session_ttl(state),
+            policy: state.authenticator.policy.clone(),
             issuer: state.settings.auth.jwt_issuer.clone(),
         }
     }
@@ -65,25 +65,31 @@ impl IdentityService {
             .ok_or(AppError::Unauthorized(Reason::RefreshTokenInvalid))?;
         // Per client address and per session: guessing at one session's tokens is slow.
         self.attempts.check(&format!("session:{session_id}"))?;
-        let minted = Arc::new(Minted::for_session(session_id)?);
-        let (presented, client, ttl) = (
-            Arc::new(refresh_token.trim().to_string()),
-            Arc::new(client),
-            self.session_ttl,
-        );
+        let presented = refresh_token.trim().to_string();
+        let minted = Arc::new(self.policy.successor(&presented, session_id));
+        let (presented, client, policy) =
+            (Arc::new(presented), Arc::new(client), self.policy.clone());
         let replacement = minted.clone();
         let outcome = self
             .store
             .write(move |txn| {
-                let (presented, minted, client) =
-                    (presented.clone(), replacement.clone(), client.clone());
+                let (presented, minted, client, policy) = (
+                    presented.clone(),
+                    replacement.clone(),
+                    client.clone(),
+                    policy.clone(),
+                );
                 Box::pin(async move {
-                    match sessions::rotate(txn, &presented, &minted, &client, ttl).await? {
-                        Rotation::Rotated { user_id, version } => {
+                    match sessions::rotate(txn, &presented, &minted, &client, &policy).await? {
+                        Rotation::Rotated {
+                            user_id,
+                            version,
+                            ends,
+                        } => {
                             let user = users::repo::find_by_id(txn, user_id)
                                 .await?
                                 .ok_or(AppError::Unauthorized(Reason::RefreshTokenInvalid))?;
-                            Ok(Some((user, version)))
+                            Ok(Some((user, version, ends)))
                         }
                         Rotation::Unknown => {
                             Err(AppError::Unauthorized(Reason::RefreshTokenInvalid))
@@ -94,14 +100,20 @@ impl IdentityService {
                 })
             })
             .await?;
-        let Some((user, version)) = outcome else {
+        let Some((user, version, ends)) = outcome else {
             tracing::warn!(
                 session = %session_id,
                 "refresh token presented again after rotation; session ended"
             );
             return Err(AppError::Unauthorized(Reason::RefreshTokenReused));
         };
-        let mut answer = self.users.authenticated(user, session_id, version)?;
+        let session = Principal {
+            user_id: user.id,
+            session_id,
+            session_version: version,
+            session_ends: ends,
+        };
+        let mut answer = self.users.authenticated(user, session)?;
         answer.refresh_token = Some(minted.token.clone());
         Ok(answer)
     }
@@ -118,12 +130,14 @@ impl IdentityService {
     }
 
     async fn end_session(&self, principal: Principal, id: String) -> AppResult<()> {
-        let id = Arc::new(id);
+        let (id, idle) = (Arc::new(id), self.policy.idle_timeout);
         let ended = self
             .store
             .write(move |txn| {
                 let id = id.clone();
-                Box::pin(async move { Ok(sessions::revoke(txn, principal.user_id, &id).await?) })
+                Box::pin(
+                    async move { Ok(sessions::revoke(txn, principal.user_id, &id, idle).await?) },
+                )
             })
             .await?;
         if ended {
@@ -134,10 +148,13 @@ impl IdentityService {
     }
 
     pub async fn sessions(&self, principal: Principal) -> AppResult<Vec<SessionView>> {
+        let idle = self.policy.idle_timeout;
         let rows = self
             .store
             .query(move |db| {
-                Box::pin(async move { Ok(sessions::standing_of(db, principal.user_id).await?) })
+                Box::pin(
+                    async move { Ok(sessions::standing_of(db, principal.user_id, idle).await?) },
+                )
             })
             .await?;
         let current = principal.session_id.to_string();
@@ -155,8 +172,27 @@ impl IdentityService {
             .collect())
     }
 
+    /// A second-factor change needs a recent login in this session, as credential
+    /// changes do: a stolen access token alone must not switch TOTP on (locking the owner
+    /// out) or off.
+    async fn require_recent_login(&self, principal: Principal) -> AppResult<()> {
+        let session_id = principal.session_id;
+        let at = self
+            .store
+            .query(move |db| {
+                Box::pin(async move { Ok(sessions::authenticated_at(db, session_id).await?) })
+            })
+            .await?;
+        if self.policy.is_recent(at) {
+            Ok(())
+        } else {
+            Err(AppError::Unauthorized(Reason::ReauthenticationRequired))
+        }
+    }
+
     /// Starts a TOTP enrollment; it takes effect once confirmed with a code.
     pub async fn enroll_totp(&self, principal: Principal) -> AppResult<otp::Enrollment> {
+        self.require_recent_login(principal).await?;
         let issuer = self.issuer.clone();
         let user_id = principal.user_id;
         let email = self
@@ -192,6 +228,7 @@ impl IdentityService {
         Violations::new().not_blank("code", &code).finish()?;
         self.attempts
             .check(&format!("user:{}", principal.user_id))?;
+        self.require_recent_login(principal).await?;
         let codes = Arc::new(otp::recovery_codes()?);
         let (kept, code) = (codes.clone(), Arc::new(code));
         self.store
@@ -218,6 +255,7 @@ impl IdentityService {
         Violations::new().not_blank("code", &code).finish()?;
         self.attempts
             .check(&format!("user:{}", principal.user_id))?;
+        self.require_recent_login(principal).await?;
         let code = Arc::new(code);
         self.store
             .write(move |txn| {

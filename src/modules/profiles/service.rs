@@ -11,6 +11,7 @@ use crate::{
     db::Store,
     entities::users,
     error::{AppError, AppResult, Reason},
+    modules::users::repo::caller_or,
     state::AppState,
     validation::lookup_name,
 };
@@ -113,7 +114,18 @@ impl ProfileService {
                         ));
                     }
                     if follow {
-                        repo::follow(txn, viewer.user_id, user.id).await?;
+                        if let Err(e) = repo::follow(txn, viewer.user_id, user.id).await {
+                            return Err(caller_or(txn, viewer.user_id, e, |e| {
+                                match e.sql_err() {
+                                    // The followee was deleted meanwhile.
+                                    Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_)) => {
+                                        AppError::NotFound(Reason::ProfileNotFound)
+                                    }
+                                    _ => AppError::from(e),
+                                }
+                            })
+                            .await);
+                        }
                     } else {
                         repo::unfollow(txn, viewer.user_id, user.id).await?;
                     }

@@ -123,6 +123,7 @@ impl UserApi for UserGrpc {
             password: mask.pick("password", u.password),
             bio: mask.pick("bio", u.bio),
             image: mask.pick("image", u.image),
+            otp: Some(r.otp).filter(|code| !code.is_empty()),
         };
         let user = self.0.update(principal, changes).await?;
         Ok(Response::new(pb::UpdateUserResponse {

@@ -5,6 +5,8 @@ use sea_orm::{
     Set, SqlErr,
 };
 
+use conduit_migrations::skeleton::username_skeleton;
+
 use crate::{
     entities::users::{ActiveModel, Column, Entity as Users, Model, same_name},
     error::{AppError, AppResult, Reason},
@@ -25,6 +27,25 @@ pub async fn find_by_email(db: &impl ConnectionTrait, email: &str) -> Result<Opt
         .filter(same_name(Column::Email, email))
         .one(db)
         .await
+}
+
+/// Whether `username`, in any case, or a name that looks like it (the same confusable
+/// skeleton) is already used by a user other than `except`.
+pub async fn is_username_taken(
+    db: &impl ConnectionTrait,
+    username: &str,
+    except: Option<i64>,
+) -> Result<bool, DbErr> {
+    let skeleton = username_skeleton(username);
+    let mut query = Users::find().filter(
+        sea_orm::Condition::any()
+            .add(same_name(Column::Username, username))
+            .add(Column::UsernameSkeleton.eq(skeleton)),
+    );
+    if let Some(id) = except {
+        query = query.filter(Column::Id.ne(id));
+    }
+    Ok(query.one(db).await?.is_some())
 }
 
 /// Whether `value`, in any case, is already used in `column` by a user other than `except`.
@@ -51,6 +72,7 @@ pub async fn insert(db: &impl ConnectionTrait, row: &NewRow) -> AppResult<Model>
     let now = chrono::Utc::now();
     ActiveModel {
         username: Set(row.username.clone()),
+        username_skeleton: Set(Some(username_skeleton(&row.username))),
         email: Set(row.email.clone()),
         password_hash: Set(row.password_hash.clone()),
         bio: Set(None),
@@ -71,6 +93,9 @@ pub async fn save(
     mut row: ActiveModel,
 ) -> AppResult<Model> {
     row.updated_at = Set(chrono::Utc::now().max(previous.updated_at));
+    if let sea_orm::ActiveValue::Set(username) = &row.username {
+        row.username_skeleton = Set(Some(username_skeleton(username)));
+    }
     row.update(db).await.map_err(unique_violation)
 }
 
@@ -86,5 +111,41 @@ fn unique_violation(e: DbErr) -> AppError {
             }
         }
         _ => AppError::from(e),
+    }
+}
+
+/// Foreign keys that point at the user making a request.
+const CALLER_KEYS: &[&str] = &[
+    "articles_author_fk",
+    "comments_author_fk",
+    "favorites_user_fk",
+    "follows_follower_fk",
+];
+
+/// A write refused by a foreign key: when the reference that failed is the caller's own
+/// user (deleted while its token was still in use), the request is unauthenticated — 401,
+/// as for any token whose user is gone — not a 500. Any other failure goes to
+/// `otherwise`.
+pub async fn caller_or(
+    db: &impl ConnectionTrait,
+    caller: i64,
+    e: DbErr,
+    otherwise: impl FnOnce(DbErr) -> AppError,
+) -> AppError {
+    if !matches!(e.sql_err(), Some(SqlErr::ForeignKeyConstraintViolation(_))) {
+        return otherwise(e);
+    }
+    let message = e.to_string();
+    let caller_gone = if message.contains("_fk") {
+        // Postgres names the constraint (and its transaction is aborted now).
+        CALLER_KEYS.iter().any(|key| message.contains(key))
+    } else {
+        // SQLite does not; the failed statement left its transaction usable.
+        matches!(find_by_id(db, caller).await, Ok(None))
+    };
+    if caller_gone {
+        AppError::Unauthorized(Reason::TokenInvalid)
+    } else {
+        otherwise(e)
     }
 }

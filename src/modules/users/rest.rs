@@ -86,6 +86,11 @@ struct UpdateUser {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     image: Field<String>,
+    /// With TOTP on, changing `email` or `password` needs a current 6-digit code (or an
+    /// unused recovery code) here.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    otp: Field<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -97,7 +102,7 @@ struct UpdateUserRequest {
 #[schema(as = User)]
 struct User {
     email: String,
-    /// A short-lived access token: send it as `Authorization: Token <jwt>`.
+    /// An access token, good as long as its session: send it as `Authorization: Token <jwt>`.
     token: String,
     /// From registration, login, refresh and a password change only: exchange it at
     /// `POST /api/users/refresh` for a new pair. Works once.
@@ -231,7 +236,7 @@ async fn current_user(
     request_body = UpdateUserRequest,
     responses(
         (status = 200, description = "User", body = UserResponse),
-        (status = 401, description = "Missing or invalid token", body = GenericErrorModel),
+        (status = 401, description = "Missing or invalid token; or a new email or password without a recent login in this session (`REAUTHENTICATION_REQUIRED`: log in again) or, with TOTP on, without a current `otp` (`{\"errors\":{\"otp\":[\"is required\"]}}`)", body = GenericErrorModel),
         (status = 422, description = "Validation failed, or username / email already taken", body = GenericErrorModel),
     ))]
 async fn update_user(
@@ -247,6 +252,7 @@ async fn update_user(
         password: u.password.non_null("password", &mut nulls),
         bio: u.bio.nullable(),
         image: u.image.nullable(),
+        otp: u.otp.nullable().flatten(),
     };
     nulls.finish()?;
     let user = UserService::new(&state)

@@ -12,7 +12,7 @@ use crate::{
         attempts::Attempts,
         otp,
         password::Hasher,
-        sessions::{self, Client, Minted},
+        sessions::{self, Client, Minted, SessionPolicy},
     },
     db::Store,
     entities::users::{Column, Model},
@@ -64,6 +64,9 @@ pub struct UserChanges {
     pub password: Option<String>,
     pub bio: Option<Option<String>>,
     pub image: Option<Option<String>>,
+    /// With TOTP on, a current code (or an unused recovery code): changing the email or
+    /// the password needs one.
+    pub otp: Option<String>,
 }
 
 #[derive(Clone)]
@@ -72,7 +75,7 @@ pub struct UserService {
     tokens: Arc<TokenKeys>,
     hasher: Hasher,
     attempts: Attempts,
-    session_ttl: chrono::Duration,
+    policy: Arc<SessionPolicy>,
 }
 
 impl UserService {
@@ -82,7 +85,7 @@ impl UserService {
             tokens: state.tokens.clone(),
             hasher: state.hasher.clone(),
             attempts: state.attempts.clone(),
-            session_ttl: session_ttl(state),
+            policy: state.authenticator.policy.clone(),
         }
     }
 
@@ -96,6 +99,7 @@ impl UserService {
             .name("username", Some(&input.username))
             .not_blank("username", &input.username)
             .max_chars("username", Some(&input.username), MAX_USERNAME_CHARS)
+            .username("username", Some(&input.username))
             .name("email", Some(&input.email))
             .not_blank("email", &input.email)
             .max_chars("email", Some(&input.email), MAX_EMAIL_CHARS)
@@ -111,7 +115,8 @@ impl UserService {
             .finish()?;
         let username = normalize_name(&input.username);
         let email = normalize_name(&input.email);
-        self.attempts.check(&email)?;
+        self.attempts
+            .check(&format!("register:{}", email.to_lowercase()))?;
         // Checked before the costly hash so a taken name fails fast; the unique indexes
         // still decide races at insert.
         let (u, e) = (username.clone(), email.clone());
@@ -119,14 +124,7 @@ impl UserService {
             .read(move |txn| {
                 let (username, email) = (u.clone(), e.clone());
                 Box::pin(async move {
-                    ensure_free(
-                        txn,
-                        Column::Username,
-                        &username,
-                        None,
-                        Reason::UsernameTaken,
-                    )
-                    .await?;
+                    ensure_username_free(txn, &username, None).await?;
                     ensure_free(txn, Column::Email, &email, None, Reason::EmailTaken).await
                 })
             })
@@ -138,20 +136,20 @@ impl UserService {
             password_hash: self.hasher.hash(input.password).await?,
         });
         let minted = Arc::new(Minted::new_session()?);
-        let (client, ttl) = (Arc::new(client), self.session_ttl);
+        let (client, lifetime) = (Arc::new(client), self.policy.lifetime);
         let opened = minted.clone();
-        let user = self
+        let (user, ends) = self
             .store
             .write(move |txn| {
                 let (row, minted, client) = (row.clone(), opened.clone(), client.clone());
                 Box::pin(async move {
                     let user = repo::insert(txn, &row).await?;
-                    sessions::open(txn, user.id, &client, ttl, &minted).await?;
-                    Ok(user)
+                    let ends = sessions::open(txn, user.id, &client, lifetime, &minted).await?;
+                    Ok((user, ends))
                 })
             })
             .await?;
-        self.with_new_session(user, &minted)
+        self.with_new_session(user, &minted, ends)
     }
 
     /// Checks the credentials (and the second factor, when the account has one) and
@@ -164,11 +162,18 @@ impl UserService {
             .not_blank("password", &input.password)
             .finish()?;
         let email = normalize_name(&input.email);
-        self.attempts.check(&email)?;
+        let folded = email.to_lowercase();
         let user = self
             .store
             .query(move |db| Box::pin(async move { Ok(repo::find_by_email(db, &email).await?) }))
             .await?;
+        // Counted against the account the database matched, so every spelling of its
+        // email it treats as equal is one account here too.
+        let account = match &user {
+            Some(user) => format!("user:{}", user.id),
+            None => format!("email:{folded}"),
+        };
+        self.attempts.check(&account)?;
         // Verified even when no user matched (against a dummy hash), so response time does
         // not reveal which emails are registered.
         let matched = self
@@ -183,10 +188,11 @@ impl UserService {
             _ => return Err(AppError::Unauthorized(Reason::InvalidCredentials)),
         };
         let minted = Arc::new(Minted::new_session()?);
-        let (client, ttl) = (Arc::new(client), self.session_ttl);
+        let (client, lifetime) = (Arc::new(client), self.policy.lifetime);
         let (opened, user_id) = (minted.clone(), user.id);
         let otp = Arc::new(input.otp.filter(|code| !code.trim().is_empty()));
-        self.store
+        let ends = self
+            .store
             .write(move |txn| {
                 let (minted, client, otp) = (opened.clone(), client.clone(), otp.clone());
                 Box::pin(async move {
@@ -200,12 +206,11 @@ impl UserService {
                             return Err(AppError::Unauthorized(Reason::OtpInvalid));
                         }
                     }
-                    sessions::open(txn, user_id, &client, ttl, &minted).await?;
-                    Ok(())
+                    Ok(sessions::open(txn, user_id, &client, lifetime, &minted).await?)
                 })
             })
             .await?;
-        self.with_new_session(user, &minted)
+        self.with_new_session(user, &minted, ends)
     }
 
     pub async fn current(&self, principal: Principal) -> AppResult<AuthenticatedUser> {
@@ -213,9 +218,13 @@ impl UserService {
             .store
             .query(move |db| Box::pin(async move { load(db, principal).await }))
             .await?;
-        self.authenticated(user, principal.session_id, principal.session_version)
+        self.authenticated(user, principal)
     }
 
+    /// Changes the caller's profile. Changing the email or the password is a credential
+    /// change: it needs a recent login in this session (`auth.reauth_window`) and, with
+    /// TOTP on, a current code, so a stolen access token alone cannot take the account
+    /// over. A new password ends every other session; this one goes on, its token with it.
     pub async fn update(
         &self,
         principal: Principal,
@@ -227,6 +236,7 @@ impl UserService {
             .name("username", changes.username.as_deref())
             .not_blank_if_set("username", changes.username.as_deref())
             .max_chars("username", changes.username.as_deref(), MAX_USERNAME_CHARS)
+            .username("username", changes.username.as_deref())
             .name("email", changes.email.as_deref())
             .not_blank_if_set("email", changes.email.as_deref())
             .max_chars("email", changes.email.as_deref(), MAX_EMAIL_CHARS)
@@ -234,6 +244,7 @@ impl UserService {
             .max_chars("bio", bio, MAX_BIO_CHARS)
             .name("image", image)
             .max_chars("image", image, MAX_IMAGE_CHARS)
+            .http_url("image", image)
             .check(
                 changes
                     .email
@@ -248,14 +259,26 @@ impl UserService {
             .max_chars("password", changes.password.as_deref(), MAX_PASSWORD_CHARS)
             .finish()?;
 
+        // Refused before the costly hash when the session could not change it anyway; the
+        // transaction below decides.
+        if changes.password.is_some() {
+            let session_id = principal.session_id;
+            let at = self
+                .store
+                .query(move |db| {
+                    Box::pin(async move { Ok(sessions::authenticated_at(db, session_id).await?) })
+                })
+                .await?;
+            if !self.policy.is_recent(at) {
+                return Err(AppError::Unauthorized(Reason::ReauthenticationRequired));
+            }
+        }
         // Hashed before the transaction: a unit may run twice and must not hold locks
         // through seconds of hashing.
         let password_hash = match changes.password {
             Some(new_password) => Some(self.hasher.hash(new_password).await?),
             None => None,
         };
-        // A new password ends every other session and every token issued before it;
-        // this session goes on with a new refresh token.
         let minted = match password_hash {
             Some(_) => Some(Arc::new(Minted::for_session(principal.session_id)?)),
             None => None,
@@ -265,30 +288,36 @@ impl UserService {
             username: changes.username.as_deref().map(normalize_name),
             email: changes.email.as_deref().map(normalize_name),
             password: None,
+            otp: changes.otp.filter(|code| !code.trim().is_empty()),
             ..changes
         });
         let password_hash = Arc::new(password_hash);
-        let (updated, version) = self
+        let policy = self.policy.clone();
+        let (updated, ends) = self
             .store
             .write(move |txn| {
                 let (changes, password_hash) = (changes.clone(), password_hash.clone());
-                let restarted = restarted.clone();
+                let (restarted, policy) = (restarted.clone(), policy.clone());
                 Box::pin(async move {
                     // Locked: concurrent updates of one user apply one after the other.
                     let user = repo::lock(txn, principal.user_id)
                         .await?
                         .ok_or(AppError::Unauthorized(Reason::TokenInvalid))?;
                     let mut row = user.clone().into_active_model();
+                    let new_email = changes
+                        .email
+                        .as_deref()
+                        .filter(|email| *email != user.email);
+                    if new_email.is_some() || password_hash.is_some() {
+                        step_up(txn, &policy, principal, changes.otp.as_deref()).await?;
+                    }
                     if let Some(username) = changes.username.as_deref()
                         && username != user.username
                     {
-                        let taken = Reason::UsernameTaken;
-                        ensure_free(txn, Column::Username, username, Some(user.id), taken).await?;
+                        ensure_username_free(txn, username, Some(user.id)).await?;
                         row.username = Set(username.to_string());
                     }
-                    if let Some(email) = changes.email.as_deref()
-                        && email != user.email
-                    {
+                    if let Some(email) = new_email {
                         ensure_free(txn, Column::Email, email, Some(user.id), Reason::EmailTaken)
                             .await?;
                         row.email = Set(email.to_string());
@@ -303,42 +332,58 @@ impl UserService {
                         row.image = Set(empty_as_none(image.clone()));
                     }
                     let saved = repo::save(txn, &user, row).await?;
-                    let version = match restarted.as_deref() {
+                    let ends = match restarted.as_deref() {
                         Some(minted) => {
-                            sessions::restart_after_password_change(
-                                txn,
-                                user.id,
-                                principal.session_id,
-                                minted,
-                            )
-                            .await?
+                            sessions::end_other_sessions(txn, user.id, principal.session_id, minted)
+                                .await?
                         }
-                        None => principal.session_version,
+                        None => principal.session_ends,
                     };
-                    Ok((saved, version))
+                    Ok((saved, ends))
                 })
             })
             .await?;
-        let mut answer = self.authenticated(updated, principal.session_id, version)?;
+        let mut answer = self.authenticated(
+            updated,
+            Principal {
+                session_ends: ends,
+                ..principal
+            },
+        )?;
         answer.refresh_token = minted.map(|m| m.token.clone());
         Ok(answer)
     }
 
-    fn with_new_session(&self, user: Model, minted: &Minted) -> AppResult<AuthenticatedUser> {
-        let mut answer = self.authenticated(user, minted.session_id, 0)?;
+    fn with_new_session(
+        &self,
+        user: Model,
+        minted: &Minted,
+        ends: chrono::DateTime<chrono::Utc>,
+    ) -> AppResult<AuthenticatedUser> {
+        let session = Principal {
+            user_id: user.id,
+            session_id: minted.session_id,
+            session_version: 0,
+            session_ends: ends,
+        };
+        let mut answer = self.authenticated(user, session)?;
         answer.refresh_token = Some(minted.token.clone());
         Ok(answer)
     }
 
-    /// The user with an access token for `session_id` at `version`.
+    /// The user with an access token for `session` (its id, version and end).
     pub(crate) fn authenticated(
         &self,
         user: Model,
-        session_id: uuid::Uuid,
-        version: i32,
+        session: Principal,
     ) -> AppResult<AuthenticatedUser> {
         Ok(AuthenticatedUser {
-            token: self.tokens.issue(user.id, session_id, version)?,
+            token: self.tokens.issue(
+                user.id,
+                session.session_id,
+                session.session_version,
+                session.session_ends,
+            )?,
             refresh_token: None,
             email: user.email,
             username: user.username,
@@ -348,8 +393,25 @@ impl UserService {
     }
 }
 
-pub(crate) fn session_ttl(state: &AppState) -> chrono::Duration {
-    chrono::Duration::from_std(state.settings.auth.session_ttl).unwrap_or(chrono::Duration::MAX)
+/// The proof a credential change needs, checked in the changing transaction: a login in
+/// this session within `auth.reauth_window` and, with TOTP on, a current code (spent).
+pub(crate) async fn step_up(
+    txn: &impl ConnectionTrait,
+    policy: &SessionPolicy,
+    principal: Principal,
+    otp_code: Option<&str>,
+) -> AppResult<()> {
+    let at = sessions::authenticated_at(txn, principal.session_id).await?;
+    if !policy.is_recent(at) {
+        return Err(AppError::Unauthorized(Reason::ReauthenticationRequired));
+    }
+    if let Some(row) = otp::lock_enabled(txn, principal.user_id).await? {
+        let code = otp_code.ok_or(AppError::Unauthorized(Reason::OtpRequired))?;
+        if !otp::spend(txn, &row, code, true).await? {
+            return Err(AppError::Unauthorized(Reason::OtpInvalid));
+        }
+    }
+    Ok(())
 }
 
 /// The principal's user; a valid token for a user that no longer exists is refused.
@@ -357,6 +419,17 @@ pub(crate) async fn load(db: &impl ConnectionTrait, principal: Principal) -> App
     repo::find_by_id(db, principal.user_id)
         .await?
         .ok_or(AppError::Unauthorized(Reason::TokenInvalid))
+}
+
+async fn ensure_username_free(
+    db: &impl ConnectionTrait,
+    username: &str,
+    except: Option<i64>,
+) -> AppResult<()> {
+    if repo::is_username_taken(db, username, except).await? {
+        return Err(AppError::Conflict(Reason::UsernameTaken));
+    }
+    Ok(())
 }
 
 async fn ensure_free(
