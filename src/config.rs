@@ -274,6 +274,24 @@ pub struct DatabaseSettings {
     /// soon readiness reports a lost database (1 s + 1 s by default).
     #[serde(with = "humantime_serde")]
     pub health_check_timeout: Duration,
+    /// A direct Postgres connection for LISTEN (change-log wake-ups) when `url` goes
+    /// through a pooler in transaction mode, where LISTEN does not work; unset: `url`.
+    /// Without working wake-ups replicas still poll the log every `cache.poll_interval`.
+    pub listen_url: Option<Secret>,
+    /// What stands between conduit and Postgres: `none`, or `transaction` for a pooler
+    /// in transaction mode (PgBouncer `pool_mode = transaction`, which must also run
+    /// `server_reset_query = DISCARD ALL` with `server_reset_query_always = 1`). Then no
+    /// session settings are sent at connect, prepared statements are not kept, and every
+    /// statement runs inside a transaction.
+    pub pooler: Pooler,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooler {
+    #[default]
+    None,
+    Transaction,
 }
 
 impl Default for DatabaseSettings {
@@ -287,6 +305,8 @@ impl Default for DatabaseSettings {
             sqlite_busy_timeout: Duration::from_secs(5),
             health_check_interval: Duration::from_secs(1),
             health_check_timeout: Duration::from_secs(1),
+            listen_url: None,
+            pooler: Pooler::None,
         }
     }
 }
@@ -487,17 +507,25 @@ impl Default for JobSettings {
     }
 }
 
-/// The read cache (`cache.rs`): answers to article reads, the tag list and list totals,
-/// invalidated by every committed write.
+/// The read cache (`cache/`): parts of article reads, the tag list and list totals,
+/// each kept until a write changes what it was read from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheSettings {
-    /// Memory for cached article reads, in bytes (estimated from their text); 0 turns
-    /// that cache off, so every read goes to the database.
+    /// Memory for cached parts, in bytes (estimated from their text); 0 turns the cache
+    /// off, so every read goes to the database.
     pub max_bytes: u64,
-    /// Longest an answer is kept; writes invalidate it sooner.
+    /// Longest a part is kept; writes invalidate it sooner.
     #[serde(with = "humantime_serde")]
     pub ttl: Duration,
+    /// How often each replica reads the change log (Postgres) when nothing wakes it
+    /// sooner: the backstop of cross-replica freshness.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// A replica that has not read the change log for this long serves no cached part
+    /// (and checks sessions in the database) until it has caught up.
+    #[serde(with = "humantime_serde")]
+    pub max_staleness: Duration,
 }
 
 impl Default for CacheSettings {
@@ -505,6 +533,8 @@ impl Default for CacheSettings {
         Self {
             max_bytes: 64 * 1024 * 1024,
             ttl: Duration::from_secs(600),
+            poll_interval: Duration::from_millis(250),
+            max_staleness: Duration::from_secs(2),
         }
     }
 }
@@ -709,6 +739,8 @@ impl Settings {
             ("auth.hash_queue_timeout", self.auth.hash_queue_timeout),
             ("idempotency.ttl", self.idempotency.ttl),
             ("cache.ttl", self.cache.ttl),
+            ("cache.poll_interval", self.cache.poll_interval),
+            ("cache.max_staleness", self.cache.max_staleness),
             ("jobs.cleanup_interval", self.jobs.cleanup_interval),
             (
                 "idempotency.purge_interval",
@@ -752,6 +784,24 @@ impl Settings {
                     format!("needs features.{needs}, which is off"),
                 );
             }
+        }
+        if self.cache.poll_interval >= self.cache.max_staleness {
+            return invalid(
+                "cache.poll_interval",
+                format!(
+                    "{:?} must be shorter than cache.max_staleness ({:?}), or every replica would distrust its cache between polls",
+                    self.cache.poll_interval, self.cache.max_staleness
+                ),
+            );
+        }
+        if let Some(listen) = &self.database.listen_url
+            && !(listen.expose().starts_with("postgres://")
+                || listen.expose().starts_with("postgresql://"))
+        {
+            return invalid(
+                "database.listen_url",
+                "must start with postgres:// or postgresql://".into(),
+            );
         }
         if self.rate_limit.ipv6_prefix > 128 {
             return invalid(
@@ -846,6 +896,11 @@ impl Settings {
             shown.auth.previous_jwt_secret = Some(REDACTED.into());
         }
         shown.database.url = redact_url(self.database.url.expose()).into();
+        shown.database.listen_url = self
+            .database
+            .listen_url
+            .as_ref()
+            .map(|url| redact_url(url.expose()).into());
         shown.telemetry.otlp_endpoint = self.telemetry.otlp_endpoint.as_deref().map(redact_url);
         if shown.telemetry.sentry_dsn.is_some() {
             shown.telemetry.sentry_dsn = Some(REDACTED.into());

@@ -27,7 +27,7 @@ use crate::{
 };
 
 /// The jobs this binary runs; lease rows of other names are stale.
-pub const JOBS: &[&str] = &["cleanup"];
+pub const JOBS: &[&str] = &["cleanup", "changes-prune"];
 
 /// What one tick came to, as `conduit_job_runs_total{outcome}` counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -126,7 +126,7 @@ impl Lifecycle {
         lifecycle.spawn_idempotency_purge();
         lifecycle.spawn_cleanup();
         lifecycle.spawn_rate_limit_upkeep();
-        lifecycle.spawn_cache_invalidation();
+        lifecycle.spawn_change_log();
         // Warm: the first visitors get the tag list from memory too. Not fatal: with
         // migrations left to a job the tables may not exist yet, and readiness says so.
         if let Err(e) = crate::modules::tags::service::TagService::new(&lifecycle.state)
@@ -138,17 +138,42 @@ impl Lifecycle {
         Ok(lifecycle)
     }
 
-    /// On Postgres, other replicas' writes invalidate this one's read cache (see
-    /// `cache`); SQLite is one process and needs no signal.
-    fn spawn_cache_invalidation(&self) {
-        let settings = &self.state.settings.database;
+    /// On Postgres, other replicas' writes reach this one's read cache through the change
+    /// log (`db::changes`): a follower polls it, a listener wakes the follower early, a
+    /// notifier wakes the other replicas after local commits, and a leased job prunes
+    /// it. SQLite is one process: its own commits are all there is.
+    fn spawn_change_log(&self) {
         if self.state.db().get_database_backend() != sea_orm::DbBackend::Postgres {
             return;
         }
-        let url = settings.url.clone();
+        let settings = &self.state.settings;
+        let store = self.state.store.clone();
+        let poll_interval = settings.cache.poll_interval;
+        self.spawn_worker("change-log-follow", move |stop| {
+            crate::db::changes::follow(store, poll_interval, stop)
+        });
+        let url = settings
+            .database
+            .listen_url
+            .clone()
+            .unwrap_or_else(|| settings.database.url.clone());
         let cache = self.state.store.cache().clone();
-        self.spawn_worker("cache-invalidation", move |stop| {
-            crate::cache::follow_other_replicas(url, cache, stop)
+        self.spawn_worker("change-log-listen", move |stop| {
+            crate::db::changes::listen(url, cache, stop)
+        });
+        let store = self.state.store.clone();
+        self.spawn_worker("change-log-announce", move |stop| {
+            crate::db::changes::announce(store, stop)
+        });
+        let store = self.state.store.clone();
+        self.spawn_worker("changes-prune", move |stop| {
+            crate::jobs::run_leased(
+                store,
+                "changes-prune",
+                std::time::Duration::from_secs(30),
+                stop,
+                crate::db::changes::prune,
+            )
         });
     }
 

@@ -47,7 +47,11 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     metrics::describe_gauge!(BUILD_INFO, "Always 1; labels name the build");
     metrics::describe_counter!(
         crate::cache::LOOKUPS,
-        "Read-cache lookups, by cache (articles, tags, totals) and result (hit, miss)"
+        "Read-cache lookups, by part (window, total, article, body, author, count, viewer, slug, username, tags) and result (hit, miss)"
+    );
+    metrics::describe_gauge!(
+        crate::cache::STALENESS,
+        "Seconds since this replica's last complete read of the change log began (Postgres); past cache.max_staleness it serves no cached part"
     );
     metrics::describe_counter!(
         RATE_LIMITED,

@@ -42,6 +42,7 @@ impl AppState {
             db,
             settings.database.max_connections,
             ReadCache::new(&settings.cache),
+            settings.database.pooler == crate::config::Pooler::Transaction,
         );
         let authenticator = Arc::new(Authenticator {
             keys: tokens.clone(),

@@ -71,10 +71,11 @@ async fn writes_invalidate_the_cache_here_and_on_other_replicas() {
     let metrics = metrics.expect("metrics").text().await.expect("text");
     assert!(lookups(&metrics, "tags", "hit") >= 1.0, "{metrics}");
     assert!(lookups(&metrics, "tags", "miss") >= 1.0, "{metrics}");
-    assert!(lookups(&metrics, "totals", "miss") >= 1.0, "{metrics}");
-    assert!(lookups(&metrics, "totals", "hit") >= 1.0, "{metrics}");
-    assert!(lookups(&metrics, "articles", "hit") >= 1.0, "{metrics}");
-    assert!(lookups(&metrics, "articles", "miss") >= 1.0, "{metrics}");
+    assert!(lookups(&metrics, "total", "miss") >= 1.0, "{metrics}");
+    assert!(lookups(&metrics, "total", "hit") >= 1.0, "{metrics}");
+    assert!(lookups(&metrics, "window", "hit") >= 1.0, "{metrics}");
+    assert!(lookups(&metrics, "window", "miss") >= 1.0, "{metrics}");
+    assert!(lookups(&metrics, "article", "hit") >= 1.0, "{metrics}");
 
     // Another replica of the same Postgres database, writing.
     let Some(replica_db) = replica_db else {

@@ -40,6 +40,56 @@ pub enum Call {
         token: Option<String>,
     },
     Grpc(GrpcCall),
+    /// A mix of reads and writes, one drawn per request (REST or gRPC).
+    Mix(Arc<Mix>),
+}
+
+/// The mixed workload: reads — 40% a list of 20, 30% a single article, 20% a feed, 10%
+/// the tags; half of the lists and articles signed in — and a share of favourite /
+/// unfavourite writes by random users on random articles. Drawn from the request's
+/// sequence number, so every target gets the same sequence.
+pub struct Mix {
+    /// Writes per thousand requests.
+    pub writes_per_mille: u64,
+    pub tokens: Vec<String>,
+    pub slugs: Vec<String>,
+    pub grpc: bool,
+}
+
+/// What one mixed request is.
+enum Drawn<'m> {
+    List(Option<&'m str>),
+    Article(Option<&'m str>, &'m str),
+    Feed(&'m str),
+    Tags,
+    Favorite(&'m str, &'m str, bool),
+}
+
+/// splitmix64: a well-spread hash of the sequence number.
+fn spread(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+impl Mix {
+    fn draw(&self, n: u64) -> Drawn<'_> {
+        let r = spread(n);
+        let pick = |salt: u64, len: usize| (spread(r ^ salt) % len as u64) as usize;
+        let user = self.tokens[pick(1, self.tokens.len())].as_str();
+        let slug = self.slugs[pick(2, self.slugs.len())].as_str();
+        let signed_in = (spread(r ^ 3) & 1 == 1).then_some(user);
+        if r % 1000 < self.writes_per_mille {
+            return Drawn::Favorite(user, slug, spread(r ^ 4) & 1 == 1);
+        }
+        match (r / 1000) % 100 {
+            0..40 => Drawn::List(signed_in),
+            40..70 => Drawn::Article(signed_in, slug),
+            70..90 => Drawn::Feed(user),
+            _ => Drawn::Tags,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -62,6 +112,20 @@ pub enum GrpcCall {
     Favorite {
         token: String,
         slugs: Arc<Vec<String>>,
+    },
+    /// A list page as a viewer (or anonymously).
+    ListAs {
+        token: Option<String>,
+        size: i32,
+    },
+    GetAs {
+        token: Option<String>,
+        slug: String,
+    },
+    SetFavorite {
+        token: String,
+        slug: String,
+        on: bool,
     },
 }
 
@@ -112,8 +176,13 @@ enum Client {
 }
 
 async fn connect(addr: SocketAddr, call: &Call) -> anyhow::Result<Client> {
-    Ok(match call {
-        Call::Rest { .. } => {
+    let grpc = match call {
+        Call::Rest { .. } => false,
+        Call::Grpc(_) => true,
+        Call::Mix(mix) => mix.grpc,
+    };
+    Ok(match grpc {
+        false => {
             let stream = TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
             let (sender, connection) =
@@ -121,7 +190,7 @@ async fn connect(addr: SocketAddr, call: &Call) -> anyhow::Result<Client> {
             tokio::spawn(connection);
             Client::Rest(sender)
         }
-        Call::Grpc(_) => {
+        true => {
             let stream = TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
             let (sender, connection) =
@@ -188,11 +257,81 @@ fn grpc_request(call: &GrpcCall, n: u64) -> (&'static str, Option<&str>, Bytes) 
                 slug: slugs[n as usize % slugs.len()].clone(),
             }),
         ),
+        GrpcCall::ListAs { token, size } => (
+            "/conduit.v1.ArticleService/ListArticles",
+            token.as_deref(),
+            framed(pb::ListArticlesRequest {
+                page_size: *size,
+                ..Default::default()
+            }),
+        ),
+        GrpcCall::GetAs { token, slug } => (
+            "/conduit.v1.ArticleService/GetArticle",
+            token.as_deref(),
+            framed(pb::GetArticleRequest { slug: slug.clone() }),
+        ),
+        GrpcCall::SetFavorite { token, slug, on } => {
+            if *on {
+                (
+                    "/conduit.v1.ArticleService/FavoriteArticle",
+                    Some(token),
+                    framed(pb::FavoriteArticleRequest { slug: slug.clone() }),
+                )
+            } else {
+                (
+                    "/conduit.v1.ArticleService/UnfavoriteArticle",
+                    Some(token),
+                    framed(pb::UnfavoriteArticleRequest { slug: slug.clone() }),
+                )
+            }
+        }
+    }
+}
+
+/// The request `n` of a mix, as a plain call.
+fn drawn_call(mix: &Mix, n: u64) -> Call {
+    let token = |t: Option<&str>| t.map(str::to_string);
+    match (mix.draw(n), mix.grpc) {
+        (Drawn::List(viewer), false) => Call::get("/api/articles?limit=20", viewer),
+        (Drawn::Article(viewer, slug), false) => Call::get(format!("/api/articles/{slug}"), viewer),
+        (Drawn::Feed(user), false) => Call::get("/api/articles/feed?limit=20", Some(user)),
+        (Drawn::Tags, false) => Call::get("/api/tags", None),
+        (Drawn::Favorite(user, slug, on), false) => {
+            let path = format!("/api/articles/{slug}/favorite");
+            Call::Rest {
+                method: if on { Method::POST } else { Method::DELETE },
+                path: Arc::new(move |_| path.clone()),
+                body: None,
+                token: Some(user.to_string()),
+            }
+        }
+        (Drawn::List(viewer), true) => Call::Grpc(GrpcCall::ListAs {
+            token: token(viewer),
+            size: 20,
+        }),
+        (Drawn::Article(viewer, slug), true) => Call::Grpc(GrpcCall::GetAs {
+            token: token(viewer),
+            slug: slug.to_string(),
+        }),
+        (Drawn::Feed(user), true) => Call::Grpc(GrpcCall::Feed {
+            token: user.to_string(),
+            size: 20,
+        }),
+        (Drawn::Tags, true) => Call::Grpc(GrpcCall::Tags),
+        (Drawn::Favorite(user, slug, on), true) => Call::Grpc(GrpcCall::SetFavorite {
+            token: user.to_string(),
+            slug: slug.to_string(),
+            on,
+        }),
     }
 }
 
 /// Sends one request; true when it succeeded.
 async fn send(client: &mut Client, call: &Call, n: u64, authority: &str) -> bool {
+    if let Call::Mix(mix) = call {
+        let drawn = drawn_call(mix, n);
+        return Box::pin(send(client, &drawn, n, authority)).await;
+    }
     match (client, call) {
         (
             Client::Rest(sender),
@@ -275,14 +414,27 @@ pub async fn run(
     grpc_streams: usize,
     duration: Duration,
 ) -> anyhow::Result<Outcome> {
+    run_on(&[addr], call, connections, grpc_streams, duration).await
+}
+
+/// [`run`] with the connections spread over several servers (replicas), round robin.
+pub async fn run_on(
+    addrs: &[SocketAddr],
+    call: Call,
+    connections: usize,
+    grpc_streams: usize,
+    duration: Duration,
+) -> anyhow::Result<Outcome> {
     let warm_up = Duration::from_secs(1);
     let start = Instant::now() + Duration::from_millis(200);
     let measure_from = start + warm_up;
     let end = measure_from + duration;
-    let authority = addr.to_string();
     let mut workers = Vec::with_capacity(connections);
     let mut shared: Option<http2::SendRequest<Full<Bytes>>> = None;
     for worker in 0..connections {
+        // Streams that share a connection share its server too.
+        let addr = addrs[(worker / grpc_streams.max(1)) % addrs.len()];
+        let authority = addr.to_string();
         let mut client = match (&shared, worker % grpc_streams.max(1)) {
             (Some(sender), i) if i > 0 => Client::Grpc(sender.clone()),
             _ => connect(addr, &call).await?,
@@ -292,7 +444,6 @@ pub async fn run(
             Client::Rest(_) => None,
         };
         let call = call.clone();
-        let authority = authority.clone();
         workers.push(tokio::spawn(async move {
             tokio::time::sleep_until(start.into()).await;
             let mut latencies = Vec::with_capacity(64 * 1024);

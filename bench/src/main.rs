@@ -9,6 +9,7 @@
 //! Run it with `bench/run` (builds the release binaries first).
 
 mod load;
+mod mixed;
 mod report;
 mod seed;
 // Shared with bench-peer; the harness runs only its tag-list statement.
@@ -73,6 +74,13 @@ struct Args {
     /// workspace.
     #[arg(long)]
     workdir: Option<PathBuf>,
+    /// Run the mixed read/write workload (Postgres) instead of the per-path scenarios:
+    /// `--mixed --sizes 200,5000`.
+    #[arg(long)]
+    mixed: bool,
+    /// Write shares of the mixed workload, per thousand requests.
+    #[arg(long, value_delimiter = ',', default_value = "0,10,50,200")]
+    write_shares: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -103,6 +111,28 @@ async fn main() -> anyhow::Result<()> {
             "{} not found: build it with `cargo build --release -p conduit -p conduit-bench`",
             conduit.display()
         );
+    }
+    if args.mixed {
+        let started = Instant::now();
+        let results = mixed::run(&args, &conduit, &workdir, &bin_dir).await?;
+        if let Some(dir) = args.json.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(
+            &args.json,
+            serde_json::to_string_pretty(&serde_json::json!({
+                "machine": report::machine(),
+                "connections": args.connections,
+                "seconds": args.seconds,
+                "mixed": results,
+            }))?,
+        )?;
+        eprintln!(
+            "wrote {} ({:.0} s in all)",
+            args.json.display(),
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
     }
     let duration = Duration::from_secs_f64(args.seconds);
     let mut results: Vec<Measurement> = Vec::new();

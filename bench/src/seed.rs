@@ -30,7 +30,7 @@ const AUTHORS: usize = 5;
 const TAGS: usize = 50;
 const WRITERS: usize = 16;
 
-async fn call(
+pub async fn call(
     addr: SocketAddr,
     method: Method,
     path: &str,
@@ -65,6 +65,22 @@ async fn call(
     } else {
         serde_json::from_slice(&bytes)?
     })
+}
+
+/// The text of a GET (the metrics exposition).
+pub async fn text(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let stream = TcpStream::connect(addr).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let request = Request::builder()
+        .method(Method::GET)
+        .uri(path)
+        .header("host", addr.to_string())
+        .body(Full::new(Bytes::new()))?;
+    let response = sender.send_request(request).await?;
+    let bytes = response.into_body().collect().await?.to_bytes();
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 async fn register(addr: SocketAddr, name: &str) -> anyhow::Result<String> {
@@ -153,6 +169,99 @@ pub async fn seed(addr: SocketAddr, size: usize) -> anyhow::Result<Seeded> {
     })
 }
 
+/// The mixed workload's data.
+pub struct MixedSeed {
+    /// One per user.
+    pub tokens: Vec<String>,
+    /// Every article the workload reads and favourites.
+    pub slugs: Vec<String>,
+    /// An article of its own for the staleness probe.
+    pub probe_slug: String,
+}
+
+const MIXED_USERS: usize = 20;
+
+/// 20 users, each following the next 4; `size` articles spread over them with 2 of 50
+/// tags each; every 7th favourited by its author's follower.
+pub async fn seed_mixed(addr: SocketAddr, size: usize) -> anyhow::Result<MixedSeed> {
+    let mut tokens = Vec::new();
+    for i in 0..MIXED_USERS {
+        tokens.push(register(addr, &format!("user{i}")).await?);
+    }
+    for (i, token) in tokens.iter().enumerate() {
+        for step in 1..=4 {
+            let followee = (i + step) % MIXED_USERS;
+            call(
+                addr,
+                Method::POST,
+                &format!("/api/profiles/user{followee}/follow"),
+                Some(token),
+                None,
+            )
+            .await?;
+        }
+    }
+    let mut writers = JoinSet::new();
+    for w in 0..WRITERS {
+        let tokens = tokens.clone();
+        writers.spawn(async move {
+            let mut slugs = Vec::new();
+            for i in (w..size).step_by(WRITERS) {
+                let article = call(
+                    addr,
+                    Method::POST,
+                    "/api/articles",
+                    Some(&tokens[i % MIXED_USERS]),
+                    Some(json!({"article": {
+                        "title": format!("Mixed article number {i}"),
+                        "description": format!("What article {i} is about, in a sentence."),
+                        "body": "Paragraphs of text, as a real article has them. ".repeat(12),
+                        "tagList": [format!("tag{}", i % TAGS), format!("tag{}", (i / TAGS + 7) % TAGS)],
+                    }})),
+                )
+                .await?;
+                let slug = article["article"]["slug"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                if i % 7 == 0 {
+                    call(
+                        addr,
+                        Method::POST,
+                        &format!("/api/articles/{slug}/favorite"),
+                        Some(&tokens[(i + MIXED_USERS - 1) % MIXED_USERS]),
+                        None,
+                    )
+                    .await?;
+                }
+                slugs.push(slug);
+            }
+            anyhow::Ok(slugs)
+        });
+    }
+    let mut slugs = Vec::new();
+    while let Some(done) = writers.join_next().await {
+        slugs.extend(done??);
+    }
+    slugs.sort();
+    let probe = call(
+        addr,
+        Method::POST,
+        "/api/articles",
+        Some(&tokens[1]),
+        Some(json!({"article": {"title": "The staleness probe", "description": "d", "body": "b"}})),
+    )
+    .await?;
+    Ok(MixedSeed {
+        tokens,
+        slugs,
+        probe_slug: probe["article"]["slug"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    })
+}
+
 /// The user id a token names (its `sub`), for the ceiling queries.
 fn token_subject(token: &str) -> anyhow::Result<i64> {
     use jsonwebtoken::{DecodingKey, Validation, decode};
@@ -184,6 +293,16 @@ pub async fn ceiling(
     };
     let db = conduit::db::connect(&settings).await?;
     let pg = DbBackend::Postgres;
+    // conduit reads a feed by the reader's followees (kept as the reader's follow set).
+    let followees: Vec<i64> = db
+        .query_all_raw(Statement::from_string(
+            pg,
+            format!("SELECT followee_id FROM follows WHERE follower_id = {reader}"),
+        ))
+        .await?
+        .iter()
+        .filter_map(|row| row.try_get::<i64>("", "followee_id").ok())
+        .collect();
     let filtered = |tag| Scope::Filtered {
         tag,
         author: None,
@@ -221,7 +340,7 @@ pub async fn ceiling(
             "feed",
             shown_statement(
                 pg,
-                &Scope::FeedOf(reader),
+                &Scope::AuthorsIn(&followees),
                 Window::Offset {
                     limit: 20,
                     offset: 0,

@@ -11,6 +11,7 @@ mod m20261124_000004_case_insensitive_identities;
 mod m20261124_000005_create_sessions;
 mod m20261124_000006_create_job_leases;
 mod m20261204_000007_identity_edges;
+mod m20261204_000008_create_changes;
 pub mod skeleton;
 
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000005_create_sessions::Migration),
             Box::new(m20261124_000006_create_job_leases::Migration),
             Box::new(m20261204_000007_identity_edges::Migration),
+            Box::new(m20261204_000008_create_changes::Migration),
         ]
     }
 }

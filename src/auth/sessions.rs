@@ -25,8 +25,9 @@ use uuid::Uuid;
 
 use super::token::Verified;
 use crate::{
+    cache::{Deps, Topic},
     config::AuthSettings,
-    db::Store,
+    db::{Store, changed},
     entities::{
         refresh_tokens::{self, Entity as RefreshTokens},
         sessions::{self, Entity as Sessions},
@@ -316,6 +317,7 @@ pub async fn end_other_sessions(
         .filter(sessions::Column::RevokedAt.is_null())
         .exec(db)
         .await?;
+    changed(Topic::UserSessions(user_id));
     RefreshTokens::delete_many()
         .filter(refresh_tokens::Column::SessionId.eq(current.clone()))
         .exec(db)
@@ -341,6 +343,9 @@ pub async fn authenticated_at(
 }
 
 async fn end(db: &impl ConnectionTrait, session_id: &str, now: DateTime<Utc>) -> Result<(), DbErr> {
+    if let Ok(id) = Uuid::try_parse(session_id) {
+        changed(Topic::Session(id));
+    }
     Sessions::update_many()
         .col_expr(sessions::Column::RevokedAt, Expr::val(now))
         .filter(sessions::Column::Id.eq(session_id))
@@ -357,6 +362,9 @@ pub async fn revoke(
     session_id: &str,
     idle_timeout: chrono::Duration,
 ) -> Result<bool, DbErr> {
+    if let Ok(id) = Uuid::try_parse(session_id) {
+        changed(Topic::Session(id));
+    }
     let ended = Sessions::update_many()
         .col_expr(sessions::Column::RevokedAt, Expr::val(Utc::now()))
         .filter(sessions::Column::Id.eq(session_id))
@@ -437,16 +445,23 @@ struct SessionState {
     last_used_at: DateTime<Utc>,
 }
 
-/// Session states as last read, each with the write generation it was read in (see
-/// `cache`): an entry from an older generation is read again, so a session ended by any
-/// committed write — here or, on Postgres, on another replica — is refused at once.
-/// A plain map under a read-write lock rather than the read cache: this lookup is on
-/// every authenticated request, and a shared lock plus one hash probe costs a fraction of
-/// the general cache's bookkeeping (measured: the general cache took a fifth of an
-/// authenticated feed read's throughput).
+/// Session states as last read, each stamped with the versions of its topics (its own,
+/// and its user's sessions): an ending committed here, or read from the change log
+/// elsewhere, makes the next request read it again, so an ended session is refused at
+/// once here and within `cache.max_staleness` on every replica. Entries also expire
+/// after `cache.max_staleness` whatever happens, a second line of defence.
+/// A plain map under a read-write lock rather than the read cache's parts: this lookup
+/// is on every authenticated request, and a shared lock plus one hash probe costs a
+/// fraction of the general cache's bookkeeping.
 #[derive(Default)]
 pub struct SessionCache {
-    entries: std::sync::RwLock<std::collections::HashMap<Uuid, (u64, Option<SessionState>)>>,
+    entries: std::sync::RwLock<std::collections::HashMap<Uuid, Cached>>,
+}
+
+struct Cached {
+    state: Option<SessionState>,
+    deps: Deps,
+    read_at: std::time::Instant,
 }
 
 /// Sessions remembered at most; past it the map starts over (every session is one
@@ -454,20 +469,20 @@ pub struct SessionCache {
 const MAX_CACHED_SESSIONS: usize = 100_000;
 
 impl SessionCache {
-    fn get(&self, id: &Uuid, generation: u64) -> Option<Option<SessionState>> {
+    fn get(&self, id: &Uuid, current: impl Fn(&Cached) -> bool) -> Option<Option<SessionState>> {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
         entries
             .get(id)
-            .filter(|(read_in, _)| *read_in == generation)
-            .map(|(_, state)| *state)
+            .filter(|cached| current(cached))
+            .map(|cached| cached.state)
     }
 
-    fn keep(&self, id: Uuid, generation: u64, state: Option<SessionState>) {
+    fn keep(&self, id: Uuid, cached: Cached) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= MAX_CACHED_SESSIONS {
             entries.clear();
         }
-        entries.insert(id, (generation, state));
+        entries.insert(id, cached);
     }
 
     /// Records a use at `now` unless one at least as recent as `since` is recorded
@@ -475,7 +490,9 @@ impl SessionCache {
     fn claim_touch(&self, id: &Uuid, since: DateTime<Utc>, now: DateTime<Utc>) -> bool {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         match entries.get_mut(id) {
-            Some((_, Some(state))) if state.last_used_at < since => {
+            Some(Cached {
+                state: Some(state), ..
+            }) if state.last_used_at < since => {
                 state.last_used_at = now;
                 true
             }
@@ -536,30 +553,34 @@ pub enum Refused {
 }
 
 /// Whether the session a verified access token names still stands for it; when it does,
-/// its absolute end. A hit costs no statement; a miss (first use, or any committed write
-/// since) one. A use is recorded once per quarter idle timeout (at most hourly).
+/// its absolute end. A hit costs no statement; a miss (first use, a change to it, or an
+/// entry older than `cache.max_staleness`) one. A use is recorded once per quarter idle
+/// timeout (at most hourly).
 pub async fn standing(
     store: &Store,
     cache: &SessionCache,
     policy: &SessionPolicy,
     token: Verified,
 ) -> AppResult<Result<DateTime<Utc>, Refused>> {
-    // Taken before reading, so a write that lands during the read leaves this entry
-    // under the older generation, where nobody looks.
-    let generation = store.cache().generation();
-    let (mut state, mut fresh) = match cache.get(&token.session_id, generation) {
-        Some(state) => (state, false),
-        None => (read_state(store, token.session_id).await?, true),
-    };
+    let reads = store.cache();
+    let usable = reads.usable();
+    let ttl = reads.freshness().max_staleness();
+    let found = usable
+        .then(|| {
+            cache.get(&token.session_id, |cached| {
+                cached.read_at.elapsed() < ttl && reads.valid(&cached.deps)
+            })
+        })
+        .flatten();
     let now = Utc::now();
-    // Idle by this replica's record: another replica may have seen a later use.
-    if !fresh && state.is_some_and(|s| s.last_used_at + policy.idle_timeout <= now) {
-        state = read_state(store, token.session_id).await?;
-        fresh = true;
-    }
-    if fresh {
-        cache.keep(token.session_id, generation, state);
-    }
+    let state = match found {
+        // Idle by this replica's record: another replica may have seen a later use.
+        Some(Some(s)) if s.last_used_at + policy.idle_timeout <= now => {
+            read_and_keep(store, cache, token.session_id).await?
+        }
+        Some(state) => state,
+        None => read_and_keep(store, cache, token.session_id).await?,
+    };
     let Some(s) = state
         .filter(|s| s.user_id == token.user_id && !s.ended && s.version == token.session_version)
     else {
@@ -572,6 +593,35 @@ pub async fn standing(
         touch(store, token.session_id, now);
     }
     Ok(Ok(s.expires_at))
+}
+
+/// Reads the session and keeps it, stamped as of before the read: a change committed
+/// during the read leaves the entry stale at once.
+async fn read_and_keep(
+    store: &Store,
+    cache: &SessionCache,
+    session_id: Uuid,
+) -> AppResult<Option<SessionState>> {
+    let reads = store.cache();
+    let since = reads.since();
+    let read_at = std::time::Instant::now();
+    let state = read_state(store, session_id).await?;
+    let mut topics = vec![Topic::Session(session_id)];
+    if let Some(s) = &state {
+        topics.push(Topic::UserSessions(s.user_id));
+    }
+    let deps = reads.stamp(topics);
+    if reads.usable() && reads.unchanged_since(&deps, since) {
+        cache.keep(
+            session_id,
+            Cached {
+                state,
+                deps,
+                read_at,
+            },
+        );
+    }
+    Ok(state)
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
+use super::changes;
 use crate::{
     cache::ReadCache,
     error::{AppError, AppResult, Reason},
@@ -97,8 +98,10 @@ pub struct Store {
     units: TaskTracker,
     /// One per pooled connection: a unit holds one from start to finish.
     slots: Arc<Semaphore>,
-    /// Answers cached from this database; every committed write invalidates them.
+    /// Parts read from this database; a committed write invalidates what it names.
     cache: Arc<ReadCache>,
+    /// Behind a transaction-mode pooler: no statement outside a transaction.
+    pooled: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -108,12 +111,21 @@ enum Mode {
 }
 
 impl Store {
-    pub fn new(connection: DatabaseConnection, max_connections: u32, cache: ReadCache) -> Self {
+    /// `pooled`: the database is reached through a pooler in transaction mode (PgBouncer),
+    /// where a statement outside a transaction may run on one server connection and its
+    /// prepared form on another: every statement then runs inside a transaction.
+    pub fn new(
+        connection: DatabaseConnection,
+        max_connections: u32,
+        cache: ReadCache,
+        pooled: bool,
+    ) -> Self {
         Self {
             connection,
             units: TaskTracker::new(),
             slots: Arc::new(Semaphore::new(max_connections.max(1) as usize)),
             cache: Arc::new(cache),
+            pooled,
         }
     }
 
@@ -136,10 +148,11 @@ impl Store {
     pub async fn query<T, F>(&self, unit: F) -> AppResult<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c DatabaseConnection) -> Unit<'c, T> + Send + 'static,
+        F: for<'c> FnOnce(&'c Conn<'c>) -> Unit<'c, T> + Send + 'static,
     {
-        let connection = self.connection.clone();
-        self.detached(async move { unit(&connection).await }).await
+        let (connection, pooled) = (self.connection.clone(), self.pooled);
+        self.detached(async move { statements(&connection, pooled, unit).await })
+            .await
     }
 
     /// Runs `work` on a task the lifecycle tracks (shutdown waits for it before the pool
@@ -156,14 +169,15 @@ impl Store {
     /// are logged at debug as `what`.
     pub fn spawn_query<F>(&self, what: &'static str, unit: F)
     where
-        F: for<'c> FnOnce(&'c DatabaseConnection) -> Unit<'c, ()> + Send + 'static,
+        F: for<'c> FnOnce(&'c Conn<'c>) -> Unit<'c, ()> + Send + 'static,
     {
-        let (connection, slots) = (self.connection.clone(), self.slots.clone());
+        let (connection, slots, pooled) =
+            (self.connection.clone(), self.slots.clone(), self.pooled);
         self.units.spawn(async move {
             let Ok(_slot) = slots.acquire_owned().await else {
                 return;
             };
-            if let Err(e) = unit(&connection).await {
+            if let Err(e) = statements(&connection, pooled, unit).await {
                 tracing::debug!(error = %e, what, "background statement failed");
             }
         });
@@ -201,10 +215,13 @@ impl Store {
         let work = async move {
             let mut attempt = 1;
             loop {
-                let outcome =
-                    once(&connection, mode, cache.replica(), fence.as_deref(), &unit).await;
-                if matches!(mode, Mode::Write) && outcome.is_ok() {
-                    cache.advance();
+                let outcome = once(&connection, mode, fence.as_deref(), &unit).await;
+                if let Ok((_, committed)) = &outcome {
+                    // Before the answer leaves: the writer's next read sees its write.
+                    cache.changed(&committed.topics);
+                    if let Some(xid) = committed.xid {
+                        cache.committed_here(xid);
+                    }
                     if let Some(fence) = &fence {
                         fence.committed.store(true, Ordering::Release);
                     }
@@ -221,7 +238,7 @@ impl Store {
                         tokio::time::sleep(backoff(attempt)).await;
                         attempt += 1;
                     }
-                    outcome => return outcome,
+                    outcome => return outcome.map(|(value, _)| value),
                 }
             }
         };
@@ -261,13 +278,106 @@ impl Store {
     }
 }
 
+/// Runs autocommitted statements: on the pool as they are, or behind a transaction-mode
+/// pooler inside one transaction (there a statement's parse and its execution may
+/// otherwise reach different server connections).
+async fn statements<T, F>(connection: &DatabaseConnection, pooled: bool, unit: F) -> AppResult<T>
+where
+    F: for<'c> FnOnce(&'c Conn<'c>) -> Unit<'c, T>,
+{
+    use sea_orm::TransactionTrait;
+    if !pooled {
+        return unit(&Conn::Pool(connection)).await;
+    }
+    let txn = connection.begin().await?;
+    let outcome = unit(&Conn::Txn(&txn)).await;
+    match outcome {
+        Ok(value) => {
+            txn.commit().await?;
+            Ok(value)
+        }
+        Err(e) => {
+            let _ = txn.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+/// What `Store::query` units run their statements on: the pool itself, or (behind a
+/// transaction-mode pooler) a transaction of their own.
+pub enum Conn<'a> {
+    Pool(&'a DatabaseConnection),
+    Txn(&'a DatabaseTransaction),
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for Conn<'_> {
+    fn get_database_backend(&self) -> sea_orm::DbBackend {
+        match self {
+            Conn::Pool(db) => db.get_database_backend(),
+            Conn::Txn(txn) => txn.get_database_backend(),
+        }
+    }
+
+    async fn execute_raw(
+        &self,
+        stmt: sea_orm::Statement,
+    ) -> Result<sea_orm::ExecResult, sea_orm::DbErr> {
+        match self {
+            Conn::Pool(db) => db.execute_raw(stmt).await,
+            Conn::Txn(txn) => txn.execute_raw(stmt).await,
+        }
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<sea_orm::ExecResult, sea_orm::DbErr> {
+        match self {
+            Conn::Pool(db) => db.execute_unprepared(sql).await,
+            Conn::Txn(txn) => txn.execute_unprepared(sql).await,
+        }
+    }
+
+    async fn query_one_raw(
+        &self,
+        stmt: sea_orm::Statement,
+    ) -> Result<Option<sea_orm::QueryResult>, sea_orm::DbErr> {
+        match self {
+            Conn::Pool(db) => db.query_one_raw(stmt).await,
+            Conn::Txn(txn) => txn.query_one_raw(stmt).await,
+        }
+    }
+
+    async fn query_all_raw(
+        &self,
+        stmt: sea_orm::Statement,
+    ) -> Result<Vec<sea_orm::QueryResult>, sea_orm::DbErr> {
+        match self {
+            Conn::Pool(db) => db.query_all_raw(stmt).await,
+            Conn::Txn(txn) => txn.query_all_raw(stmt).await,
+        }
+    }
+
+    fn support_returning(&self) -> bool {
+        match self {
+            Conn::Pool(db) => db.support_returning(),
+            Conn::Txn(txn) => txn.support_returning(),
+        }
+    }
+}
+
+/// What a committed write changed: the topics it named, and on Postgres the transaction
+/// that appended them to the change log.
+#[derive(Default)]
+struct Committed {
+    topics: Vec<String>,
+    xid: Option<i64>,
+}
+
 async fn once<T, F>(
     connection: &DatabaseConnection,
     mode: Mode,
-    replica: &str,
     fence: Option<&Fence>,
     unit: &F,
-) -> AppResult<T>
+) -> AppResult<(T, Committed)>
 where
     F: for<'t> Fn(&'t DatabaseTransaction) -> Unit<'t, T>,
 {
@@ -275,27 +385,15 @@ where
         Mode::Snapshot => super::begin_snapshot(connection).await?,
         Mode::Write => super::begin_write(connection).await?,
     };
-    let outcome = match unit(&txn).await {
-        Ok(value) => match fence {
-            Some(fence) => match (fence.guard)(&txn).await {
-                Ok(true) => Ok(value),
-                Ok(false) => Err(AppError::Contention(Reason::IdempotencyKeyInUse)),
-                Err(e) => Err(e),
-            },
-            None => Ok(value),
-        },
+    let (outcome, topics) = changes::collecting(unit(&txn)).await;
+    let outcome = match outcome {
+        Ok(value) => finish_write(&txn, mode, fence, topics)
+            .await
+            .map(|committed| (value, committed)),
         Err(e) => Err(e),
     };
     match outcome {
         Ok(value) => {
-            if matches!(mode, Mode::Write)
-                && txn.get_database_backend() == sea_orm::DbBackend::Postgres
-            {
-                // Delivered to every replica's listener only if this commits; the payload
-                // names this replica, whose own listener ignores it (it advanced already).
-                txn.execute_unprepared(&format!("NOTIFY {}, '{replica}'", crate::cache::CHANNEL))
-                    .await?;
-            }
             txn.commit().await?;
             Ok(value)
         }
@@ -307,6 +405,30 @@ where
             Err(e)
         }
     }
+}
+
+/// The last statements of a write before its commit: its topics into the change log
+/// (Postgres; SQLite's one process needs no log), then the fence's guard.
+async fn finish_write(
+    txn: &DatabaseTransaction,
+    mode: Mode,
+    fence: Option<&Fence>,
+    topics: Vec<String>,
+) -> AppResult<Committed> {
+    if !matches!(mode, Mode::Write) {
+        return Ok(Committed::default());
+    }
+    let xid = if !topics.is_empty() && txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        Some(changes::append(txn, &topics).await?)
+    } else {
+        None
+    };
+    if let Some(fence) = fence
+        && !(fence.guard)(txn).await?
+    {
+        return Err(AppError::Contention(Reason::IdempotencyKeyInUse));
+    }
+    Ok(Committed { topics, xid })
 }
 
 /// 5, 10, 20 ms, plus up to as much again of jitter so racing retries spread out.

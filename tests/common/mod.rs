@@ -523,3 +523,139 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
         ))
     }
 }
+
+/// A TCP relay on loopback that can be stalled: while stalled it moves no bytes in either
+/// direction (a dead NAT or a paused network), on connections it already relays and on
+/// new ones. Returns the relay's address and its switch (`true`: stalled).
+pub async fn stallable_proxy(
+    target: SocketAddr,
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        stalled: Arc<AtomicBool>,
+    ) {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            while stalled.load(Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if to.write_all(&buffer[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind relay");
+    let addr = listener.local_addr().expect("relay addr");
+    let stalled = Arc::new(AtomicBool::new(false));
+    let switch = stalled.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(upstream) = tokio::net::TcpStream::connect(target).await else {
+                continue;
+            };
+            let (client_read, client_write) = client.into_split();
+            let (upstream_read, upstream_write) = upstream.into_split();
+            tokio::spawn(pump(client_read, upstream_write, stalled.clone()));
+            tokio::spawn(pump(upstream_read, client_write, stalled.clone()));
+        }
+    });
+    (addr, switch)
+}
+
+/// PgBouncer (Debian's package) in transaction pooling on a loopback port, in front of
+/// the test Postgres server, run as the `postgres` user (it refuses root); stopped when
+/// dropped. `None` when the binary is missing (`.ci/run` installs it).
+pub struct PgBouncer {
+    pub port: u16,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl PgBouncer {
+    pub fn start(postgres: SocketAddr) -> Option<PgBouncer> {
+        let binary = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let dir = std::env::temp_dir().join(format!("conduit-pgbouncer-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).ok()?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).ok()?;
+        let ini = format!(
+            "[databases]\n* = host={} port={}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
+             unix_socket_dir =\nauth_type = trust\nauth_file = {dir}/users.txt\npool_mode = transaction\n\
+             server_reset_query = DISCARD ALL\nserver_reset_query_always = 1\n\
+             ignore_startup_parameters = extra_float_digits\nmax_client_conn = 500\n\
+             default_pool_size = 20\nlogfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n",
+            postgres.ip(),
+            postgres.port(),
+            dir = dir.display()
+        );
+        std::fs::write(dir.join("pgbouncer.ini"), ini).ok()?;
+        std::fs::write(dir.join("users.txt"), "\"postgres\" \"\"\n").ok()?;
+        for file in ["pgbouncer.ini", "users.txt"] {
+            std::fs::set_permissions(dir.join(file), std::fs::Permissions::from_mode(0o644))
+                .ok()?;
+        }
+        let child = Command::new("runuser")
+            .args(["-u", "postgres", "--", binary])
+            .arg(dir.join("pgbouncer.ini"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        // A guard against a pooler that never comes up, not a timing expectation.
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(PgBouncer { port, child, dir });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        // Runs as postgres under runuser: signal the pooler itself through its pid file.
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("pgbouncer.pid")) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl TestDb {
+    /// The same database's URL through `relay` or a pooler on `port` (Postgres only).
+    pub fn url_via_port(&self, port: u16) -> Option<String> {
+        let authority = self.postgres_authority()?;
+        let host = authority.split(':').next()?;
+        let url = self.url.replacen(authority, &format!("{host}:{port}"), 1);
+        Some(if url.contains('?') {
+            format!("{url}&sslmode=disable")
+        } else {
+            format!("{url}?sslmode=disable")
+        })
+    }
+
+    /// The database's name on its Postgres server (Postgres only).
+    pub fn postgres_name(&self) -> Option<&str> {
+        self.admin.as_ref().map(|(_, name)| name.as_str())
+    }
+}

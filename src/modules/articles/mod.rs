@@ -1,6 +1,7 @@
 //! Articles: listing (global, filtered, feed), authoring, favorites.
 
 mod grpc;
+mod reads;
 /// Public for the benchmark harness, which runs its statements against the database
 /// alone; modules use the service.
 pub mod repo;

@@ -10,8 +10,9 @@
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Set, Statement,
+    TryInsertResult,
     prelude::DateTimeUtc,
-    sea_query::{Expr, ExprTrait, LockType, SelectStatement, SubQueryStatement},
+    sea_query::{Expr, ExprTrait, LockType, SubQueryStatement},
 };
 
 use crate::entities::{
@@ -24,6 +25,7 @@ use crate::entities::{
     users::{self, Entity as Users},
 };
 use crate::pagination::Cursor;
+use crate::{cache::Topic, db::changed};
 
 pub type ArticleRow = (articles::Model, users::Model);
 
@@ -33,38 +35,30 @@ pub enum Scope<'a> {
     Slug(&'a str),
     /// The article with this id.
     Id(i64),
-    /// Everything, narrowed by whichever filters are set.
+    /// These articles (in no order the caller relies on).
+    Ids(&'a [i64]),
+    /// Everything, narrowed by whichever filters are set (users by id).
     Filtered {
         tag: Option<&'a str>,
-        author: Option<&'a str>,
-        favorited_by: Option<&'a str>,
+        author: Option<i64>,
+        favorited_by: Option<i64>,
     },
-    /// Articles by the users this user follows.
-    FeedOf(i64),
+    /// Articles by these authors (a feed).
+    AuthorsIn(&'a [i64]),
 }
 
-impl Scope<'_> {
-    /// Names the list for the totals cache: equal keys, equal lists.
-    pub fn key(&self) -> String {
-        match self {
-            Scope::Slug(slug) => format!("slug\u{0}{slug}"),
-            Scope::Id(id) => format!("id\u{0}{id}"),
-            Scope::Filtered {
-                tag,
-                author,
-                favorited_by,
-            } => format!("articles\u{0}{tag:?}\u{0}{author:?}\u{0}{favorited_by:?}"),
-            Scope::FeedOf(reader) => format!("feed\u{0}{reader}"),
-        }
-    }
-}
-
-fn user_ids_named(username: &str) -> SelectStatement {
+/// The id of the user a username names, in any case.
+pub async fn user_id_named(
+    db: &impl ConnectionTrait,
+    username: &str,
+) -> Result<Option<i64>, DbErr> {
     Users::find()
         .select_only()
         .column(users::Column::Id)
         .filter(users::same_name(users::Column::Username, username))
-        .into_query()
+        .into_tuple()
+        .one(db)
+        .await
 }
 
 fn scoped(scope: &Scope<'_>) -> Select<Articles> {
@@ -72,6 +66,7 @@ fn scoped(scope: &Scope<'_>) -> Select<Articles> {
     match scope {
         Scope::Slug(slug) => query = query.filter(articles::Column::Slug.eq(*slug)),
         Scope::Id(id) => query = query.filter(articles::Column::Id.eq(*id)),
+        Scope::Ids(ids) => query = query.filter(articles::Column::Id.is_in(ids.iter().copied())),
         Scope::Filtered {
             tag,
             author,
@@ -91,25 +86,19 @@ fn scoped(scope: &Scope<'_>) -> Select<Articles> {
                 query = query.filter(articles::Column::Id.in_subquery(tagged));
             }
             if let Some(author) = author {
-                query =
-                    query.filter(articles::Column::AuthorId.in_subquery(user_ids_named(author)));
+                query = query.filter(articles::Column::AuthorId.eq(*author));
             }
-            if let Some(username) = favorited_by {
+            if let Some(user) = favorited_by {
                 let favorited = Favorites::find()
                     .select_only()
                     .column(favorites::Column::ArticleId)
-                    .filter(favorites::Column::UserId.in_subquery(user_ids_named(username)))
+                    .filter(favorites::Column::UserId.eq(*user))
                     .into_query();
                 query = query.filter(articles::Column::Id.in_subquery(favorited));
             }
         }
-        Scope::FeedOf(follower) => {
-            let followed = Follows::find()
-                .select_only()
-                .column(follows::Column::FolloweeId)
-                .filter(follows::Column::FollowerId.eq(*follower))
-                .into_query();
-            query = query.filter(articles::Column::AuthorId.in_subquery(followed));
+        Scope::AuthorsIn(authors) => {
+            query = query.filter(articles::Column::AuthorId.is_in(authors.iter().copied()));
         }
     }
     query
@@ -129,12 +118,15 @@ pub enum Window {
     Keyset { limit: u64, after: Option<Cursor> },
     /// The one article a slug or id names, with its body.
     One,
+    /// Every article the scope names, without bodies (`Scope::Ids`).
+    All,
 }
 
 /// An article as shown, with everything a view needs, read in one statement.
 #[derive(Debug, FromQueryResult)]
 pub struct Shown {
     pub id: i64,
+    pub author_id: i64,
     pub slug: String,
     pub title: String,
     pub description: String,
@@ -261,6 +253,10 @@ pub fn shown_statement(
             };
             (Expr::cust("CAST(NULL AS TEXT)"), total)
         }
+        Window::All => (
+            Expr::cust("CAST(NULL AS TEXT)"),
+            Expr::cust("CAST(NULL AS BIGINT)"),
+        ),
         Window::Keyset { limit, after } => {
             if let Some(after) = after {
                 page =
@@ -280,6 +276,7 @@ pub fn shown_statement(
     let shown = Query::select()
         .columns([
             (Articles, articles::Column::Id),
+            (Articles, articles::Column::AuthorId),
             (Articles, articles::Column::Slug),
             (Articles, articles::Column::Title),
             (Articles, articles::Column::Description),
@@ -383,7 +380,7 @@ pub struct NewRow {
 
 pub async fn insert(db: &impl ConnectionTrait, row: NewRow) -> Result<articles::Model, DbErr> {
     let now = chrono::Utc::now();
-    articles::ActiveModel {
+    let article = articles::ActiveModel {
         slug: Set(row.slug),
         title: Set(row.title),
         description: Set(row.description),
@@ -394,7 +391,16 @@ pub async fn insert(db: &impl ConnectionTrait, row: NewRow) -> Result<articles::
         ..Default::default()
     }
     .insert(db)
-    .await
+    .await?;
+    for topic in [
+        Topic::Article(article.id),
+        Topic::Slug(&article.slug),
+        Topic::ListAll,
+        Topic::ListAuthor(article.author_id),
+    ] {
+        changed(topic);
+    }
+    Ok(article)
 }
 
 /// Saves changes to a locked row. `updatedAt` never goes backwards, even when this
@@ -405,15 +411,54 @@ pub async fn save(
     mut row: articles::ActiveModel,
 ) -> Result<articles::Model, DbErr> {
     row.updated_at = Set(Ord::max(chrono::Utc::now(), previous.updated_at));
-    row.update(db).await
+    let saved = row.update(db).await?;
+    changed(Topic::Article(saved.id));
+    if saved.slug != previous.slug {
+        changed(Topic::Slug(&previous.slug));
+        changed(Topic::Slug(&saved.slug));
+    }
+    Ok(saved)
 }
 
-/// Replaces an article's tags, creating tag rows that do not exist yet.
+/// The names of an article's tags.
+async fn tag_names(db: &impl ConnectionTrait, article_id: i64) -> Result<Vec<String>, DbErr> {
+    let tag_ids = ArticleTags::find()
+        .select_only()
+        .column(article_tags::Column::TagId)
+        .filter(article_tags::Column::ArticleId.eq(article_id))
+        .into_query();
+    Tags::find()
+        .select_only()
+        .column(tags::Column::Name)
+        .filter(tags::Column::Id.in_subquery(tag_ids))
+        .into_tuple()
+        .all(db)
+        .await
+}
+
+/// Replaces an article's tags, creating tag rows that do not exist yet. `fresh`: the
+/// article was just created and has none yet.
 pub async fn set_tags(
     db: &impl ConnectionTrait,
     article_id: i64,
     names: &[String],
+    fresh: bool,
 ) -> Result<(), DbErr> {
+    let previous = if fresh {
+        Vec::new()
+    } else {
+        tag_names(db, article_id).await?
+    };
+    if !fresh && previous.len() == names.len() && previous.iter().all(|t| names.contains(t)) {
+        return Ok(());
+    }
+    for tag in previous.iter().chain(names) {
+        changed(Topic::ListTag(tag));
+    }
+    if !names.is_empty() || !previous.is_empty() {
+        changed(Topic::Tags);
+        changed(Topic::Article(article_id));
+    }
     ArticleTags::delete_many()
         .filter(article_tags::Column::ArticleId.eq(article_id))
         .exec(db)
@@ -447,7 +492,22 @@ pub async fn set_tags(
 /// Removes the article with everything that hangs off it. Explicit rather than left to
 /// ON DELETE CASCADE, so it holds even where foreign keys are not enforced. False when
 /// the article was already gone.
-pub async fn delete(db: &impl ConnectionTrait, article_id: i64) -> Result<bool, DbErr> {
+pub async fn delete(db: &impl ConnectionTrait, article: &articles::Model) -> Result<bool, DbErr> {
+    let article_id = article.id;
+    for tag in tag_names(db, article_id).await? {
+        changed(Topic::ListTag(&tag));
+    }
+    for topic in [
+        Topic::Article(article_id),
+        Topic::Slug(&article.slug),
+        Topic::ListAll,
+        Topic::ListAuthor(article.author_id),
+        Topic::ArticleFavorites(article_id),
+        Topic::ArticleGone,
+        Topic::Tags,
+    ] {
+        changed(topic);
+    }
     Comments::delete_many()
         .filter(comments::Column::ArticleId.eq(article_id))
         .exec(db)
@@ -464,9 +524,30 @@ pub async fn delete(db: &impl ConnectionTrait, article_id: i64) -> Result<bool, 
     Ok(deleted.rows_affected == 1)
 }
 
+/// Serialises one user's favourite and unfavourite of one article (Postgres; SQLite's
+/// writers take turns already), so each answer — read after the change, in the same
+/// transaction — shows the state that request produced, not a twin's that committed in
+/// between. Other users' favourites of the article do not wait.
+pub async fn lock_favorite(
+    db: &impl ConnectionTrait,
+    user: i64,
+    article: i64,
+) -> Result<(), DbErr> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        let key = (user << 32) ^ article;
+        db.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock($1)",
+            [key.into()],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
 /// Idempotent.
 pub async fn favorite(db: &impl ConnectionTrait, user: i64, article: i64) -> Result<(), DbErr> {
-    Favorites::insert(favorites::ActiveModel {
+    let inserted = Favorites::insert(favorites::ActiveModel {
         user_id: Set(user),
         article_id: Set(article),
         created_at: Set(chrono::Utc::now()),
@@ -474,14 +555,27 @@ pub async fn favorite(db: &impl ConnectionTrait, user: i64, article: i64) -> Res
     .on_conflict_do_nothing()
     .exec_without_returning(db)
     .await?;
+    if matches!(inserted, TryInsertResult::Inserted(n) if n > 0) {
+        favorites_changed(user, article);
+    }
     Ok(())
 }
 
 pub async fn unfavorite(db: &impl ConnectionTrait, user: i64, article: i64) -> Result<(), DbErr> {
-    Favorites::delete_many()
+    let deleted = Favorites::delete_many()
         .filter(favorites::Column::UserId.eq(user))
         .filter(favorites::Column::ArticleId.eq(article))
         .exec(db)
         .await?;
+    if deleted.rows_affected > 0 {
+        favorites_changed(user, article);
+    }
     Ok(())
+}
+
+/// A favourite changes one count, one user's favourite set (and the lists filtered by
+/// it), and nothing else.
+fn favorites_changed(user: i64, article: i64) {
+    changed(Topic::ArticleFavorites(article));
+    changed(Topic::UserFavorites(user));
 }

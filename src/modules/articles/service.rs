@@ -6,15 +6,17 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, IntoActiveModel, Set, SqlErr};
 
 pub use super::repo::Hold;
-use super::repo::{self, ArticleRow, Scope, Window};
+use super::{
+    reads::{self, Listed, Slice},
+    repo::{self, ArticleRow, Scope, Window},
+};
 use crate::{
     auth::Principal,
-    cache::ReadCache,
     db::Store,
     entities::articles,
     error::{AppError, AppResult, Reason},
     modules::{profiles::service::ProfileView, users::repo::caller_or},
-    pagination::{Cursor, Keyset, Page, PageQuery, PageScope, PageTokens},
+    pagination::{Page, PageQuery, PageScope, PageTokens},
     state::AppState,
     validation::{Violations, lookup_name, normalize_name},
 };
@@ -131,12 +133,16 @@ impl ArticleService {
             .with(filter.author.as_deref())
             .with(filter.favorited.as_deref());
         let keyset = self.pages.open(&scope, &query)?;
-        let (items, last) = self
-            .keyset_read(Listed::Filtered(filter), viewer, keyset)
-            .await?;
+        let page = reads::page(
+            &self.store,
+            Listed::Filtered(filter),
+            viewer,
+            Slice::Keyset(keyset),
+        )
+        .await?;
         Ok(Page {
-            items,
-            next_page_token: self.pages.next(&scope, last),
+            items: page.articles,
+            next_page_token: self.pages.next(&scope, page.next),
         })
     }
 
@@ -148,12 +154,16 @@ impl ArticleService {
     ) -> AppResult<Page<ArticleView>> {
         let scope = PageScope::new("feed").with(Some(&viewer.user_id.to_string()));
         let keyset = self.pages.open(&scope, &query)?;
-        let (items, last) = self
-            .keyset_read(Listed::FeedOf(viewer.user_id), Some(viewer), keyset)
-            .await?;
+        let page = reads::page(
+            &self.store,
+            Listed::FeedOf(viewer.user_id),
+            Some(viewer),
+            Slice::Keyset(keyset),
+        )
+        .await?;
         Ok(Page {
-            items,
-            next_page_token: self.pages.next(&scope, last),
+            items: page.articles,
+            next_page_token: self.pages.next(&scope, page.next),
         })
     }
 
@@ -165,85 +175,37 @@ impl ArticleService {
     ) -> AppResult<ArticlePage> {
         let (limit, offset) = page.validate()?;
         let filter = filter.normalized()?;
-        self.offset_read(Listed::Filtered(filter), viewer, limit, offset)
-            .await
+        let page = reads::page(
+            &self.store,
+            Listed::Filtered(filter),
+            viewer,
+            Slice::Offset { limit, offset },
+        )
+        .await?;
+        Ok(ArticlePage {
+            articles: page.articles,
+            total: page.total,
+        })
     }
 
     pub async fn feed(&self, viewer: Principal, page: PageRequest) -> AppResult<ArticlePage> {
         let (limit, offset) = page.validate()?;
-        self.offset_read(Listed::FeedOf(viewer.user_id), Some(viewer), limit, offset)
-            .await
-    }
-
-    /// A REST page of `listed` as `viewer` sees it, from the read cache or one statement.
-    async fn offset_read(
-        &self,
-        listed: Listed,
-        viewer: Option<Principal>,
-        limit: u64,
-        offset: u64,
-    ) -> AppResult<ArticlePage> {
-        let key = read_key(&listed.scope(), viewer, &(limit, offset));
-        let cache = self.store.cache().clone();
-        let store = self.store.clone();
-        self.cached(key, async move {
-            store
-                .query(move |db| {
-                    Box::pin(async move {
-                        offset_page(db, &cache, viewer, &listed.scope(), limit, offset).await
-                    })
-                })
-                .await
+        let page = reads::page(
+            &self.store,
+            Listed::FeedOf(viewer.user_id),
+            Some(viewer),
+            Slice::Offset { limit, offset },
+        )
+        .await?;
+        Ok(ArticlePage {
+            articles: page.articles,
+            total: page.total,
         })
-        .await
-    }
-
-    /// A keyset page of `listed` as `viewer` sees it, and where the next one starts.
-    async fn keyset_read(
-        &self,
-        listed: Listed,
-        viewer: Option<Principal>,
-        keyset: Keyset,
-    ) -> AppResult<(Vec<ArticleView>, Option<Cursor>)> {
-        let key = read_key(&listed.scope(), viewer, &keyset);
-        let store = self.store.clone();
-        self.cached(key, async move {
-            store
-                .query(move |db| {
-                    Box::pin(async move { keyset_page(db, viewer, &listed.scope(), keyset).await })
-                })
-                .await
-        })
-        .await
     }
 
     pub async fn get(&self, viewer: Option<Principal>, slug: &str) -> AppResult<ArticleView> {
         let slug = lookup_slug(slug)?;
-        let key = read_key(&Scope::Slug(&slug), viewer, &());
-        let store = self.store.clone();
-        self.cached(key, async move {
-            store
-                .query(move |db| {
-                    Box::pin(async move { one(db, viewer, &Scope::Slug(&slug)).await })
-                })
-                .await
-        })
-        .await
-    }
-
-    /// A read answered from the read cache when this generation has it: what the viewer
-    /// sees depends only on the data, so any committed write (here or, on Postgres, on
-    /// another replica) starts a new generation and the next read goes to the database.
-    async fn cached<T>(&self, key: String, load: impl Future<Output = AppResult<T>>) -> AppResult<T>
-    where
-        T: Weigh + Clone + Send + Sync + 'static,
-    {
-        let answer = self
-            .store
-            .cache()
-            .answer("articles", key, T::weigh, load)
-            .await?;
-        Ok(T::clone(&answer))
+        reads::one(&self.store, &slug, viewer).await
     }
 
     pub async fn create(&self, author: Principal, input: NewArticle) -> AppResult<ArticleView> {
@@ -277,7 +239,7 @@ impl ArticleService {
                             return Err(caller_or(txn, author.user_id, e, slug_taken).await);
                         }
                     };
-                    repo::set_tags(txn, article.id, &input.tag_list).await?;
+                    repo::set_tags(txn, article.id, &input.tag_list, true).await?;
                     reload_in(txn, author, article.id).await
                 })
             })
@@ -330,7 +292,7 @@ impl ArticleService {
                     }
                     let saved = repo::save(txn, &article, row).await.map_err(slug_taken)?;
                     if let Some(tags) = &changes.tag_list {
-                        repo::set_tags(txn, saved.id, tags).await?;
+                        repo::set_tags(txn, saved.id, tags, false).await?;
                     }
                     reload_in(txn, author, saved.id).await
                 })
@@ -347,7 +309,7 @@ impl ArticleService {
                 Box::pin(async move {
                     let article = held(txn, &slug, Hold::Exclusive).await?;
                     owned(&article, author)?;
-                    if !repo::delete(txn, article.id).await? {
+                    if !repo::delete(txn, &article).await? {
                         return Err(AppError::NotFound(Reason::ArticleNotFound));
                     }
                     Ok(())
@@ -378,6 +340,7 @@ impl ArticleService {
                 let slug = slug.clone();
                 Box::pin(async move {
                     let article = held(txn, &slug, Hold::Shared).await?;
+                    repo::lock_favorite(txn, viewer.user_id, article.id).await?;
                     if favorite {
                         if let Err(e) = repo::favorite(txn, viewer.user_id, article.id).await {
                             return Err(caller_or(txn, viewer.user_id, e, article_gone).await);
@@ -392,31 +355,7 @@ impl ArticleService {
     }
 }
 
-/// Which list a page comes from, owned so a read can carry it into its unit of work.
-enum Listed {
-    Filtered(ArticleFilter),
-    FeedOf(i64),
-}
-
-impl Listed {
-    fn scope(&self) -> Scope<'_> {
-        match self {
-            Listed::Filtered(filter) => filter.scope(),
-            Listed::FeedOf(reader) => Scope::FeedOf(*reader),
-        }
-    }
-}
-
 impl ArticleFilter {
-    /// The articles this filter lists, for the repository.
-    fn scope(&self) -> Scope<'_> {
-        Scope::Filtered {
-            tag: self.tag.as_deref(),
-            author: self.author.as_deref(),
-            favorited_by: self.favorited.as_deref(),
-        }
-    }
-
     /// Filters obey the rules names were stored under: a tag filter is trimmed and
     /// normalised exactly as tags are when articles are written.
     fn normalized(self) -> AppResult<Self> {
@@ -434,161 +373,18 @@ impl ArticleFilter {
     }
 }
 
-/// Names a read for the read cache: the articles, the window and who is looking (the
-/// viewer's flags are part of the answer).
-fn read_key(scope: &Scope<'_>, viewer: Option<Principal>, window: &impl std::fmt::Debug) -> String {
-    format!("{}\u{0}{window:?}\u{0}{:?}", scope.key(), viewer_id(viewer))
-}
-
-/// Estimated bytes an answer holds, for the read cache's memory bound.
-trait Weigh {
-    fn weigh(&self) -> usize;
-}
-
-impl Weigh for ArticleView {
-    fn weigh(&self) -> usize {
-        let text = [
-            &self.slug,
-            &self.title,
-            &self.description,
-            &self.author.username,
-        ]
-        .iter()
-        .map(|s| s.len())
-        .sum::<usize>();
-        let optional = [&self.body, &self.author.bio, &self.author.image]
-            .iter()
-            .map(|s| s.as_ref().map_or(0, String::len))
-            .sum::<usize>();
-        let tags = self.tag_list.iter().map(|t| t.len() + 24).sum::<usize>();
-        std::mem::size_of::<Self>() + text + optional + tags
-    }
-}
-
-impl Weigh for Vec<ArticleView> {
-    fn weigh(&self) -> usize {
-        self.iter().map(Weigh::weigh).sum()
-    }
-}
-
-impl Weigh for ArticlePage {
-    fn weigh(&self) -> usize {
-        self.articles.weigh() + 8
-    }
-}
-
-impl Weigh for (Vec<ArticleView>, Option<Cursor>) {
-    fn weigh(&self) -> usize {
-        self.0.weigh() + std::mem::size_of::<Option<Cursor>>()
-    }
-}
-
-/// A REST page and the total, in one statement. The total comes from the read cache
-/// when this list's is there (counting every match is what grows with the data);
-/// otherwise the statement counts too, and a page past the end, which has no row to carry
-/// the count, takes a second statement.
-async fn offset_page(
-    db: &impl ConnectionTrait,
-    cache: &ReadCache,
-    viewer: Option<Principal>,
-    scope: &Scope<'_>,
-    limit: u64,
-    offset: u64,
-) -> AppResult<ArticlePage> {
-    let key = scope.key();
-    let generation = cache.generation();
-    let cached = cache.total(&key);
-    let window = Window::Offset {
-        limit,
-        offset,
-        with_total: cached.is_none(),
-    };
-    let rows = repo::shown(db, scope, window, viewer_id(viewer)).await?;
-    let total = match (cached, rows.first()) {
-        (Some(total), _) => total,
-        (None, Some(row)) => row.total.unwrap_or_default().max(0) as u64,
-        (None, None) if offset > 0 => repo::count(db, scope).await?,
-        (None, None) => 0,
-    };
-    if cached.is_none() {
-        cache.keep_total(generation, key, total);
-    }
-    Ok(ArticlePage {
-        articles: rows.into_iter().map(view).collect(),
-        total,
-    })
-}
-
-/// One keyset page and where the next one starts, in one statement.
-async fn keyset_page(
-    db: &impl ConnectionTrait,
-    viewer: Option<Principal>,
-    scope: &Scope<'_>,
-    keyset: Keyset,
-) -> AppResult<(Vec<ArticleView>, Option<Cursor>)> {
-    let window = Window::Keyset {
-        limit: keyset.fetch(),
-        after: keyset.after,
-    };
-    let mut rows = repo::shown(db, scope, window, viewer_id(viewer)).await?;
-    let next = keyset.cut(&mut rows, |row| Cursor {
-        created_at: row.created_at,
-        id: row.id,
-    });
-    Ok((rows.into_iter().map(view).collect(), next))
-}
-
-/// The one article `scope` names, with its body, as `viewer` sees it.
-async fn one(
-    db: &impl ConnectionTrait,
-    viewer: Option<Principal>,
-    scope: &Scope<'_>,
-) -> AppResult<ArticleView> {
-    repo::shown(db, scope, Window::One, viewer_id(viewer))
-        .await?
-        .pop()
-        .map(view)
-        .ok_or(AppError::NotFound(Reason::ArticleNotFound))
-}
-
-/// The article a write just changed, read in the write's transaction.
+/// The article a write just changed, read in the write's transaction: the answer shows
+/// the state this write produced.
 async fn reload_in(
     db: &impl ConnectionTrait,
     viewer: Principal,
     id: i64,
 ) -> AppResult<ArticleView> {
-    one(db, Some(viewer), &Scope::Id(id)).await
-}
-
-fn viewer_id(viewer: Option<Principal>) -> Option<i64> {
-    viewer.map(|p| p.user_id)
-}
-
-fn view(row: repo::Shown) -> ArticleView {
-    // Aggregated without an order (the backends differ in how to ask); sorted here.
-    let mut tag_list: Vec<String> = row
-        .tags
-        .as_deref()
-        .and_then(|json| serde_json::from_str(json).ok())
-        .unwrap_or_default();
-    tag_list.sort_unstable();
-    ArticleView {
-        slug: row.slug,
-        title: row.title,
-        description: row.description,
-        body: row.body,
-        tag_list,
-        created_at: row.created_at,
-        updated_at: row.updated_at,
-        favorited: row.favorited,
-        favorites_count: row.favorites_count,
-        author: ProfileView {
-            username: row.username,
-            bio: row.bio,
-            image: row.image,
-            following: row.following,
-        },
-    }
+    repo::shown(db, &Scope::Id(id), Window::One, Some(viewer.user_id))
+        .await?
+        .pop()
+        .map(reads::view_of)
+        .ok_or(AppError::NotFound(Reason::ArticleNotFound))
 }
 
 /// Runs a write that picks a slug until it does not lose that slug to a concurrent writer

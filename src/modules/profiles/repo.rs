@@ -4,9 +4,13 @@ use std::collections::HashSet;
 
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect, Set};
 
-use crate::entities::{
-    follows::{self, Entity as Follows},
-    users::{self, Entity as Users},
+use crate::{
+    cache::Topic,
+    db::changed,
+    entities::{
+        follows::{self, Entity as Follows},
+        users::{self, Entity as Users},
+    },
 };
 
 /// Usernames are unique regardless of case, and found in any case.
@@ -42,7 +46,7 @@ pub async fn followed_among(
 
 /// Idempotent: following twice is following.
 pub async fn follow(db: &impl ConnectionTrait, follower: i64, followee: i64) -> Result<(), DbErr> {
-    Follows::insert(follows::ActiveModel {
+    let inserted = Follows::insert(follows::ActiveModel {
         follower_id: Set(follower),
         followee_id: Set(followee),
         created_at: Set(chrono::Utc::now()),
@@ -50,6 +54,9 @@ pub async fn follow(db: &impl ConnectionTrait, follower: i64, followee: i64) -> 
     .on_conflict_do_nothing()
     .exec_without_returning(db)
     .await?;
+    if matches!(inserted, sea_orm::TryInsertResult::Inserted(n) if n > 0) {
+        changed(Topic::UserFollows(follower));
+    }
     Ok(())
 }
 
@@ -58,11 +65,14 @@ pub async fn unfollow(
     follower: i64,
     followee: i64,
 ) -> Result<(), DbErr> {
-    Follows::delete_many()
+    let deleted = Follows::delete_many()
         .filter(follows::Column::FollowerId.eq(follower))
         .filter(follows::Column::FolloweeId.eq(followee))
         .exec(db)
         .await?;
+    if deleted.rows_affected > 0 {
+        changed(Topic::UserFollows(follower));
+    }
     Ok(())
 }
 

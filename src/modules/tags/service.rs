@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::repo;
-use crate::{db::Store, error::AppResult, state::AppState};
+use crate::{cache::Topic, db::Store, error::AppResult, state::AppState};
 
 #[derive(Clone)]
 pub struct TagService {
@@ -17,16 +17,21 @@ impl TagService {
         }
     }
 
-    /// From the cache; one statement (no transaction) when a write invalidated it.
+    /// From the cache; one statement (no transaction) when a write changed the tags in
+    /// use (an article created, deleted, or retagged).
     pub async fn list(&self) -> AppResult<Arc<Vec<String>>> {
         let store = self.store.clone();
-        self.store
+        let weigh = |tags: &Vec<String>| tags.iter().map(|t| t.len() + 24).sum::<usize>();
+        let found = self
+            .store
             .cache()
-            .tags(async move {
-                store
+            .load("tags", 0, weigh, move || async move {
+                let tags = store
                     .query(|db| Box::pin(async move { Ok(repo::in_use(db).await?) }))
-                    .await
+                    .await?;
+                Ok((tags, store.cache().stamp([Topic::Tags])))
             })
-            .await
+            .await?;
+        Ok(found.value)
     }
 }

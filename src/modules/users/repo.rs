@@ -8,6 +8,8 @@ use sea_orm::{
 use conduit_migrations::skeleton::username_skeleton;
 
 use crate::{
+    cache::Topic,
+    db::changed,
     entities::users::{ActiveModel, Column, Entity as Users, Model, same_name},
     error::{AppError, AppResult, Reason},
 };
@@ -96,7 +98,10 @@ pub async fn save(
     if let sea_orm::ActiveValue::Set(username) = &row.username {
         row.username_skeleton = Set(Some(username_skeleton(username)));
     }
-    row.update(db).await.map_err(unique_violation)
+    let saved = row.update(db).await.map_err(unique_violation)?;
+    // As authors are shown: any change may show.
+    changed(Topic::User(saved.id));
+    Ok(saved)
 }
 
 /// A concurrent writer can take a username or email between our check and our write; the
