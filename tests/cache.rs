@@ -199,3 +199,63 @@ async fn cached_reads_are_per_viewer_and_follow_writes() {
     assert_eq!(rest.get(&path, None).await.0, StatusCode::NOT_FOUND);
     assert_eq!(rest.get(&list, None).await.1["articlesCount"], 0);
 }
+
+#[tokio::test]
+async fn with_the_cache_off_every_read_is_answered_from_the_database() {
+    let server = TestServer::start_with(&[("CONDUIT__CACHE__MAX_BYTES", "0")]).await;
+    let rest = Rest::new(&server);
+    let author_name = unique("author");
+    let author = rest.register(&author_name).await;
+    let reader = rest.register(&unique("reader")).await;
+    let tag = unique("uncached");
+    publish(&rest, &author, &tag).await;
+    publish(&rest, &author, &tag).await;
+    let slug = article_slug(&rest, &tag).await;
+    let (status, _) = rest
+        .post(
+            &format!("/api/profiles/{author_name}/follow"),
+            Some(&reader),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = rest
+        .post(
+            &format!("/api/articles/{slug}/favorite"),
+            Some(&reader),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (_, feed) = rest.get("/api/articles/feed", Some(&reader)).await;
+    assert_eq!(feed["articlesCount"], 2, "{feed}");
+    assert_eq!(feed["articles"][0]["author"]["following"], true);
+    let (_, listed) = rest
+        .get(&format!("/api/articles?tag={tag}&offset=5"), None)
+        .await;
+    assert_eq!(
+        listed["articlesCount"], 2,
+        "a page past the end still counts"
+    );
+    let (_, favorited) = rest
+        .get(
+            &format!("/api/articles?favorited={}", "nobody-at-all"),
+            None,
+        )
+        .await;
+    assert_eq!(favorited["articlesCount"], 0);
+    let (_, one) = rest
+        .get(&format!("/api/articles/{slug}"), Some(&reader))
+        .await;
+    assert_eq!(one["article"]["favorited"], true, "{one}");
+    assert_eq!(one["article"]["favoritesCount"], 1);
+    assert!(tags(&rest).await.contains(&tag));
+    let metrics = server.http().get(server.url("/metrics")).send().await;
+    let metrics = metrics.expect("metrics").text().await.expect("text");
+    assert_eq!(
+        lookups(&metrics, "window", "hit") + lookups(&metrics, "article", "hit"),
+        0.0,
+        "nothing served from memory"
+    );
+}

@@ -124,6 +124,78 @@ async fn read(db: &impl ConnectionTrait, from: i64) -> Result<Batch, DbErr> {
     Ok(batch)
 }
 
+/// What a follower knows of the log.
+struct Follower {
+    cache: Arc<ReadCache>,
+    /// Below it every transaction has ended and its rows were applied; `None` until the
+    /// first read, which applies nothing (the cache starts empty, and is not trusted
+    /// before that read).
+    frontier: Option<i64>,
+    /// Rows at or above the frontier already applied (id → xid).
+    applied: HashMap<i64, i64>,
+    /// Whether the cache was trusted when last looked at; a replica that stopped
+    /// trusting it forgets everything before trusting it again.
+    trusted: bool,
+    stale_since: Option<Instant>,
+}
+
+impl Follower {
+    /// Applies a read of the log that began at `started`.
+    fn apply(&mut self, read: Result<AppResult<Batch>, tokio::task::JoinError>, started: Instant) {
+        let batch = match read {
+            Ok(Ok(batch)) => batch,
+            Ok(Err(e)) => return tracing::debug!(error = %e, "reading the change log failed"),
+            Err(e) => return tracing::debug!(error = %e, "change-log read task failed"),
+        };
+        let from = self.frontier.unwrap_or(i64::MAX);
+        for (id, xid, topic) in batch.rows {
+            if xid >= from && !self.applied.contains_key(&id) {
+                self.applied.insert(id, xid);
+                if !self.cache.is_own(xid) {
+                    self.cache.changed(std::slice::from_ref(&topic));
+                }
+            }
+        }
+        let next = self.frontier.map_or(batch.xmin, |f| f.max(batch.xmin));
+        self.frontier = Some(next);
+        self.applied.retain(|_, xid| *xid >= next);
+        self.cache.forget_own_below(next);
+        if !self.trusted {
+            // Whatever was loaded before this read may predate changes it will never
+            // apply (below the frontier, or pruned meanwhile).
+            self.cache.versions().flush();
+            self.trusted = true;
+        }
+        self.cache.freshness().caught_up(started);
+    }
+
+    /// Reports staleness, and logs an episode past the bound when it starts and ends.
+    fn judge(&mut self, max_staleness: Duration) {
+        let staleness = self.cache.freshness().staleness();
+        if self.frontier.is_some() {
+            metrics::gauge!(STALENESS).set(staleness.as_secs_f64());
+        }
+        match (staleness > max_staleness, self.stale_since) {
+            (true, None) if self.trusted => {
+                tracing::warn!(
+                    staleness_ms = staleness.as_millis() as u64,
+                    "change log not read within cache.max_staleness; serving reads from the database until caught up"
+                );
+                self.stale_since = Some(Instant::now());
+                self.trusted = false;
+            }
+            (false, Some(since)) => {
+                tracing::info!(
+                    episode_ms = since.elapsed().as_millis() as u64,
+                    "change log caught up; cache trusted again"
+                );
+                self.stale_since = None;
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Follows the log until `stop` (Postgres): applies other replicas' changes to `cache`,
 /// keeps its freshness, and reports staleness in `conduit_cache_staleness_seconds`.
 pub async fn follow(store: Store, poll_interval: Duration, stop: CancellationToken) {
@@ -132,85 +204,45 @@ pub async fn follow(store: Store, poll_interval: Duration, stop: CancellationTok
     let max_staleness = cache.freshness().max_staleness();
     let mut ticker = tokio::time::interval(poll_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Below it every transaction has ended and its rows were applied; `None` until the
-    // first read, which applies nothing (the cache starts empty, and is not trusted
-    // before that read).
-    let mut frontier: Option<i64> = None;
-    // Rows at or above the frontier already applied (id → xid).
-    let mut applied: HashMap<i64, i64> = HashMap::new();
-    let mut poll: Option<tokio::task::JoinHandle<AppResult<Batch>>> = None;
-    let mut started = Instant::now();
-    let mut trusted = false;
-    let mut stale_since: Option<Instant> = None;
+    let mut follower = Follower {
+        cache: cache.clone(),
+        frontier: None,
+        applied: HashMap::new(),
+        trusted: false,
+        stale_since: None,
+    };
+    // A read still under way (a slow or silent connection), and when it began: waited
+    // for, never doubled.
+    let mut pending: Option<(tokio::task::JoinHandle<AppResult<Batch>>, Instant)> = None;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = ticker.tick() => {}
             () = cache.woken() => {}
         }
-        // A read still running (a silent connection) is waited for, not doubled.
-        if poll.as_ref().is_none_or(|p| p.is_finished()) {
-            if let Some(done) = poll.take() {
-                match done.await {
-                    Ok(Ok(batch)) => {
-                        let caught_up = started;
-                        let from = frontier.unwrap_or(i64::MAX);
-                        for (id, xid, topic) in batch.rows {
-                            if xid >= from && !applied.contains_key(&id) {
-                                applied.insert(id, xid);
-                                if !cache.is_own(xid) {
-                                    cache.changed(std::slice::from_ref(&topic));
-                                }
-                            }
-                        }
-                        let next = frontier.map_or(batch.xmin, |f| f.max(batch.xmin));
-                        frontier = Some(next);
-                        applied.retain(|_, xid| *xid >= next);
-                        cache.forget_own_below(next);
-                        if !trusted {
-                            // Whatever was loaded before this read may predate changes
-                            // it will never apply (before the frontier, or pruned).
-                            cache.versions().flush();
-                            trusted = true;
-                        }
-                        cache.freshness().caught_up(caught_up);
-                    }
-                    Ok(Err(e)) => tracing::debug!(error = %e, "reading the change log failed"),
-                    Err(e) => tracing::debug!(error = %e, "change-log read task failed"),
-                }
+        if let Some((read, started)) = pending.take() {
+            if read.is_finished() {
+                follower.apply(read.await, started);
+            } else {
+                pending = Some((read, started));
+                follower.judge(max_staleness);
+                continue;
             }
-            started = Instant::now();
-            let from = frontier.unwrap_or(i64::MAX);
-            let reading = store.clone();
-            poll = Some(store.spawn_tracked(async move {
-                reading
-                    .query(move |db| Box::pin(async move { Ok(read(db, from).await?) }))
-                    .await
-            }));
         }
-        let staleness = cache.freshness().staleness();
-        if frontier.is_some() {
-            metrics::gauge!(STALENESS).set(staleness.as_secs_f64());
+        let started = Instant::now();
+        let from = follower.frontier.unwrap_or(i64::MAX);
+        let reading = store.clone();
+        let mut read = store.spawn_tracked(async move {
+            reading
+                .query(move |db| Box::pin(async move { Ok(read(db, from).await?) }))
+                .await
+        });
+        // Most reads take a millisecond: apply them now, not at the next tick.
+        match tokio::time::timeout(poll_interval, &mut read).await {
+            Ok(done) => follower.apply(done, started),
+            Err(_) => pending = Some((read, started)),
         }
-        match (staleness > max_staleness && trusted, stale_since) {
-            (true, None) => {
-                tracing::warn!(
-                    staleness_ms = staleness.as_millis() as u64,
-                    "change log not read within cache.max_staleness; serving reads from the database until caught up"
-                );
-                stale_since = Some(Instant::now());
-                // Caught up again, everything cached is forgotten first.
-                trusted = false;
-            }
-            (false, Some(since)) if trusted => {
-                tracing::info!(
-                    episode_ms = since.elapsed().as_millis() as u64,
-                    "change log caught up; cache trusted again"
-                );
-                stale_since = None;
-            }
-            _ => {}
-        }
+        follower.judge(max_staleness);
     }
 }
 

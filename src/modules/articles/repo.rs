@@ -43,8 +43,10 @@ pub enum Scope<'a> {
         author: Option<i64>,
         favorited_by: Option<i64>,
     },
-    /// Articles by these authors (a feed).
+    /// Articles by these authors (a feed, with its follows known).
     AuthorsIn(&'a [i64]),
+    /// Articles by the users this user follows (a feed, follows read in the statement).
+    FeedOf(i64),
 }
 
 /// The id of the user a username names, in any case.
@@ -99,6 +101,14 @@ fn scoped(scope: &Scope<'_>) -> Select<Articles> {
         }
         Scope::AuthorsIn(authors) => {
             query = query.filter(articles::Column::AuthorId.is_in(authors.iter().copied()));
+        }
+        Scope::FeedOf(follower) => {
+            let followed = Follows::find()
+                .select_only()
+                .column(follows::Column::FolloweeId)
+                .filter(follows::Column::FollowerId.eq(*follower))
+                .into_query();
+            query = query.filter(articles::Column::AuthorId.in_subquery(followed));
         }
     }
     query
