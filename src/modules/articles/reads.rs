@@ -22,7 +22,7 @@ use super::repo::{self, Scope, Shown, Window};
 use super::service::{ArticleFilter, ArticleView};
 use crate::{
     auth::Principal,
-    cache::{Found, ReadCache, Since, Topic},
+    cache::{Deps, Found, ReadCache, Since, Topic},
     db::Store,
     error::{AppError, AppResult, Reason},
     modules::profiles::service::ProfileView,
@@ -148,25 +148,33 @@ pub(super) async fn page(
     };
     let resolved = Arc::new(resolved);
     let cache = store.cache();
-    let (window, total) = match slice {
+    let (window, total, window_key) = match slice {
         Slice::Offset { limit, offset } => {
             let key = format!("{}\u{0}o{limit}\u{0}{offset}", resolved.key);
-            let window = load_window(store, &resolved, key, slice).await?;
+            let window = load_window(store, &resolved, key.clone(), slice).await?;
             let total = match cache.get::<u64>("total", resolved.key.clone()) {
                 Some(total) => *total.value,
                 None => count(store, &resolved).await?,
             };
-            (window, total)
+            (window, total, key)
         }
         Slice::Keyset(keyset) => {
             let key = format!(
                 "{}\u{0}k{}\u{0}{:?}",
                 resolved.key, keyset.size, keyset.after
             );
-            (load_window(store, &resolved, key, slice).await?, 0)
+            let window = load_window(store, &resolved, key.clone(), slice).await?;
+            (window, 0, key)
         }
     };
-    let articles = compose(store, &window.value.ids, viewer, false).await?;
+    let articles = compose(
+        store,
+        Some((window_key.clone(), &window)),
+        &window.value.ids,
+        viewer,
+        false,
+    )
+    .await?;
     Ok(Composed {
         articles,
         total,
@@ -227,7 +235,7 @@ pub(super) async fn one(
             id
         }
     };
-    compose(store, &[id], viewer, true)
+    compose(store, None, &[id], viewer, true)
         .await?
         .pop()
         .ok_or(AppError::NotFound(Reason::ArticleNotFound))
@@ -524,11 +532,15 @@ async fn viewer_sets(store: &Store, user: i64) -> AppResult<Found<ViewerSets>> {
 }
 
 /// Keeps the parts rows read at `since` carry: documents (and bodies), authors, counts.
-fn keep_parts(cache: &ReadCache, since: Since, rows: &[Shown]) {
+/// Returns, per row, what it was read from (the versions its parts were stamped with).
+fn keep_parts(cache: &ReadCache, since: Since, rows: &[Shown]) -> HashMap<i64, Deps> {
+    let mut read_from = HashMap::with_capacity(rows.len());
     for row in rows {
         let doc = doc_of(row);
         let weight = doc_weight(&doc);
         let deps = Arc::new(cache.stamp([Topic::Article(row.id)]));
+        let mut all = Deps::default();
+        all.extend(&deps);
         if let Some(body) = &row.body {
             cache.put(
                 "body",
@@ -547,6 +559,7 @@ fn keep_parts(cache: &ReadCache, since: Since, rows: &[Shown]) {
         };
         let weight = author_weight(&author);
         let deps = cache.stamp([Topic::User(row.author_id)]);
+        all.extend(&deps);
         cache.put(
             "author",
             row.author_id,
@@ -556,6 +569,7 @@ fn keep_parts(cache: &ReadCache, since: Since, rows: &[Shown]) {
             weight,
         );
         let deps = cache.stamp([Topic::ArticleFavorites(row.id)]);
+        all.extend(&deps);
         cache.put(
             "count",
             row.id,
@@ -564,7 +578,9 @@ fn keep_parts(cache: &ReadCache, since: Since, rows: &[Shown]) {
             since,
             16,
         );
+        read_from.insert(row.id, all);
     }
+    read_from
 }
 
 fn doc_of(row: &Shown) -> Doc {
@@ -609,37 +625,46 @@ struct Parts {
     body: Option<Arc<String>>,
 }
 
-/// The articles `ids` names, in that order, as `viewer` sees them: from kept parts, with
-/// one statement for the articles any part of which is missing. Ids of articles that no
-/// longer exist are left out.
-async fn compose(
-    store: &Store,
-    ids: &[i64],
-    viewer: Option<Principal>,
-    with_body: bool,
-) -> AppResult<Vec<ArticleView>> {
+/// Articles as anyone sees them (no viewer flags), with what each was read from: the
+/// outer part a page is kept as.
+struct Shared {
+    items: Vec<(i64, i64, ArticleView)>,
+}
+
+/// The articles `ids` names, in that order, as anyone sees them, and what they were read
+/// from: from kept parts, with one statement for the articles any part of which is
+/// missing. Ids of articles that no longer exist are left out.
+async fn compose_shared(store: &Store, ids: &[i64], with_body: bool) -> AppResult<(Shared, Deps)> {
     let cache = store.cache();
     let mut found: HashMap<i64, Parts> = HashMap::with_capacity(ids.len());
+    let mut deps = Deps::default();
     let mut missing = Vec::new();
     for &id in ids {
+        let mut read_from = Deps::default();
         let parts = (|| {
-            let doc = cache.get::<Doc>("article", id)?.value;
-            let author = cache.get::<Author>("author", doc.author_id)?.value;
-            let count = *cache.get::<i64>("count", id)?.value;
+            let doc = cache.get::<Doc>("article", id)?;
+            let author = cache.get::<Author>("author", doc.value.author_id)?;
+            let count = cache.get::<i64>("count", id)?;
             let body = if with_body {
-                Some(cache.get::<String>("body", id)?.value)
+                let body = cache.get::<String>("body", id)?;
+                read_from.extend(&body.deps);
+                Some(body.value)
             } else {
                 None
             };
+            read_from.extend(&doc.deps);
+            read_from.extend(&author.deps);
+            read_from.extend(&count.deps);
             Some(Parts {
-                doc,
-                author,
-                count,
+                doc: doc.value,
+                author: author.value,
+                count: *count.value,
                 body,
             })
         })();
         match parts {
             Some(parts) => {
+                deps.extend(&read_from);
                 found.insert(id, parts);
             }
             None => missing.push(id),
@@ -659,8 +684,11 @@ async fn compose(
                 })
             })
             .await?;
-        keep_parts(cache, since, &rows);
+        let read_from = keep_parts(cache, since, &rows);
         for row in rows {
+            if let Some(row_deps) = read_from.get(&row.id) {
+                deps.extend(row_deps);
+            }
             let body = row.body.clone().map(Arc::new);
             found.insert(
                 row.id,
@@ -677,24 +705,81 @@ async fn compose(
             );
         }
     }
+    let items = ids
+        .iter()
+        .filter_map(|id| {
+            let parts = found.remove(id)?;
+            let author_id = parts.doc.author_id;
+            Some((*id, author_id, view(parts, false, false)))
+        })
+        .collect();
+    Ok((Shared { items }, deps))
+}
+
+/// The articles `ids` names as `viewer` sees them. As anyone sees them they are kept as
+/// one part under `key` (a page), read from its window and its articles' parts, so a
+/// page costs one lookup and one check of what it depends on; concurrent misses compose
+/// it once. The viewer's flags are laid over from the viewer's sets.
+async fn compose(
+    store: &Store,
+    key: Option<(String, &Found<WindowIds>)>,
+    ids: &[i64],
+    viewer: Option<Principal>,
+    with_body: bool,
+) -> AppResult<Vec<ArticleView>> {
+    let cache = store.cache();
+    let shared = match key {
+        Some((key, window)) => {
+            let (store, ids, window_deps) = (store.clone(), ids.to_vec(), window.deps.clone());
+            cache
+                .load(
+                    "page",
+                    key,
+                    |page: &Shared| {
+                        page.items
+                            .iter()
+                            .map(|(_, _, v)| view_weight(v))
+                            .sum::<usize>()
+                    },
+                    move || async move {
+                        let (shared, mut deps) = compose_shared(&store, &ids, with_body).await?;
+                        deps.extend(&window_deps);
+                        Ok((shared, deps))
+                    },
+                )
+                .await?
+                .value
+        }
+        None => Arc::new(compose_shared(store, ids, with_body).await?.0),
+    };
     let sets = match viewer_id(viewer) {
         Some(user) => Some(viewer_sets(store, user).await?.value),
         None => None,
     };
-    Ok(ids
+    Ok(shared
+        .items
         .iter()
-        .filter_map(|id| {
-            let parts = found.remove(id)?;
-            let (favorited, following) = match &sets {
-                Some(sets) => (
-                    sets.favorites.contains(id),
-                    sets.follows.contains(&parts.doc.author_id),
-                ),
-                None => (false, false),
-            };
-            Some(view(parts, favorited, following))
+        .map(|(id, author_id, view)| {
+            let mut view = view.clone();
+            if let Some(sets) = &sets {
+                view.favorited = sets.favorites.contains(id);
+                view.author.following = sets.follows.contains(author_id);
+            }
+            view
         })
         .collect())
+}
+
+fn view_weight(view: &ArticleView) -> usize {
+    std::mem::size_of::<ArticleView>()
+        + view.slug.len()
+        + view.title.len()
+        + view.description.len()
+        + view.body.as_ref().map_or(0, String::len)
+        + view.tag_list.iter().map(|t| t.len() + 24).sum::<usize>()
+        + view.author.username.len()
+        + view.author.bio.as_ref().map_or(0, String::len)
+        + view.author.image.as_ref().map_or(0, String::len)
 }
 
 fn view(parts: Parts, favorited: bool, following: bool) -> ArticleView {
