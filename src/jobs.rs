@@ -1,6 +1,7 @@
 //! Background jobs that run once per interval across all replicas. Every replica ticks;
-//! a tick runs the job only if it takes the job's lease row — due (`next_run_at` passed)
-//! and not held by a live holder (`held_until` passed). The holder releases the lease
+//! a tick runs the job only if it takes the job's lease row — due (its last run at least
+//! the ticking replica's interval ago) and not held by a live holder (`held_until`
+//! passed), both judged on the database's clock (Postgres). The holder releases the lease
 //! and sets the next due time when done; a holder that dies loses the lease when
 //! `held_until` passes. On SQLite (one node) the same rows serve one process.
 //!
@@ -12,7 +13,7 @@ use std::{future::Future, time::Duration};
 
 use chrono::Utc;
 use sea_orm::{
-    ColumnTrait, EntityTrait, QueryFilter, Set,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Set, Statement,
     sea_query::{Expr, ExprTrait, OnConflict},
 };
 use tokio_util::sync::CancellationToken;
@@ -53,18 +54,46 @@ fn chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
-/// Takes `job`'s lease for `holder` if the job is due and nobody live holds it.
+/// Takes `job`'s lease for `holder` if the job is due — its last run at least the
+/// *current* `interval` ago, so a changed interval takes effect at once — and nobody live
+/// holds it. On Postgres every time is the database's (`now()`), so replicas whose clocks
+/// disagree still agree on due and held; SQLite is one machine.
 async fn take(
     store: &Store,
     job: &'static str,
     holder: String,
+    interval: Duration,
     lease: Duration,
 ) -> AppResult<bool> {
     store
         .query(move |db| {
             Box::pin(async move {
+                if db.get_database_backend() == DbBackend::Postgres {
+                    db.execute_raw(Statement::from_sql_and_values(
+                        DbBackend::Postgres,
+                        "INSERT INTO job_leases (job, holder, held_until, next_run_at, last_run_at) \
+                         VALUES ($1, NULL, NULL, now(), NULL) ON CONFLICT (job) DO NOTHING",
+                        [job.into()],
+                    ))
+                    .await?;
+                    let taken = db
+                        .execute_raw(Statement::from_sql_and_values(
+                            DbBackend::Postgres,
+                            "UPDATE job_leases SET holder = $2, held_until = now() + make_interval(secs => $3) \
+                             WHERE job = $1 \
+                             AND (last_run_at IS NULL OR last_run_at + make_interval(secs => $4) <= now()) \
+                             AND (held_until IS NULL OR held_until < now())",
+                            [
+                                job.into(),
+                                holder.into(),
+                                lease.as_secs_f64().into(),
+                                interval.as_secs_f64().into(),
+                            ],
+                        ))
+                        .await?;
+                    return Ok(taken.rows_affected() == 1);
+                }
                 let now = Utc::now();
-                // The row exists from the first tick of any replica on: due at once.
                 JobLeases::insert(job_leases::ActiveModel {
                     job: Set(job.to_string()),
                     holder: Set(None),
@@ -86,7 +115,11 @@ async fn take(
                         Expr::val(now + chrono(lease)),
                     )
                     .filter(job_leases::Column::Job.eq(job))
-                    .filter(job_leases::Column::NextRunAt.lte(now))
+                    .filter(
+                        job_leases::Column::LastRunAt
+                            .is_null()
+                            .or(job_leases::Column::LastRunAt.lte(now - chrono(interval))),
+                    )
                     .filter(
                         job_leases::Column::HeldUntil
                             .is_null()
@@ -100,8 +133,9 @@ async fn take(
         .await
 }
 
-/// Gives the lease back; after a run that did its work the job is next due an interval
-/// later, after a failed one at once (the next tick of any replica retries).
+/// Gives the lease back; a run that did its work is recorded as the last run (the job is
+/// due again an interval after it), a failed one is not (the next tick of any replica
+/// retries). `next_run_at` records when this replica's interval makes it due.
 async fn release(
     store: &Store,
     job: &'static str,
@@ -112,6 +146,23 @@ async fn release(
     store
         .query(move |db| {
             Box::pin(async move {
+                if db.get_database_backend() == DbBackend::Postgres {
+                    db.execute_raw(Statement::from_sql_and_values(
+                        DbBackend::Postgres,
+                        "UPDATE job_leases SET holder = NULL, held_until = NULL, \
+                         last_run_at = CASE WHEN $3 THEN now() ELSE last_run_at END, \
+                         next_run_at = CASE WHEN $3 THEN now() + make_interval(secs => $4) ELSE now() END \
+                         WHERE job = $1 AND holder = $2",
+                        [
+                            job.into(),
+                            holder.into(),
+                            done.into(),
+                            interval.as_secs_f64().into(),
+                        ],
+                    ))
+                    .await?;
+                    return Ok(());
+                }
                 let now = Utc::now();
                 let mut update = JobLeases::update_many()
                     .col_expr(job_leases::Column::Holder, Expr::val(None::<String>))
@@ -145,9 +196,11 @@ where
     Fut: Future<Output = AppResult<()>>,
 {
     let holder = store.cache().replica().to_string();
-    // Long enough for any run; a dead holder's lease runs out after it.
-    let lease = interval.max(Duration::from_secs(30));
-    match take(store, job, holder.clone(), lease).await {
+    // A dead holder's lease runs out after one interval, so another replica takes the job
+    // over within two. A run that outlasts its interval may be joined by another
+    // replica's: jobs are idempotent (they delete what has ended).
+    let lease = interval.max(Duration::from_secs(1));
+    match take(store, job, holder.clone(), interval, lease).await {
         Ok(false) => return Outcome::Skipped,
         Ok(true) => {}
         Err(e) => {

@@ -56,7 +56,18 @@ impl Drop for Slot {
 impl Hasher {
     pub fn new(settings: &AuthSettings) -> Self {
         let slots = match settings.max_concurrent_hashes {
-            0 => std::thread::available_parallelism().map_or(2, usize::from),
+            0 => {
+                let cores = std::thread::available_parallelism().map_or(2, usize::from);
+                let limit = memory_limit();
+                let slots = default_slots(cores, limit);
+                tracing::info!(
+                    slots,
+                    cores,
+                    memory_limit_mib = limit.map(|l| l / (1024 * 1024)),
+                    "password hashing slots (auth.max_concurrent_hashes = 0: one per core, at most half the memory limit)"
+                );
+                slots
+            }
             n => n,
         };
         Self {
@@ -108,6 +119,30 @@ impl Hasher {
         .await
         .map_err(AppError::internal)
     }
+}
+
+/// Memory one hashing slot holds: Argon2id's default 19 MiB block.
+const SLOT_BYTES: u64 = 19 * 1024 * 1024;
+
+/// One slot per core, but no more than half of `memory_limit` in hashing blocks: a
+/// 32-core node with a 256 MiB pod limit gets 6 slots, not 32 (600 MiB, an OOM kill).
+fn default_slots(cores: usize, memory_limit: Option<u64>) -> usize {
+    let by_memory = memory_limit.map_or(usize::MAX, |limit| (limit / 2 / SLOT_BYTES) as usize);
+    cores.min(by_memory).max(1)
+}
+
+/// The process's memory limit from its cgroup (v2 `memory.max`, v1
+/// `memory.limit_in_bytes`); `None` when unlimited or not in a cgroup.
+fn memory_limit() -> Option<u64> {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let value = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))?;
+    // v2 says "max"; v1 says a number near u64::MAX when unlimited.
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|limit| *limit < (1 << 60))
 }
 
 /// `memory` grown to the blocks `params` need (it keeps the size for the next hash).
@@ -208,6 +243,15 @@ mod tests {
                 .await
                 .expect("verify")
         );
+    }
+
+    #[test]
+    fn slots_fit_the_memory_limit() {
+        let mib = 1024 * 1024;
+        assert_eq!(default_slots(32, Some(256 * mib)), 6);
+        assert_eq!(default_slots(2, Some(256 * mib)), 2);
+        assert_eq!(default_slots(32, None), 32);
+        assert_eq!(default_slots(8, Some(16 * mib)), 1, "always one");
     }
 
     #[test]

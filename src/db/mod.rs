@@ -101,26 +101,28 @@ async fn try_connect(
     Ok(db)
 }
 
-/// Applies pending migrations. On Postgres an advisory lock, held on its own connection,
-/// serialises replicas that start together so each migration runs once.
+/// Applies pending migrations. On Postgres an advisory lock, held on a connection of its
+/// own (not a pool: the lock belongs to the session that took it, and a pool could hand
+/// the unlock to another), serialises replicas that start together so each migration
+/// runs once. Behind a transaction-mode pooler run `conduit migrate up` with a direct URL.
 pub async fn migrate(db: &DatabaseConnection, settings: &DatabaseSettings) -> anyhow::Result<()> {
     match db.get_database_backend() {
         DbBackend::Postgres => {
-            let lock_conn = Database::connect(
-                ConnectOptions::new(settings.url.expose())
-                    .max_connections(1)
-                    .sqlx_logging(false)
-                    .to_owned(),
-            )
-            .await
-            .context("opening the migration lock connection")?;
+            use sea_orm::sqlx::{Connection, Executor, PgConnection};
+            let mut lock_conn = PgConnection::connect(settings.url.expose())
+                .await
+                .context("opening the migration lock connection")?;
             lock_conn
-                .execute_unprepared(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
+                .execute(sea_orm::sqlx::AssertSqlSafe(format!(
+                    "SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"
+                )))
                 .await
                 .context("taking the migration lock")?;
             let result = Migrator::up(db, None).await;
             let _ = lock_conn
-                .execute_unprepared(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
+                .execute(sea_orm::sqlx::AssertSqlSafe(format!(
+                    "SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"
+                )))
                 .await;
             let _ = lock_conn.close().await;
             result.context("applying migrations")

@@ -217,6 +217,12 @@ impl TestServer {
         assert!(status.success());
     }
 
+    /// SIGKILL: the process dies where it stands (no drain, no lease released).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The server's process id, for reading its resource use from /proc.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -55,6 +55,37 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   value: /run/secrets/conduit/jwt-secret
 - name: CONDUIT__DATABASE__URL_FILE
   value: /run/secrets/conduit/database-url
+{{- if .Values.secret.previousJwtSecretUntil }}
+- name: CONDUIT__AUTH__PREVIOUS_JWT_SECRET_FILE
+  value: /run/secrets/conduit/previous-jwt-secret
+- name: CONDUIT__AUTH__PREVIOUS_JWT_SECRET_UNTIL
+  value: {{ .Values.secret.previousJwtSecretUntil | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The chart-made Secret's data (also what its checksum annotation is taken of). */}}
+{{- define "conduit.secretData" -}}
+jwt-secret: {{ .Values.secret.jwtSecret | quote }}
+database-url: {{ default (printf "postgres://conduit@postgres.%s.svc:5432/conduit" .Release.Namespace) .Values.secret.databaseUrl | quote }}
+{{- if .Values.secret.previousJwtSecret }}
+previous-jwt-secret: {{ .Values.secret.previousJwtSecret | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The CONDUIT__* settings of the serving pods and of the migration Job alike. */}}
+{{- define "conduit.configData" -}}
+CONDUIT__SERVER__ADDR: "0.0.0.0:8080"
+CONDUIT__SERVER__ADMIN_ADDR: "0.0.0.0:9090"
+CONDUIT__SERVER__DRAIN_DELAY: "{{ .Values.conduit.drainDelaySeconds }}s"
+CONDUIT__SERVER__SHUTDOWN_TIMEOUT: "{{ .Values.conduit.shutdownTimeoutSeconds }}s"
+CONDUIT__DATABASE__MIGRATE_ON_START: "false"
+CONDUIT__AUTH__MAX_CONCURRENT_HASHES: "{{ .Values.conduit.maxConcurrentHashes }}"
+{{- with .Values.conduit.trustedProxies }}
+CONDUIT__SERVER__TRUSTED_PROXIES: {{ join "," . | quote }}
+{{- end }}
+{{- range $key, $value := .Values.conduit.config }}
+{{ $key }}: {{ $value | quote }}
+{{- end }}
 {{- end }}
 
 {{- define "conduit.secretVolume" -}}
