@@ -243,7 +243,7 @@ pub async fn run_leased<F, Fut>(
         let outcome = tick(&store, job, interval, || work(store.clone())).await;
         metrics::counter!(
             crate::metrics::JOB_RUNS,
-            "job" => job,
+            "job_name" => job,
             "outcome" => outcome.as_str()
         )
         .increment(1);

@@ -16,6 +16,8 @@ pub const JOB_RUNS: &str = "conduit_job_runs_total";
 pub const BUILD_INFO: &str = "conduit_build_info";
 pub const HASHING_REFUSED: &str = "conduit_password_hashing_refused_total";
 pub const RATE_LIMITED: &str = "conduit_rate_limited_total";
+pub const READY: &str = "conduit_ready";
+pub const NOT_READY_BECAUSE: &str = "conduit_not_ready_because";
 
 /// Seconds; tuned for an API whose calls take milliseconds, with room for slow ones.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -43,7 +45,11 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "Database pool connections by state (idle, used)"
     );
     metrics::describe_gauge!(DB_CONNECTIONS_MAX, "Database pool size limit");
-    metrics::describe_counter!(JOB_RUNS, "Background job runs, by job and outcome");
+    // `job_name`, not `job`: Prometheus owns `job` (the scrape job) and would rename ours.
+    metrics::describe_counter!(
+        JOB_RUNS,
+        "Background job runs, by job_name and outcome (ok, skipped, error)"
+    );
     metrics::describe_gauge!(BUILD_INFO, "Always 1; labels name the build");
     metrics::describe_counter!(
         crate::cache::LOOKUPS,
@@ -65,12 +71,20 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         HASHING_REFUSED,
         "Logins, registrations and password changes answered 503 / UNAVAILABLE because every password-hashing slot stayed busy"
     );
+    metrics::describe_gauge!(
+        READY,
+        "1 while /readyz answers 200 (database up, schema current, not draining), else 0"
+    );
+    metrics::describe_gauge!(
+        NOT_READY_BECAUSE,
+        "1 for each condition keeping this replica out of rotation: database_unreachable, schema_behind, draining"
+    );
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "git_sha" => env!("CONDUIT_GIT_SHA")).set(1.0);
     Ok(handle)
 }
 
 pub fn job_run(job: &'static str, ok: bool) {
-    metrics::counter!(JOB_RUNS, "job" => job, "outcome" => if ok { "ok" } else { "error" })
+    metrics::counter!(JOB_RUNS, "job_name" => job, "outcome" => if ok { "ok" } else { "error" })
         .increment(1);
 }
 
@@ -79,16 +93,23 @@ struct Scrape {
     handle: PrometheusHandle,
     db: DatabaseConnection,
     max_connections: u32,
+    readiness: crate::lifecycle::Readiness,
 }
 
 /// `GET /metrics` in the text exposition format.
-pub fn router(handle: PrometheusHandle, db: DatabaseConnection, max_connections: u32) -> Router {
+pub fn router(
+    handle: PrometheusHandle,
+    db: DatabaseConnection,
+    max_connections: u32,
+    readiness: crate::lifecycle::Readiness,
+) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
         .with_state(Scrape {
             handle,
             db,
             max_connections,
+            readiness,
         })
 }
 
@@ -99,6 +120,17 @@ async fn scrape(State(s): State<Scrape>) -> impl IntoResponse {
     metrics::gauge!(DB_CONNECTIONS, "state" => "idle").set(idle);
     metrics::gauge!(DB_CONNECTIONS, "state" => "used").set((size as f64 - idle).max(0.0));
     metrics::gauge!(DB_CONNECTIONS_MAX).set(s.max_connections as f64);
+    // Readiness as alerting sees it: a replica out of rotation for minutes, and why.
+    let ready = s.readiness.current();
+    let flag = |on: bool| if on { 1.0 } else { 0.0 };
+    metrics::gauge!(READY).set(flag(ready.is_ready()));
+    for (condition, on) in [
+        ("database_unreachable", !ready.database_up),
+        ("schema_behind", ready.schema_behind),
+        ("draining", ready.draining),
+    ] {
+        metrics::gauge!(NOT_READY_BECAUSE, "condition" => condition).set(flag(on));
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -118,6 +118,7 @@ pub fn routers(
         metrics,
         state.db().clone(),
         settings.database.max_connections,
+        state.readiness.clone(),
     );
     let mut api = rest
         .with_state(state.clone())

@@ -579,13 +579,16 @@ async fn clients_that_leave_mid_body_are_cancellations() {
     let line = access_line(&server, "gone-rest").await;
     assert_eq!(line["status"], 499, "{line}");
 
-    // gRPC: a message half sent, then the call abandoned (the stream is reset).
-    let (mut h2, driver) = h2_connection(&server, None).await;
-    let (sender, receiver) = tokio::sync::mpsc::channel::<
-        Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>,
-    >(4);
-    let body =
-        http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(receiver));
+    // gRPC: a message half sent, then the call abandoned: RST_STREAM(CANCEL), as a client
+    // sends when its deadline passes or the call is dropped. Sent with h2 itself, so the
+    // reset is never raced by an end of stream (a client library that ends the body
+    // first has sent a truncated message, not left).
+    let tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let driver = tokio::spawn(connection);
+    let mut client = client.ready().await.expect("h2 ready");
     let request = http::Request::post(format!(
         "http://{}/conduit.v1.UserService/Login",
         server.addr
@@ -593,20 +596,17 @@ async fn clients_that_leave_mid_body_are_cancellations() {
     .header("content-type", "application/grpc")
     .header("te", "trailers")
     .header("x-request-id", "gone-grpc")
-    .body(body)
+    .body(())
     .expect("request");
+    let (_response, mut body) = client.send_request(request, false).expect("send");
     // A frame header promising 500 bytes, and 3 of them.
-    sender
-        .send(Ok(http_body::Frame::data(bytes::Bytes::from_static(&[
-            0, 0, 0, 1, 244, 10, 1, 97,
-        ]))))
-        .await
-        .expect("send");
-    let call = tokio::spawn(async move { h2.send_request(request).await });
+    body.send_data(
+        bytes::Bytes::from_static(&[0, 0, 0, 1, 244, 10, 1, 97]),
+        false,
+    )
+    .expect("data");
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    call.abort();
-    let _ = call.await;
-    drop(sender);
+    body.send_reset(h2::Reason::CANCEL);
     let line = access_line(&server, "gone-grpc").await;
     assert_eq!(line["grpc_code"], "CANCELLED", "{line}");
     driver.abort();

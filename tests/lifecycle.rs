@@ -129,6 +129,24 @@ async fn readiness_reports_draining_over_http() {
             .is_some_and(|r| r.contains("draining")),
         "{body}"
     );
+    // Alerting sees the same state, and why.
+    let metrics = http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("\nconduit_ready 0\n"), "{metrics}");
+    assert!(
+        metrics.contains("conduit_not_ready_because{condition=\"draining\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("conduit_not_ready_because{condition=\"database_unreachable\"} 0"),
+        "{metrics}"
+    );
     // Liveness is unaffected: the process is healthy, just leaving.
     assert_eq!(
         http.get(server.url("/livez"))
@@ -641,6 +659,18 @@ async fn schema_behind_is_not_ready_until_migrated_and_ahead_is_served() {
         .into_inner()
         .status;
     assert_eq!(status, 2, "gRPC health NOT_SERVING");
+    let metrics = http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("conduit_not_ready_because{condition=\"schema_behind\"} 1"),
+        "{metrics}"
+    );
     assert!(
         server.logs().iter().any(|l| l["message"]
             .as_str()

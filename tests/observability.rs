@@ -124,7 +124,7 @@ async fn metrics_see_grpc_codes_and_route_templates() {
         "http_server_active_requests{protocol=\"grpc\"}",
         "db_client_connections_usage{state=\"idle\"}",
         "db_client_connections_max",
-        "conduit_job_runs_total{job=\"database-watch\",outcome=\"ok\"}",
+        "conduit_job_runs_total{job_name=\"database-watch\",outcome=\"ok\"}",
         "conduit_build_info{version=",
     ] {
         assert!(metrics.contains(name), "{name} missing from\n{metrics}");

@@ -9,7 +9,7 @@ use common::{Rest, TestDb, TestServer, unique};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-/// `conduit_job_runs_total{job="cleanup",outcome=…}` on one server.
+/// `conduit_job_runs_total{job_name="cleanup",outcome=…}` on one server.
 async fn cleanup_runs(server: &TestServer) -> (u64, u64, u64) {
     let text = reqwest::get(server.url("/metrics"))
         .await
@@ -21,7 +21,7 @@ async fn cleanup_runs(server: &TestServer) -> (u64, u64, u64) {
         text.lines()
             .find(|l| {
                 l.starts_with("conduit_job_runs_total{")
-                    && l.contains("job=\"cleanup\"")
+                    && l.contains("job_name=\"cleanup\"")
                     && l.contains(&format!("outcome=\"{outcome}\""))
             })
             .and_then(|l| l.rsplit(' ').next())

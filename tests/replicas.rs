@@ -238,7 +238,7 @@ async fn three_replicas_behind_pgbouncer_serve_the_whole_flow() {
     }
 }
 
-/// `conduit_job_runs_total{job="cleanup",outcome="ok"}` of one replica.
+/// `conduit_job_runs_total{job_name="cleanup",outcome="ok"}` of one replica.
 async fn cleanup_ok(server: &TestServer) -> u64 {
     let text = reqwest::get(server.url("/metrics"))
         .await
@@ -249,7 +249,7 @@ async fn cleanup_ok(server: &TestServer) -> u64 {
     text.lines()
         .find(|l| {
             l.starts_with("conduit_job_runs_total{")
-                && l.contains("job=\"cleanup\"")
+                && l.contains("job_name=\"cleanup\"")
                 && l.contains("outcome=\"ok\"")
         })
         .and_then(|l| l.rsplit(' ').next())
