@@ -73,7 +73,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     );
     metrics::describe_gauge!(
         READY,
-        "1 while /readyz answers 200 (database up, schema current, not draining), else 0"
+        "1 while this replica takes traffic (database up, schema current, not draining), else 0"
     );
     metrics::describe_gauge!(
         NOT_READY_BECAUSE,
