@@ -1,195 +1,14 @@
-//! The one domain error of the service layer and its two wire mappings:
-//! `tonic::Status` for gRPC and the RealWorld `{"errors": {field: [message]}}` body for REST.
+//! The one domain error of the service layer, and what the errors of the layers under it
+//! (the database, axum's body extractors) become.
 
-use axum::{
-    Json,
-    extract::rejection::JsonRejection,
-    http::StatusCode,
-    response::{IntoResponse, Response},
-};
-use serde_json::json;
+use axum::{extract::rejection::JsonRejection, http::StatusCode};
 use tonic::Code;
-use tonic_types::{ErrorDetails, StatusExt};
 
+use super::Reason;
 use crate::middleware::request_id;
 
 /// A field (or resource) name and what is wrong with it, as RealWorld words it.
 pub type FieldError = (&'static str, String);
-
-/// The error domain every `google.rpc.ErrorInfo` carries.
-pub const ERROR_DOMAIN: &str = "conduit";
-
-/// Stable, machine-readable causes: `google.rpc.ErrorInfo.reason` on every non-OK gRPC
-/// status. Clients branch on these, never on message text, so a reason is never renamed
-/// or reused for another cause; new causes get new reasons.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    /// Fields failed validation; `BadRequest` names each one.
-    ValidationFailed,
-    CannotFollowSelf,
-    InvalidPageToken,
-    InvalidUpdateMask,
-    TokenMissing,
-    TokenInvalid,
-    TokenExpired,
-    /// The token's session ended: logout, revocation, a password change, or reuse of a
-    /// rotated refresh token.
-    TokenRevoked,
-    InvalidCredentials,
-    /// Not a refresh token of a standing session.
-    RefreshTokenInvalid,
-    /// A refresh token presented after it was exchanged: its session has been ended.
-    RefreshTokenReused,
-    /// Password right, but the account has a second factor and no `otp` was sent.
-    OtpRequired,
-    /// A wrong, stale or already used one-time code.
-    OtpInvalid,
-    /// A credential change (email, password, second factor) needs a login in this
-    /// session within `auth.reauth_window`: log in again, then retry.
-    ReauthenticationRequired,
-    SessionNotFound,
-    /// TOTP is already on: disable it before enrolling again.
-    TotpAlreadyEnabled,
-    /// No enrollment awaits confirmation.
-    TotpNotPending,
-    /// The account has no second factor to disable.
-    TotpNotEnabled,
-    NotAuthor,
-    ArticleNotFound,
-    CommentNotFound,
-    ProfileNotFound,
-    EmailTaken,
-    UsernameTaken,
-    SlugTaken,
-    /// Lost a race with a concurrent request that bounded retries did not resolve.
-    ConcurrentModification,
-    IdempotencyKeyInUse,
-    IdempotencyKeyReused,
-    InvalidIdempotencyKey,
-    /// The caller holds `idempotency.max_keys_per_caller` live keys already.
-    IdempotencyKeyQuota,
-    RequestTooLarge,
-    RequestUnreadable,
-    /// A gRPC call in an encoding this server does not speak (`application/grpc+json`).
-    UnsupportedContentType,
-    DatabaseUnavailable,
-    /// Every password-hashing slot stayed busy for the configured queue time.
-    HashingBusy,
-    /// Too many attempts at credentials from this client or on this account.
-    RateLimited,
-    /// More requests in flight than `server.concurrency_limit`: shed at once.
-    Overloaded,
-    DeadlineExceeded,
-    MethodNotFound,
-    MethodNotAllowed,
-    Internal,
-}
-
-impl Reason {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Reason::ValidationFailed => "VALIDATION_FAILED",
-            Reason::CannotFollowSelf => "CANNOT_FOLLOW_SELF",
-            Reason::InvalidPageToken => "INVALID_PAGE_TOKEN",
-            Reason::InvalidUpdateMask => "INVALID_UPDATE_MASK",
-            Reason::TokenMissing => "TOKEN_MISSING",
-            Reason::TokenInvalid => "TOKEN_INVALID",
-            Reason::TokenExpired => "TOKEN_EXPIRED",
-            Reason::TokenRevoked => "TOKEN_REVOKED",
-            Reason::InvalidCredentials => "INVALID_CREDENTIALS",
-            Reason::RefreshTokenInvalid => "REFRESH_TOKEN_INVALID",
-            Reason::RefreshTokenReused => "REFRESH_TOKEN_REUSED",
-            Reason::OtpRequired => "OTP_REQUIRED",
-            Reason::OtpInvalid => "OTP_INVALID",
-            Reason::ReauthenticationRequired => "REAUTHENTICATION_REQUIRED",
-            Reason::SessionNotFound => "SESSION_NOT_FOUND",
-            Reason::TotpAlreadyEnabled => "TOTP_ALREADY_ENABLED",
-            Reason::TotpNotPending => "TOTP_NOT_PENDING",
-            Reason::TotpNotEnabled => "TOTP_NOT_ENABLED",
-            Reason::NotAuthor => "NOT_AUTHOR",
-            Reason::ArticleNotFound => "ARTICLE_NOT_FOUND",
-            Reason::CommentNotFound => "COMMENT_NOT_FOUND",
-            Reason::ProfileNotFound => "PROFILE_NOT_FOUND",
-            Reason::EmailTaken => "EMAIL_TAKEN",
-            Reason::UsernameTaken => "USERNAME_TAKEN",
-            Reason::SlugTaken => "SLUG_TAKEN",
-            Reason::ConcurrentModification => "CONCURRENT_MODIFICATION",
-            Reason::IdempotencyKeyInUse => "IDEMPOTENCY_KEY_IN_USE",
-            Reason::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
-            Reason::InvalidIdempotencyKey => "INVALID_IDEMPOTENCY_KEY",
-            Reason::IdempotencyKeyQuota => "IDEMPOTENCY_KEY_QUOTA",
-            Reason::RequestTooLarge => "REQUEST_TOO_LARGE",
-            Reason::RequestUnreadable => "REQUEST_UNREADABLE",
-            Reason::UnsupportedContentType => "UNSUPPORTED_CONTENT_TYPE",
-            Reason::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
-            Reason::HashingBusy => "HASHING_BUSY",
-            Reason::RateLimited => "RATE_LIMITED",
-            Reason::Overloaded => "OVERLOADED",
-            Reason::DeadlineExceeded => "DEADLINE_EXCEEDED",
-            Reason::MethodNotFound => "METHOD_NOT_FOUND",
-            Reason::MethodNotAllowed => "METHOD_NOT_ALLOWED",
-            Reason::Internal => "INTERNAL",
-        }
-    }
-
-    /// The field or resource a REST error body files this cause under.
-    pub const fn subject(self) -> &'static str {
-        match self {
-            Reason::TokenMissing
-            | Reason::TokenInvalid
-            | Reason::TokenExpired
-            | Reason::TokenRevoked => "token",
-            Reason::RefreshTokenInvalid | Reason::RefreshTokenReused => "refreshToken",
-            Reason::OtpRequired | Reason::OtpInvalid => "otp",
-            Reason::ReauthenticationRequired => "session",
-            Reason::SessionNotFound => "session",
-            Reason::TotpAlreadyEnabled | Reason::TotpNotPending | Reason::TotpNotEnabled => "totp",
-            Reason::InvalidCredentials => "credentials",
-            Reason::ArticleNotFound | Reason::SlugTaken => "article",
-            Reason::CommentNotFound => "comment",
-            Reason::ProfileNotFound | Reason::CannotFollowSelf => "profile",
-            Reason::EmailTaken => "email",
-            Reason::UsernameTaken => "username",
-            Reason::InvalidPageToken => "page_token",
-            Reason::InvalidUpdateMask => "update_mask",
-            Reason::IdempotencyKeyInUse
-            | Reason::IdempotencyKeyReused
-            | Reason::InvalidIdempotencyKey
-            | Reason::IdempotencyKeyQuota => "Idempotency-Key",
-            Reason::DatabaseUnavailable | Reason::ConcurrentModification => "database",
-            Reason::RequestTooLarge
-            | Reason::RequestUnreadable
-            | Reason::UnsupportedContentType => "body",
-            Reason::DeadlineExceeded
-            | Reason::HashingBusy
-            | Reason::RateLimited
-            | Reason::Overloaded => "request",
-            Reason::MethodNotFound => "route",
-            Reason::MethodNotAllowed => "method",
-            Reason::NotAuthor | Reason::ValidationFailed | Reason::Internal => "request",
-        }
-    }
-}
-
-/// A gRPC status with its `ErrorInfo` (and the request id to quote, when there is one):
-/// how every layer and handler answers a failed call.
-pub fn status(code: Code, reason: Reason, message: impl Into<String>) -> tonic::Status {
-    status_with(code, reason, message, ErrorDetails::new())
-}
-
-fn status_with(
-    code: Code,
-    reason: Reason,
-    message: impl Into<String>,
-    mut details: ErrorDetails,
-) -> tonic::Status {
-    let metadata: std::collections::HashMap<String, String> = request_id::current()
-        .map(|id| ("request_id".to_string(), id))
-        .into_iter()
-        .collect();
-    details.set_error_info(reason.as_str(), ERROR_DOMAIN, metadata);
-    tonic::Status::with_error_details(code, message, details)
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -247,7 +66,7 @@ impl AppError {
         AppError::Internal(e.into())
     }
 
-    fn http_status(&self) -> StatusCode {
+    pub(super) fn http_status(&self) -> StatusCode {
         match self {
             AppError::Validation(_) | AppError::Invalid(..) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Unauthorized(..) => StatusCode::UNAUTHORIZED,
@@ -263,7 +82,7 @@ impl AppError {
         }
     }
 
-    fn grpc_code(&self) -> Code {
+    pub(super) fn grpc_code(&self) -> Code {
         match self {
             AppError::Validation(_) | AppError::Invalid(..) => Code::InvalidArgument,
             AppError::Unauthorized(..) => Code::Unauthenticated,
@@ -298,7 +117,7 @@ impl AppError {
     }
 
     /// The `{field: [message]}` pairs both mappings share.
-    fn field_errors(&self) -> Vec<(&'static str, String)> {
+    pub(super) fn field_errors(&self) -> Vec<(&'static str, String)> {
         let subject = self.reason().subject();
         let message = match self {
             AppError::Validation(errors) => return errors.clone(),
@@ -338,7 +157,7 @@ impl AppError {
         vec![(subject, message)]
     }
 
-    fn log_if_internal(&self) {
+    pub(super) fn log_if_internal(&self) {
         if let AppError::Internal(e) = self {
             // Fields, not only span context, so error tracking receives them too.
             tracing::error!(
@@ -351,15 +170,9 @@ impl AppError {
     }
 }
 
-impl AppError {
-    /// The error in the caller's protocol, for layers that answer before any handler.
-    pub fn into_response_for(self, protocol: crate::middleware::Protocol) -> Response {
-        if protocol.is_grpc() {
-            crate::middleware::grpc_error(protocol, self.into())
-        } else {
-            self.into_response()
-        }
-    }
+/// Whole seconds to wait, rounded up (`Retry-After` has no fractions).
+pub(super) fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 /// What a client sees of an internal failure: the id to quote, nothing else.
@@ -367,63 +180,6 @@ pub(crate) fn internal_message() -> String {
     match request_id::current() {
         Some(id) => format!("internal error (request id {id})"),
         None => "internal error".into(),
-    }
-}
-
-impl IntoResponse for AppError {
-    fn into_response(self) -> Response {
-        self.log_if_internal();
-        let reason = self.reason();
-        let mut errors = serde_json::Map::new();
-        for (field, message) in self.field_errors() {
-            let entry = errors.entry(field).or_insert_with(|| json!([]));
-            if let Some(list) = entry.as_array_mut() {
-                list.push(message.into());
-            }
-        }
-        let mut response = (self.http_status(), Json(json!({ "errors": errors }))).into_response();
-        if let AppError::RateLimited(wait) = self {
-            response
-                .headers_mut()
-                .insert(http::header::RETRY_AFTER, retry_after_secs(wait).into());
-        }
-        // For layers that judge the answer (idempotency: a lost race is not kept).
-        response.extensions_mut().insert(reason);
-        response
-    }
-}
-
-/// Whole seconds to wait, rounded up (`Retry-After` has no fractions).
-fn retry_after_secs(wait: std::time::Duration) -> u64 {
-    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
-}
-
-/// Every status carries `ErrorInfo` (reason, domain `conduit`); invalid arguments also
-/// carry `BadRequest` field violations.
-impl From<AppError> for tonic::Status {
-    fn from(error: AppError) -> Self {
-        error.log_if_internal();
-        let code = error.grpc_code();
-        let reason = error.reason();
-        let violations = error.field_errors();
-        let message = match &error {
-            AppError::Internal(_) => internal_message(),
-            _ => violations
-                .iter()
-                .map(|(field, message)| format!("{field} {message}"))
-                .collect::<Vec<_>>()
-                .join("; "),
-        };
-        let mut details = ErrorDetails::new();
-        if code == Code::InvalidArgument {
-            for (field, description) in violations {
-                details.add_bad_request_violation(field, description);
-            }
-        }
-        if let AppError::RateLimited(wait) = error {
-            details.set_retry_info(Some(wait));
-        }
-        status_with(code, reason, message, details)
     }
 }
 
@@ -529,12 +285,6 @@ fn is_unavailable(e: &sea_orm::DbErr) -> bool {
         }
         _ => false,
     }
-}
-
-/// The RealWorld error body, for the OpenAPI document.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct GenericErrorModel {
-    pub errors: std::collections::HashMap<String, Vec<String>>,
 }
 
 #[cfg(test)]

@@ -1,0 +1,57 @@
+//! The gRPC rendering: a `tonic::Status` with `ErrorInfo` (reason, domain, request id),
+//! field violations and retry information.
+
+use tonic::Code;
+use tonic_types::{ErrorDetails, StatusExt};
+
+use super::{AppError, ERROR_DOMAIN, Reason, internal_message};
+use crate::middleware::request_id;
+
+/// A gRPC status with its `ErrorInfo` (and the request id to quote, when there is one):
+/// how every layer and handler answers a failed call.
+pub fn status(code: Code, reason: Reason, message: impl Into<String>) -> tonic::Status {
+    status_with(code, reason, message, ErrorDetails::new())
+}
+
+fn status_with(
+    code: Code,
+    reason: Reason,
+    message: impl Into<String>,
+    mut details: ErrorDetails,
+) -> tonic::Status {
+    let metadata: std::collections::HashMap<String, String> = request_id::current()
+        .map(|id| ("request_id".to_string(), id))
+        .into_iter()
+        .collect();
+    details.set_error_info(reason.as_str(), ERROR_DOMAIN, metadata);
+    tonic::Status::with_error_details(code, message, details)
+}
+
+/// Every status carries `ErrorInfo` (reason, domain `conduit`); invalid arguments also
+/// carry `BadRequest` field violations.
+impl From<AppError> for tonic::Status {
+    fn from(error: AppError) -> Self {
+        error.log_if_internal();
+        let code = error.grpc_code();
+        let reason = error.reason();
+        let violations = error.field_errors();
+        let message = match &error {
+            AppError::Internal(_) => internal_message(),
+            _ => violations
+                .iter()
+                .map(|(field, message)| format!("{field} {message}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        };
+        let mut details = ErrorDetails::new();
+        if code == Code::InvalidArgument {
+            for (field, description) in violations {
+                details.add_bad_request_violation(field, description);
+            }
+        }
+        if let AppError::RateLimited(wait) = error {
+            details.set_retry_info(Some(wait));
+        }
+        status_with(code, reason, message, details)
+    }
+}

@@ -1,0 +1,13 @@
+//! The one domain error of the service layer and its two wire mappings:
+//! `tonic::Status` for gRPC and the RealWorld `{"errors": {field: [message]}}` body for REST.
+
+mod grpc;
+mod kind;
+mod reason;
+mod rest;
+
+pub use grpc::status;
+pub(crate) use kind::internal_message;
+pub use kind::{AppError, AppResult, FieldError};
+pub use reason::{ERROR_DOMAIN, Reason};
+pub use rest::GenericErrorModel;

@@ -1,0 +1,190 @@
+//! One span, one access-log line and one set of RED metrics per request, for every
+//! protocol. The outcome of a gRPC call is its `grpc-status` — a header on trailers-only
+//! responses, otherwise a trailer that arrives after the body — so the line and the
+//! metrics are written when the response body finishes (or is dropped because the client
+//! went away), not when the headers leave.
+
+mod completion;
+mod info;
+mod labels;
+
+use axum::{
+    body::Body,
+    extract::{MatchedPath, Request},
+    http::HeaderMap,
+    middleware::Next,
+    response::Response,
+};
+use opentelemetry::propagation::Extractor;
+use tracing::{Instrument, Span, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use completion::{Completion, ObservedBody};
+use info::InfoSlot;
+pub use info::{ClientGone, GrpcOutcome, record_principal};
+use labels::grpc_code;
+
+use super::{Protocol, request_id};
+
+/// Probes, scrapes and doc viewers: logged at debug, no span exported, not counted as API
+/// traffic.
+fn is_quiet(path: &str) -> bool {
+    matches!(path, "/livez" | "/readyz" | "/metrics")
+        || path.starts_with("/grpc.health.v1.Health/")
+        || path.starts_with("/grpc.reflection.")
+        || path.starts_with("/api/docs")
+        || path == "/api/openapi.json"
+}
+
+/// Route layer on the REST and gRPC routers: the matched template (`/api/articles/{slug}`,
+/// or `/conduit.v1.ArticleService/{*rest}` for a registered gRPC service) names the
+/// operation in metrics and spans, never a raw path a caller chose.
+pub async fn record_route(route: Option<MatchedPath>, request: Request, next: Next) -> Response {
+    if let (Some(route), Some(slot)) = (route, request.extensions().get::<InfoSlot>()) {
+        if route.as_str().ends_with("/{*rest}") {
+            let _ = slot.0.grpc_method.set(request.uri().clone());
+        } else {
+            let _ = slot.0.route.set(route);
+        }
+    }
+    next.run(request).await
+}
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+macro_rules! request_span {
+    ($level:expr, $name:expr, $protocol:expr, $method:expr, $path:expr, $request_id:expr) => {
+        tracing::span!(
+            $level,
+            "request",
+            otel.name = %$name,
+            otel.kind = "server",
+            otel.status_code = Empty,
+            protocol = $protocol.as_str(),
+            request_id = %$request_id,
+            trace_id = Empty,
+            http.request.method = %$method,
+            url.path = %$path,
+            http.route = Empty,
+            http.response.status_code = Empty,
+            rpc.system = Empty,
+            rpc.service = Empty,
+            rpc.method = Empty,
+            rpc.grpc.status_code = Empty,
+        )
+    };
+}
+
+pub async fn observe(mut request: Request, next: Next) -> Response {
+    let protocol = Protocol::of(&request);
+    let request_id = request_id::from_headers(request.headers());
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let path = uri.path();
+    let quiet = is_quiet(path);
+    let name = if protocol.is_grpc() {
+        path.trim_start_matches('/')
+    } else {
+        method.as_str()
+    };
+    // Exported spans carry the OpenTelemetry attributes. Without an exporter a span is
+    // only context for human-readable log lines; JSON lines take the request's ids from
+    // the task, so then there is no span at all.
+    let span = match (crate::telemetry::exporting(), quiet) {
+        (true, true) => request_span!(
+            tracing::Level::DEBUG,
+            name,
+            protocol,
+            method,
+            path,
+            request_id
+        ),
+        (true, false) => request_span!(
+            tracing::Level::INFO,
+            name,
+            protocol,
+            method,
+            path,
+            request_id
+        ),
+        (false, _) if !crate::telemetry::text_logs() => Span::none(),
+        (false, true) => {
+            tracing::debug_span!("request", request_id = %request_id, trace_id = Empty)
+        }
+        (false, false) => {
+            tracing::info_span!("request", request_id = %request_id, trace_id = Empty)
+        }
+    };
+    // Continue the caller's trace: W3C traceparent/tracestate, from REST headers or gRPC
+    // metadata alike (metadata are HTTP/2 headers). Without an exporter there is no
+    // OpenTelemetry context to maintain: the trace id is the caller's or a fresh one.
+    let trace_id = if crate::telemetry::exporting() {
+        let parent = opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&HeaderExtractor(request.headers()))
+        });
+        let _ = span.set_parent(parent);
+        crate::telemetry::trace_id_of(&span)
+    } else {
+        let caller = request
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::telemetry::trace_id_from_traceparent);
+        Some(caller.map_or_else(crate::telemetry::new_trace_id, str::to_string))
+    };
+    if let Some(id) = &trace_id {
+        span.record("trace_id", id.as_str());
+    }
+    if protocol.is_grpc()
+        && let Some((service, rpc)) = name.split_once('/')
+    {
+        span.record("rpc.system", "grpc");
+        span.record("rpc.service", service);
+        span.record("rpc.method", rpc);
+    }
+
+    let info = InfoSlot::default();
+    request.extensions_mut().insert(info.clone());
+    // Built before the handler runs: if the caller goes away before the response starts,
+    // dropping this still logs the request, counts it and restores the in-flight gauge.
+    let client_ip = request
+        .extensions()
+        .get::<request_id::ClientIp>()
+        .map(|c| c.0);
+    let ids = request_id::Ids {
+        request_id: request_id.clone(),
+        trace_id: trace_id.clone(),
+        client_ip,
+    };
+    let mut completion = Completion::start(
+        protocol,
+        method,
+        uri.clone(),
+        quiet,
+        request_id,
+        trace_id,
+        client_ip,
+        info,
+        span.clone(),
+    );
+    let response = request_id::scope(ids, next.run(request).instrument(span)).await;
+    completion.status = response.status().as_u16();
+    completion.grpc_code = grpc_code(response.headers());
+    // Even when the outcome is known now (REST, trailers-only gRPC), completion waits for
+    // the body so latency covers the whole response.
+    response.map(|body| {
+        Body::new(ObservedBody {
+            inner: body,
+            completion: Some(completion),
+        })
+    })
+}
