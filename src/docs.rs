@@ -21,7 +21,15 @@ use utoipa::{
 };
 use utoipa_swagger_ui::Config;
 
-use crate::{config::Settings, error::GenericErrorModel};
+use crate::{
+    config::Settings,
+    error::GenericErrorModel,
+    operations::{
+        Access::{self, Public},
+        Effect::Read,
+        Limit, Operation, Operations, rest_only,
+    },
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -49,13 +57,13 @@ impl Modify for TokenScheme {
     }
 }
 
-/// Writes each operation's `security` from the policy table, so the document states
-/// what is enforced: required → `Token`; optional → none or `Token`; public → none.
-pub fn apply_policy(doc: &mut openapi::OpenApi) {
+/// Writes what the operations table states into each operation: its `security`
+/// (required → `Token`; optional → none or `Token`; public → none), and for calls that
+/// spend credential attempts the 429 they may answer.
+pub fn apply_operations(doc: &mut openapi::OpenApi, operations: &Operations) {
     use axum::http::Method;
     use openapi::security::SecurityRequirement;
 
-    use crate::auth::policy::{self, Access};
     for (path, item) in doc.paths.paths.iter_mut() {
         for (method, operation) in [
             (Method::GET, &mut item.get),
@@ -66,13 +74,50 @@ pub fn apply_policy(doc: &mut openapi::OpenApi) {
         ] {
             let Some(operation) = operation else { continue };
             let token = || SecurityRequirement::new("Token", Vec::<String>::new());
-            operation.security = match policy::rest(&method, path) {
+            operation.security = match operations.rest_access(&method, path) {
                 Access::Public => None,
                 Access::Optional => Some(vec![SecurityRequirement::default(), token()]),
                 Access::Required => Some(vec![token()]),
             };
+            let limited = operations
+                .rest(&method, path)
+                .is_some_and(|op| op.limit == Limit::CredentialAttempt);
+            if limited {
+                operation
+                    .responses
+                    .responses
+                    .insert("429".into(), too_many_attempts().into());
+            }
         }
     }
+}
+
+fn too_many_attempts() -> openapi::Response {
+    use openapi::{
+        ContentBuilder, Ref, ResponseBuilder, Type,
+        header::HeaderBuilder,
+        schema::{ObjectBuilder, Schema},
+    };
+    let seconds = Schema::Object(ObjectBuilder::new().schema_type(Type::Integer).build());
+    ResponseBuilder::new()
+        .description(
+            "Too many credential attempts from this address or on this account \
+             (`rate_limit.*`); retry after `Retry-After` seconds",
+        )
+        .header(
+            "Retry-After",
+            HeaderBuilder::new()
+                .schema(Some(seconds))
+                .description(Some("seconds until an attempt is counted again"))
+                .build(),
+        )
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("GenericErrorModel")))
+                .build(),
+        )
+        .build()
 }
 
 /// The document the feature routers add their paths to.
@@ -88,6 +133,14 @@ struct Docs {
     extra_servers: Vec<String>,
     ui: Arc<Config<'static>>,
 }
+
+#[rustfmt::skip]
+pub const OPERATIONS: &[Operation] = &[
+    rest_only("GET /api/openapi.json", Public, Read),
+    rest_only("GET /api/docs", Public, Read),
+    rest_only("GET /api/docs/", Public, Read),
+    rest_only("GET /api/docs/{*file}", Public, Read),
+];
 
 pub fn router(document: openapi::OpenApi, settings: &Settings) -> Router {
     let docs = Arc::new(Docs {

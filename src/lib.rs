@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod middleware;
 pub mod modules;
+pub mod operations;
 pub mod pagination;
 pub mod probes;
 pub mod proto;

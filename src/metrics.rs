@@ -96,6 +96,12 @@ struct Scrape {
     readiness: crate::lifecycle::Readiness,
 }
 
+pub const OPERATIONS: &[crate::operations::Operation] = &[crate::operations::rest_only(
+    "GET /metrics",
+    crate::operations::Access::Public,
+    crate::operations::Effect::Read,
+)];
+
 /// `GET /metrics` in the text exposition format.
 pub fn router(
     handle: PrometheusHandle,

@@ -4,7 +4,15 @@
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use serde_json::json;
 
-use crate::lifecycle::Readiness;
+use crate::{
+    lifecycle::Readiness,
+    operations::{Access::Public, Effect::Read, Operation, rest_only},
+};
+
+pub const OPERATIONS: &[Operation] = &[
+    rest_only("GET /livez", Public, Read),
+    rest_only("GET /readyz", Public, Read),
+];
 
 pub fn router(readiness: Readiness) -> Router {
     Router::new()

@@ -2,7 +2,12 @@
 //! gRPC routes with probes, docs, health and reflection; `stack` wraps the result in the
 //! middleware every request passes through; `serve` accepts HTTP/1.1 and h2c on one socket.
 
-use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Future,
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use anyhow::Context;
 use axum::{
@@ -42,6 +47,7 @@ use crate::{
     metrics,
     middleware::{self, Protocol, guard::GuardLayer, layer_error, shared::SharedLayer},
     modules::{self, GrpcServices},
+    operations::{Access::Public, Effect::Read, Operation, Operations, grpc_only},
     probes,
     proto::FILE_DESCRIPTOR_SET,
     state::AppState,
@@ -49,6 +55,30 @@ use crate::{
 
 /// The fully assembled application: what one connection serves.
 pub type App = BoxCloneService<Request, Response, Infallible>;
+
+/// What gRPC health and reflection serve (see `operations`).
+#[rustfmt::skip]
+const HEALTH_AND_REFLECTION: &[Operation] = &[
+    grpc_only("/grpc.health.v1.Health/Check", Public, Read),
+    grpc_only("/grpc.health.v1.Health/Watch", Public, Read),
+    grpc_only("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", Public, Read),
+    grpc_only("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", Public, Read),
+];
+
+/// Every operation the server can serve: the rows of every feature module (switched on or
+/// not: a switched-off module's routes are simply not routed) and of the operational
+/// endpoints.
+pub fn operations() -> &'static Operations {
+    static OPERATIONS: LazyLock<Operations> = LazyLock::new(|| {
+        Operations::new(modules::ALL.iter().map(|module| &module.operations).chain([
+            &probes::OPERATIONS,
+            &metrics::OPERATIONS,
+            &docs::OPERATIONS,
+            &HEALTH_AND_REFLECTION,
+        ]))
+    });
+    &OPERATIONS
+}
 
 /// REST routes of the enabled modules under `/api`, and the OpenAPI document they make.
 pub fn rest_routes(settings: &Settings) -> (Router<AppState>, OpenApi) {
@@ -58,7 +88,7 @@ pub fn rest_routes(settings: &Settings) -> (Router<AppState>, OpenApi) {
     let (router, mut document) = OpenApiRouter::with_openapi(docs::base())
         .nest("/api", api)
         .split_for_parts();
-    docs::apply_policy(&mut document);
+    docs::apply_operations(&mut document, operations());
     (router, document)
 }
 
@@ -139,11 +169,16 @@ pub fn routers(
         // 404 / UNIMPLEMENTED from the fallbacks):
         // 1. the operation's name (route template or gRPC method) for metrics, spans and
         //    logs, before anything can refuse the request (see `observe`);
-        // 2. deny by default: the policy table judges every routed operation;
-        // 3. idempotency keys, for the authenticated writes the policy admitted.
+        // 2. the operation's row of the table, marked on the request;
+        // 3. deny by default: the row's access rule judges every routed operation;
+        // 4. idempotency keys, for the authenticated writes the policy admitted.
         api: api
             .route_layer(IdempotencyLayer::new(&state))
             .route_layer(from_fn(auth::policy::enforce))
+            .route_layer(from_fn_with_state(
+                operations(),
+                middleware::operation::identify,
+            ))
             .route_layer(from_fn(middleware::observe::record_route))
             .fallback(fallback)
             .method_not_allowed_fallback(method_not_allowed),
@@ -557,5 +592,98 @@ impl AcceptErrors {
             tracing::warn!(failures = self.failures, "accepting connections again");
             self.failures = 0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, HashSet};
+
+    use super::*;
+
+    /// Every operation of the OpenAPI document, as `METHOD /path`.
+    fn rest_operations() -> Vec<String> {
+        let document = openapi(&Settings::default());
+        let value = serde_json::to_value(&document).expect("document");
+        let mut operations = Vec::new();
+        for (path, item) in value["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("path item").keys() {
+                if ["get", "put", "post", "delete", "patch", "head", "options"]
+                    .contains(&method.as_str())
+                {
+                    operations.push(format!("{} {path}", method.to_uppercase()));
+                }
+            }
+        }
+        operations
+    }
+
+    /// Every conduit gRPC method of the descriptor set.
+    fn grpc_methods() -> Vec<String> {
+        use prost::Message;
+        let set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).expect("set");
+        let mut methods = Vec::new();
+        for file in &set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    methods.push(format!(
+                        "/{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
+                }
+            }
+        }
+        methods
+    }
+
+    #[test]
+    fn every_operation_has_exactly_one_row() {
+        let mut times: HashMap<&str, usize> = HashMap::new();
+        for name in operations().names() {
+            *times.entry(name).or_default() += 1;
+        }
+        let twice: Vec<&&str> = times
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(k, _)| k)
+            .collect();
+        assert!(twice.is_empty(), "operations stated twice: {twice:?}");
+        let grpc = grpc_methods();
+        let rest = rest_operations();
+        assert!(grpc.len() >= 26 && rest.len() >= 26, "{grpc:?} {rest:?}");
+        let missing: Vec<&String> = grpc
+            .iter()
+            .chain(&rest)
+            .filter(|op| !times.contains_key(op.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "operations without a row: {missing:?}");
+        // And no row outlives its operation (operational routes are not in the document
+        // or the conduit descriptor set).
+        let known: HashSet<&str> = grpc.iter().chain(&rest).map(String::as_str).collect();
+        let stale: Vec<&str> = times
+            .keys()
+            .copied()
+            .filter(|op| op.contains("conduit.v1") || op.contains(" /api/"))
+            .filter(|op| !op.contains("/api/docs") && !op.contains("/api/openapi.json"))
+            .filter(|op| !known.contains(op))
+            .collect();
+        assert!(
+            stale.is_empty(),
+            "rows for operations that do not exist: {stale:?}"
+        );
+    }
+
+    #[test]
+    fn calls_that_spend_credential_attempts_document_their_429() {
+        let document = serde_json::to_value(openapi(&Settings::default())).expect("document");
+        let documented = |method: &str, path: &str| {
+            document["paths"][path][method]["responses"]["429"]["headers"]["Retry-After"]
+                .is_object()
+        };
+        assert!(documented("post", "/api/users/login"));
+        assert!(documented("post", "/api/users/refresh"));
+        assert!(!documented("get", "/api/articles"));
     }
 }

@@ -9,11 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use common::{Rest, TestDb, TestServer, grpc_request, unique};
 use conduit::{
-    auth::{
-        TokenKeys, otp,
-        policy::{self, Access},
-    },
+    auth::{TokenKeys, otp},
     config::AuthSettings,
+    operations::Access,
     proto::conduit::v1::{
         self as pb, auth_service_client::AuthServiceClient, user_service_client::UserServiceClient,
     },
@@ -488,7 +486,8 @@ async fn every_protected_operation_refuses_every_bad_credential() {
     let (valid, _) = register(&rest, &unique("pol")).await;
     let mut cases = vec![("no token", None)];
     cases.extend(bad_credentials(&valid));
-    let stated: std::collections::HashSet<&str> = policy::stated().collect();
+    let operations = conduit::server::operations();
+    let stated: std::collections::HashSet<&str> = operations.names().collect();
 
     // Every REST operation of the served document.
     let (status, document) = rest.get("/api/openapi.json", None).await;
@@ -502,7 +501,7 @@ async fn every_protected_operation_refuses_every_bad_credential() {
                 stated.contains(operation.as_str()),
                 "{operation} has no rule"
             );
-            let access = policy::rest(&method, path);
+            let access = operations.rest_access(&method, path);
             let concrete = path
                 .replace("{username}", "nobody")
                 .replace("{slug}", "no-such-article")
@@ -549,7 +548,7 @@ async fn every_protected_operation_refuses_every_bad_credential() {
             for method in &service.method {
                 let path = format!("/{}.{}/{}", file.package(), service.name(), method.name());
                 assert!(stated.contains(path.as_str()), "{path} has no rule");
-                let access = policy::grpc(&path);
+                let access = operations.grpc_access(&path);
                 for (case, header) in &cases {
                     if access == Access::Public || (access == Access::Optional && header.is_none())
                     {

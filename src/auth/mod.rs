@@ -130,8 +130,8 @@ pub struct Authenticator {
 }
 
 /// Tower layer body (via `axum::middleware::from_fn_with_state`): resolves the caller once
-/// per request for every protocol. Whether an operation needs a caller is the policy
-/// table's business (`policy::enforce`, on the router).
+/// per request for every protocol. Whether an operation needs a caller is its row's
+/// business in the operations table (`policy::enforce`, on the router).
 pub async fn resolve(
     State(authenticator): State<Arc<Authenticator>>,
     mut request: Request,

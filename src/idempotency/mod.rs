@@ -6,8 +6,8 @@
 //! (with `idempotent-replayed: true`) without running. The same key with another body is
 //! 422 / INVALID_ARGUMENT; a retry while the first request still runs is 409 / ABORTED.
 //!
-//! The layer sits on the router, after the access policy: only routed writes
-//! (`policy::Effect::Write`) by authenticated callers take part. Keys are scoped to the
+//! The layer sits on the router, after the access policy: only routed writes (rows with
+//! `operations::Effect::Write`) by authenticated callers take part. Keys are scoped to the
 //! caller, so another caller's key is simply a new key; a caller holds at most
 //! `idempotency.max_keys_per_caller` live keys (beyond: 429 / RESOURCE_EXHAUSTED
 //! `IDEMPOTENCY_KEY_QUOTA`, and the operation does not run). Anonymous requests, reads
@@ -54,13 +54,11 @@ use tracing::Instrument;
 pub use self::store::purge_expired;
 use self::store::{Claim, KeyRef, Stored};
 use crate::{
-    auth::{
-        Auth,
-        policy::{self, Effect},
-    },
+    auth::Auth,
     db::Store,
     error::{self, AppError, Reason},
     middleware::{Protocol, layer_error, request_id, shed, timeout},
+    operations::{Effect, Identified},
     state::AppState,
 };
 
@@ -148,7 +146,11 @@ async fn guard(idempotency: Idempotency, request: Request, next: Inner) -> Respo
     let Some(value) = request.headers().get(HEADER) else {
         return call(next, request).await;
     };
-    let is_write = policy::of_request(&request).is_some_and(|op| op.effect == Effect::Write);
+    let is_write = request
+        .extensions()
+        .get::<Identified>()
+        .and_then(Identified::operation)
+        .is_some_and(|op| op.effect == Effect::Write);
     let caller = match request.extensions().get::<Auth>() {
         Some(Auth::Authenticated(principal)) => Some(principal.user_id),
         _ => None,

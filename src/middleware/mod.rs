@@ -6,6 +6,7 @@ pub mod error_info;
 pub mod grpc_web;
 pub mod guard;
 pub mod observe;
+pub mod operation;
 pub mod panic;
 pub mod request_id;
 pub mod rewrite;

@@ -18,10 +18,12 @@ use tonic::server::NamedService;
 use tower::{Service, ServiceExt};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::{config::Settings, state::AppState};
+use crate::{config::Settings, operations::Operation, state::AppState};
 
 pub struct Module {
     pub name: &'static str,
+    /// Its rows of the operations table: every REST route and gRPC method it serves.
+    pub operations: &'static [Operation],
     /// Routes relative to `/api`, with their OpenAPI paths. Needs no state, so the
     /// document can be printed without a database.
     pub rest: fn() -> OpenApiRouter<AppState>,

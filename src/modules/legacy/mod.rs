@@ -15,12 +15,14 @@ use crate::{
     auth::Principal,
     error::{AppResult, GenericErrorModel},
     modules::articles::rest::{MultipleArticlesResponse, PageParams, feed},
+    operations::{Access::Required, Effect::Read, rest_only},
     rest::{Json, Query},
     state::AppState,
 };
 
 pub const MODULE: Module = Module {
     name: "legacy_feed",
+    operations: &[rest_only("GET /api/feed", Required, Read)],
     // Deprecated for its callers; registering it is what this module is for.
     #[allow(deprecated)]
     rest: || OpenApiRouter::new().routes(routes!(legacy_feed)),

@@ -1,0 +1,120 @@
+//! Route layer: marks each routed request with the operation it calls ([`Identified`]),
+//! from the tables the modules state, so the layers after it (the access policy, the
+//! idempotency keys) read one mark instead of each looking routes up.
+
+use std::{collections::HashSet, sync::LazyLock};
+
+use axum::{
+    extract::{MatchedPath, Request, State},
+    middleware::Next,
+    response::Response,
+};
+
+use super::Protocol;
+use crate::operations::{Identified, Operations};
+
+/// The conduit gRPC methods that exist, from the descriptor set: a method that exists
+/// but no table states is judged (fail closed); one that does not exist is left to the
+/// router's UNIMPLEMENTED.
+static GRPC_METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    use prost::Message;
+    prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET)
+        .map(|set| {
+            set.file
+                .iter()
+                .flat_map(|file| {
+                    file.service.iter().flat_map(move |service| {
+                        service.method.iter().map(move |method| {
+                            format!("/{}.{}/{}", file.package(), service.name(), method.name())
+                        })
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+});
+
+/// What `request` calls, by its gRPC method or its routed REST template.
+pub fn identify_request(operations: &Operations, request: &Request) -> Identified {
+    if Protocol::of(request).is_grpc() {
+        let path = request.uri().path();
+        match operations.grpc(path) {
+            Some(op) => Identified::Stated(op),
+            None if GRPC_METHODS.contains(path) => Identified::Unstated,
+            None => Identified::NoSuchMethod,
+        }
+    } else {
+        let path = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or(request.uri().path(), MatchedPath::as_str);
+        operations
+            .rest(request.method(), path)
+            .map_or(Identified::Unstated, Identified::Stated)
+    }
+}
+
+pub async fn identify(
+    State(operations): State<&'static Operations>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let identified = identify_request(operations, &request);
+    request.extensions_mut().insert(identified);
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operations::{Access, Effect, Operation, both, rest_only};
+
+    static ROWS: &[Operation] = &[
+        both(
+            "GET /api/tags",
+            "/conduit.v1.TagService/ListTags",
+            Access::Public,
+            Effect::Read,
+        ),
+        rest_only("GET /api/articles/{slug}", Access::Optional, Effect::Read),
+    ];
+
+    fn grpc(path: &str) -> Request {
+        Request::builder()
+            .uri(path)
+            .header("content-type", "application/grpc")
+            .body(axum::body::Body::empty())
+            .expect("request")
+    }
+
+    #[test]
+    fn a_missing_entry_requires_authentication() {
+        let operations = Operations::new([&ROWS]);
+        let access =
+            |request: &Request| Identified::access(Some(&identify_request(&operations, request)));
+        assert_eq!(
+            access(&grpc("/conduit.v1.TagService/ListTags")),
+            Some(Access::Public)
+        );
+        // A method of the descriptor set that no row states.
+        assert_eq!(
+            access(&grpc("/conduit.v1.ArticleService/DeleteArticle")),
+            Some(Access::Required)
+        );
+        // Not a method at all: the router answers UNIMPLEMENTED.
+        assert_eq!(
+            access(&grpc("/conduit.v1.ArticleService/NoSuchMethod")),
+            None
+        );
+        assert_eq!(
+            operations.rest_access(&axum::http::Method::HEAD, "/api/tags"),
+            Access::Public
+        );
+        assert_eq!(
+            operations.rest_access(&axum::http::Method::PATCH, "/api/articles/{slug}"),
+            Access::Required
+        );
+        // Nothing marked the request at all: judged as unstated.
+        assert_eq!(Identified::access(None), Some(Access::Required));
+    }
+}
