@@ -4,77 +4,10 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::sync::watch;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::{config::Settings, db, state::AppState};
-
-/// What readiness depends on. Ready = the database answers, its schema has every
-/// migration this binary needs, and we are not draining.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReadyState {
-    pub database_up: bool,
-    pub schema_behind: bool,
-    pub draining: bool,
-}
-
-impl ReadyState {
-    pub fn is_ready(self) -> bool {
-        self.database_up && !self.schema_behind && !self.draining
-    }
-
-    /// Why the service is not ready, for `/readyz` bodies and logs.
-    pub fn reason(self) -> Option<&'static str> {
-        if self.draining {
-            Some("draining: the service is shutting down")
-        } else if !self.database_up {
-            Some("database unreachable")
-        } else if self.schema_behind {
-            Some(
-                "database schema behind this binary: migrations pending (run `conduit migrate up`)",
-            )
-        } else {
-            None
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Readiness(Arc<watch::Sender<ReadyState>>);
-
-impl Default for Readiness {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Readiness {
-    /// Ready until told otherwise.
-    pub fn new() -> Self {
-        Readiness(Arc::new(watch::Sender::new(ReadyState {
-            database_up: true,
-            schema_behind: false,
-            draining: false,
-        })))
-    }
-
-    pub fn current(&self) -> ReadyState {
-        *self.0.borrow()
-    }
-
-    pub(crate) fn update(&self, change: impl FnOnce(&mut ReadyState)) {
-        self.0.send_if_modified(|state| {
-            let before = *state;
-            change(state);
-            before != *state
-        });
-    }
-
-    pub fn subscribe(&self) -> watch::Receiver<ReadyState> {
-        self.0.subscribe()
-    }
-}
+use crate::{config::Settings, db, readiness::Readiness, state::AppState};
 
 pub struct Lifecycle {
     /// The settings, the database connection and readiness, built once and shared with
@@ -343,7 +276,7 @@ impl Lifecycle {
     /// When the drain delay is over the statuses are removed, which ends every open
     /// `Health/Watch` stream (after it has reported NOT_SERVING); otherwise each watcher
     /// would hold its connection until the shutdown timeout.
-    pub fn mirror_health(&self, mut reporter: HealthReporter, services: Vec<&'static str>) {
+    pub fn mirror_health(&self, (mut reporter, services): (HealthReporter, Vec<&'static str>)) {
         let mut changes = self.state.readiness.subscribe();
         let closing = self.streams_closing.clone();
         self.spawn_worker("grpc-health", move |stop| async move {

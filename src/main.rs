@@ -49,7 +49,9 @@ async fn serve(settings: Arc<Settings>) -> anyhow::Result<()> {
 async fn run(settings: &Arc<Settings>, telemetry: &Telemetry) -> anyhow::Result<()> {
     let lifecycle = Lifecycle::start(settings.clone()).await?; // db, migrations, workers
     let served = async {
-        let routers = server::routers(settings, &lifecycle, telemetry.metrics())?; // modules, health, reflection, probes, docs, metrics
+        let routers = server::routers(settings, &lifecycle.app_state(), telemetry.metrics())?; // modules, health, reflection, probes, docs, metrics
+        lifecycle.mirror_health(routers.health.clone()); // gRPC health follows readiness
+        lifecycle.spawn_metrics_upkeep(telemetry.metrics()); // histogram upkeep
         let app = server::stack(routers.api, settings, &lifecycle.app_state()); // the one middleware stack
         let shutdown = lifecycle::shutdown_signal(); // handlers in place before the port opens
         let listener = server::bind(&settings.server).await?;

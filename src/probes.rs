@@ -5,8 +5,8 @@ use axum::{Json, Router, extract::State, http::StatusCode, response::IntoRespons
 use serde_json::json;
 
 use crate::{
-    lifecycle::Readiness,
     operations::{Access::Public, Effect::Read, Operation, rest_only},
+    readiness::Readiness,
 };
 
 pub const OPERATIONS: &[Operation] = &[

@@ -38,14 +38,13 @@ use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::{
-    auth,
     config::{CorsSettings, ServerSettings, Settings},
+    context::Protocol,
     docs,
-    error::Reason,
+    error::{Reason, layer_error},
     idempotency::IdempotencyLayer,
-    lifecycle::Lifecycle,
     metrics,
-    middleware::{self, Protocol, guard::GuardLayer, layer_error, shared::SharedLayer},
+    middleware::{self, guard::GuardLayer, shared::SharedLayer},
     modules::{self, GrpcServices},
     operations::{Access::Public, Effect::Read, Operation, Operations, grpc_only},
     probes,
@@ -72,7 +71,7 @@ pub fn operations() -> &'static Operations {
     static OPERATIONS: LazyLock<Operations> = LazyLock::new(|| {
         Operations::new(modules::ALL.iter().map(|module| &module.operations).chain([
             &probes::OPERATIONS,
-            &metrics::OPERATIONS,
+            &metrics::scrape::OPERATIONS,
             &docs::OPERATIONS,
             &HEALTH_AND_REFLECTION,
         ]))
@@ -101,20 +100,22 @@ pub fn openapi(settings: &Settings) -> OpenApi {
 }
 
 /// What the listeners serve: the API port's router, and the admin port's when
-/// `server.admin_addr` moves `/metrics` there.
+/// `server.admin_addr` moves `/metrics` there; and the gRPC health service's reporter
+/// with the services it reports, for the lifecycle to keep in step with readiness.
 pub struct Routers {
     pub api: Router,
     pub admin: Option<Router>,
+    pub health: (tonic_health::server::HealthReporter, Vec<&'static str>),
 }
 
 /// Everything routable: feature modules (REST + gRPC), gRPC health and reflection,
 /// probes, docs and metrics, with one fallback for both protocols.
 pub fn routers(
     settings: &Settings,
-    lifecycle: &Lifecycle,
+    state: &AppState,
     metrics: PrometheusHandle,
 ) -> anyhow::Result<Routers> {
-    let state = lifecycle.app_state();
+    let state = state.clone();
     let modules: Vec<&str> = modules::enabled(settings).map(|m| m.name).collect();
     tracing::info!(?modules, "feature modules enabled");
     let (rest, document) = rest_routes(settings);
@@ -128,7 +129,6 @@ pub fn routers(
     });
     let services = grpc.names.clone();
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    lifecycle.mirror_health(health_reporter, services.clone());
     let grpc = grpc
         .with(health)
         .with(
@@ -142,9 +142,8 @@ pub fn routers(
                 .context("building reflection v1alpha")?,
         );
 
-    lifecycle.spawn_metrics_upkeep(metrics.clone());
     let probes = probes::router(state.readiness.clone());
-    let metrics = metrics::router(
+    let metrics = metrics::scrape::router(
         metrics,
         state.db().clone(),
         settings.database.max_connections,
@@ -174,7 +173,7 @@ pub fn routers(
         // 4. idempotency keys, for the authenticated writes the policy admitted.
         api: api
             .route_layer(IdempotencyLayer::new(&state))
-            .route_layer(from_fn(auth::policy::enforce))
+            .route_layer(from_fn(middleware::policy::enforce))
             .route_layer(from_fn_with_state(
                 operations(),
                 middleware::operation::identify,
@@ -183,6 +182,7 @@ pub fn routers(
             .fallback(fallback)
             .method_not_allowed_fallback(method_not_allowed),
         admin,
+        health: (health_reporter, services),
     })
 }
 
@@ -232,6 +232,7 @@ async fn method_not_allowed(request: Request) -> Response {
 /// The one middleware stack, outermost first. Every request — gRPC, gRPC-Web, REST,
 /// probes, docs — passes through every layer, so order is behaviour:
 pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
+    middleware::observe::describe_metrics();
     let server = &settings.server;
     let hsts = (!server.hsts.is_empty())
         .then(|| HeaderValue::from_str(&server.hsts).ok())
@@ -278,7 +279,7 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
         // 7. authentication: Authorization header / metadata → Auth extension
         .layer(from_fn_with_state(
             state.authenticator.clone(),
-            auth::resolve,
+            middleware::authenticate::resolve,
         ))
         .layer(SharedLayer)
         // 8. gRPC-Web → gRPC translation, so every layer above saw the original (and the
@@ -389,7 +390,7 @@ pub async fn serve(
     app: App,
     admin: Option<(TcpListener, Router)>,
     settings: &ServerSettings,
-    readiness: crate::lifecycle::Readiness,
+    readiness: crate::readiness::Readiness,
     shutdown: impl Future<Output = ()>,
 ) {
     // The admin port stays up through the drain delay (probes report the drain), then
@@ -496,7 +497,7 @@ pub async fn serve(
             let client = crate::auth::attempts::client_ip(peer.ip(), request.headers(), &trusted);
             request
                 .extensions_mut()
-                .insert(middleware::request_id::ClientIp(client));
+                .insert(crate::context::ClientIp(client));
             let watched = watched.clone();
             let http1 = request.version() < http::Version::HTTP_2;
             let readiness = readiness.clone();

@@ -11,8 +11,8 @@ use crate::{
     cache::ReadCache,
     config::Settings,
     db::Store,
-    lifecycle::Readiness,
     pagination::PageTokens,
+    readiness::Readiness,
 };
 
 #[derive(Clone)]

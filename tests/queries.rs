@@ -19,7 +19,6 @@ use conduit::{
     auth::sessions::Client,
     config::{Settings, Sources},
     db,
-    lifecycle::Readiness,
     modules::{
         articles::service::{ArticleFilter, ArticleService, NewArticle, PageRequest},
         comments::service::CommentService,
@@ -27,6 +26,7 @@ use conduit::{
         users::service::{Registration, UserService},
     },
     pagination::PageQuery,
+    readiness::Readiness,
     state::AppState,
 };
 

@@ -437,11 +437,11 @@ mod in_process {
         cache::Topic,
         config::{Settings, Sources},
         db,
-        lifecycle::Readiness,
         modules::{
             articles::service::{ArticleChanges, ArticleService, NewArticle},
             users::service::{Registration, UserService},
         },
+        readiness::Readiness,
         state::AppState,
     };
 

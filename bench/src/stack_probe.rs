@@ -12,7 +12,7 @@ use axum::{Json, Router, routing::get};
 use conduit::{
     config::{Settings, Sources},
     db,
-    lifecycle::Readiness,
+    readiness::Readiness,
     server,
     state::AppState,
     telemetry,

@@ -31,8 +31,8 @@ use ipnet::IpNet;
 
 use crate::{
     config::RateLimitSettings,
+    context,
     error::{AppError, AppResult},
-    middleware::request_id,
 };
 
 #[derive(Clone)]
@@ -51,6 +51,7 @@ fn per_minute(n: u32) -> Option<Quota> {
 
 impl Attempts {
     pub fn new(settings: &RateLimitSettings) -> Self {
+        describe_metrics();
         Self(Arc::new(Limiters {
             per_ip: per_minute(settings.per_ip_per_minute).map(RateLimiter::keyed),
             per_account_from_ip: per_minute(settings.per_account_per_minute)
@@ -65,7 +66,7 @@ impl Attempts {
     /// refused when the client, the account from this client, or the account as a whole
     /// has had its share.
     pub fn check(&self, account: &str) -> AppResult<()> {
-        let client = request_id::client_ip().map(|ip| self.bucket(ip));
+        let client = context::client_ip().map(|ip| self.bucket(ip));
         self.check_from(account, client)
     }
 
@@ -121,7 +122,7 @@ impl Attempts {
 }
 
 fn refused(wait: Duration) -> AppError {
-    metrics::counter!(crate::metrics::RATE_LIMITED).increment(1);
+    metrics::counter!(RATE_LIMITED).increment(1);
     AppError::RateLimited(wait.max(Duration::from_secs(1)))
 }
 
@@ -144,6 +145,16 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         .rev()
         .find(|ip| !is_trusted(ip))
         .unwrap_or(peer)
+}
+
+pub const RATE_LIMITED: &str = "conduit_rate_limited_total";
+
+/// Describes this module's metrics to the recorder (a no-op until one is installed).
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        RATE_LIMITED,
+        "Logins and registrations refused 429 / RESOURCE_EXHAUSTED by the attempt limits"
+    );
 }
 
 #[cfg(test)]

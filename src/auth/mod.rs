@@ -1,21 +1,19 @@
-//! Authentication shared by both protocols: the stack's auth layer turns the
-//! `authorization` header (REST) or metadata (gRPC) into an [`Auth`] request extension;
-//! adapters then ask for a required or optional [`Principal`].
+//! Authentication shared by both protocols: the stack's auth layer
+//! (`middleware::authenticate`) turns the `authorization` header (REST) or metadata (gRPC)
+//! into an [`Auth`] request extension; adapters then ask for a required or optional
+//! [`Principal`].
 
 pub mod attempts;
 pub mod otp;
 pub mod password;
-pub mod policy;
 pub mod sessions;
 pub mod token;
 
 use std::sync::Arc;
 
 use axum::{
-    extract::{FromRequestParts, Request, State},
+    extract::FromRequestParts,
     http::{HeaderMap, header::AUTHORIZATION, request::Parts},
-    middleware::Next,
-    response::Response,
 };
 
 pub use token::TokenKeys;
@@ -127,22 +125,6 @@ pub struct Authenticator {
     pub store: Store,
     pub sessions: sessions::SessionCache,
     pub policy: Arc<sessions::SessionPolicy>,
-}
-
-/// Tower layer body (via `axum::middleware::from_fn_with_state`): resolves the caller once
-/// per request for every protocol. Whether an operation needs a caller is its row's
-/// business in the operations table (`policy::enforce`, on the router).
-pub async fn resolve(
-    State(authenticator): State<Arc<Authenticator>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let auth = Auth::from_headers(request.headers(), &authenticator).await;
-    if let Auth::Authenticated(principal) = auth {
-        crate::middleware::observe::record_principal(&request, principal.user_id);
-    }
-    request.extensions_mut().insert(auth);
-    next.run(request).await
 }
 
 fn auth_of(parts: &Parts) -> Auth {

@@ -55,6 +55,7 @@ impl Drop for Slot {
 
 impl Hasher {
     pub fn new(settings: &AuthSettings) -> Self {
+        describe_metrics();
         let slots = match settings.max_concurrent_hashes {
             0 => {
                 let cores = std::thread::available_parallelism().map_or(2, usize::from);
@@ -87,7 +88,7 @@ impl Hasher {
             Ok(Ok(permit)) => permit,
             Ok(Err(closed)) => return Err(AppError::internal(closed)),
             Err(_) => {
-                metrics::counter!(crate::metrics::HASHING_REFUSED).increment(1);
+                metrics::counter!(HASHING_REFUSED).increment(1);
                 return Err(AppError::Unavailable(Reason::HashingBusy));
             }
         };
@@ -214,6 +215,16 @@ fn verify_in(password: &[u8], stored: &str, memory: &mut Vec<Block>) -> bool {
 /// verification costs.
 static DUMMY_HASH: LazyLock<String> =
     LazyLock::new(|| hash_in(uuid::Uuid::new_v4().as_bytes(), &mut Vec::new()).unwrap_or_default());
+
+pub const HASHING_REFUSED: &str = "conduit_password_hashing_refused_total";
+
+/// Describes this module's metrics to the recorder (a no-op until one is installed).
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        HASHING_REFUSED,
+        "Logins, registrations and password changes answered 503 / UNAVAILABLE because every password-hashing slot stayed busy"
+    );
+}
 
 #[cfg(test)]
 mod tests {

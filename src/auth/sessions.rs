@@ -52,7 +52,7 @@ impl Client {
             user_agent: user_agent
                 .filter(|ua| !ua.trim().is_empty())
                 .map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect()),
-            ip: crate::middleware::request_id::client_ip().map(|ip| ip.to_string()),
+            ip: crate::context::client_ip().map(|ip| ip.to_string()),
         }
     }
 }

@@ -116,6 +116,7 @@ pub struct ReadCache {
 
 impl ReadCache {
     pub fn new(settings: &CacheSettings) -> Self {
+        describe_metrics();
         Self {
             replica: uuid::Uuid::new_v4().simple().to_string(),
             versions: Versions::default(),
@@ -411,4 +412,16 @@ impl Freshness {
     pub fn max_staleness(&self) -> Duration {
         self.max_staleness
     }
+}
+
+/// Describes this module's metrics to the recorder (a no-op until one is installed).
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        LOOKUPS,
+        "Read-cache lookups, by part (window, total, article, body, author, count, viewer, slug, username, tags) and result (hit, miss)"
+    );
+    metrics::describe_gauge!(
+        STALENESS,
+        "Seconds since this replica's last complete read of the change log began (Postgres); past cache.max_staleness it serves no cached part"
+    );
 }

@@ -38,8 +38,8 @@ use tracing::Instrument;
 use super::changes;
 use crate::{
     cache::ReadCache,
+    context,
     error::{AppError, AppResult, Reason},
-    middleware::request_id,
 };
 
 /// What a unit returns: a future borrowing the unit's transaction (or connection).
@@ -265,7 +265,7 @@ impl Store {
         }
         .in_current_span();
         // The request id stays readable inside the unit (error messages quote it).
-        let handle = self.units.spawn(request_id::carry(work));
+        let handle = self.units.spawn(context::carry(work));
         match handle.await {
             Ok(Some(outcome)) => outcome,
             // Only when the slots are closed, which they never are while we wait.

@@ -5,7 +5,13 @@ use tonic::Code;
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::{AppError, ERROR_DOMAIN, Reason, internal_message};
-use crate::middleware::request_id;
+use axum::{
+    body::Body,
+    http::{HeaderValue, header::CONTENT_TYPE},
+    response::Response,
+};
+
+use crate::context::{self, Protocol};
 
 /// A gRPC status with its `ErrorInfo` (and the request id to quote, when there is one):
 /// how every layer and handler answers a failed call.
@@ -19,7 +25,7 @@ fn status_with(
     message: impl Into<String>,
     mut details: ErrorDetails,
 ) -> tonic::Status {
-    let metadata: std::collections::HashMap<String, String> = request_id::current()
+    let metadata: std::collections::HashMap<String, String> = context::current()
         .map(|id| ("request_id".to_string(), id))
         .into_iter()
         .collect();
@@ -54,4 +60,17 @@ impl From<AppError> for tonic::Status {
         }
         status_with(code, reason, message, details)
     }
+}
+
+/// A trailers-only gRPC (or gRPC-Web) response carrying `status`.
+pub fn grpc_error(protocol: Protocol, status: tonic::Status) -> Response {
+    let mut response: Response = status.into_http();
+    if protocol == Protocol::GrpcWeb {
+        // Browsers' gRPC-Web clients read trailers-only outcomes from these headers.
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc-web+proto"),
+        );
+    }
+    response.map(|_: Body| Body::empty())
 }

@@ -5,7 +5,7 @@ use axum::{extract::rejection::JsonRejection, http::StatusCode};
 use tonic::Code;
 
 use super::Reason;
-use crate::middleware::request_id;
+use crate::context;
 
 /// A field (or resource) name and what is wrong with it, as RealWorld words it.
 pub type FieldError = (&'static str, String);
@@ -162,7 +162,7 @@ impl AppError {
             // Fields, not only span context, so error tracking receives them too.
             tracing::error!(
                 error = format!("{e:#}"),
-                request_id = request_id::current(),
+                request_id = context::current(),
                 trace_id = crate::telemetry::current_trace_id(),
                 "internal error"
             );
@@ -177,7 +177,7 @@ pub(super) fn retry_after_secs(wait: std::time::Duration) -> u64 {
 
 /// What a client sees of an internal failure: the id to quote, nothing else.
 pub(crate) fn internal_message() -> String {
-    match request_id::current() {
+    match context::current() {
         Some(id) => format!("internal error (request id {id})"),
         None => "internal error".into(),
     }

@@ -6,8 +6,8 @@ mod kind;
 mod reason;
 mod rest;
 
-pub use grpc::status;
+pub use grpc::{grpc_error, status};
 pub(crate) use kind::internal_message;
 pub use kind::{AppError, AppResult, FieldError};
 pub use reason::{ERROR_DOMAIN, Reason};
-pub use rest::GenericErrorModel;
+pub use rest::{GenericErrorModel, layer_error};

@@ -2,17 +2,19 @@
 
 use axum::{
     Json,
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
 use serde_json::json;
 
-use super::{AppError, kind::retry_after_secs};
+use super::{AppError, grpc_error, kind::retry_after_secs};
+use crate::context::Protocol;
 
 impl AppError {
     /// The error in the caller's protocol, for layers that answer before any handler.
-    pub fn into_response_for(self, protocol: crate::middleware::Protocol) -> Response {
+    pub fn into_response_for(self, protocol: Protocol) -> Response {
         if protocol.is_grpc() {
-            crate::middleware::grpc_error(protocol, self.into())
+            grpc_error(protocol, self.into())
         } else {
             self.into_response()
         }
@@ -46,4 +48,19 @@ impl IntoResponse for AppError {
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct GenericErrorModel {
     pub errors: std::collections::HashMap<String, Vec<String>>,
+}
+
+/// An error produced by a layer (not a handler), in the caller's protocol: a trailers-only
+/// gRPC response (HTTP 200, outcome in `grpc-status`), or a RealWorld-shaped JSON error.
+pub fn layer_error(
+    protocol: Protocol,
+    status: tonic::Status,
+    http: StatusCode,
+    field: &str,
+    message: &str,
+) -> Response {
+    if protocol.is_grpc() {
+        return grpc_error(protocol, status);
+    }
+    (http, Json(json!({ "errors": { field: [message] } }))).into_response()
 }

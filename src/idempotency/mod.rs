@@ -55,9 +55,10 @@ pub use self::store::purge_expired;
 use self::store::{Claim, KeyRef, Stored};
 use crate::{
     auth::Auth,
+    context::{self, Protocol},
     db::Store,
-    error::{self, AppError, Reason},
-    middleware::{Protocol, layer_error, request_id, shed, timeout},
+    error::{self, AppError, Reason, layer_error},
+    middleware::{shed, timeout},
     operations::{Effect, Identified},
     state::AppState,
 };
@@ -191,7 +192,7 @@ async fn guard(idempotency: Idempotency, request: Request, next: Inner) -> Respo
         let _place = place;
         run(idempotency, key, protocol, deadline, request, next).await
     };
-    let task = store.spawn_tracked(request_id::carry(work.in_current_span()));
+    let task = store.spawn_tracked(context::carry(work.in_current_span()));
     match task.await {
         Ok(response) => response,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

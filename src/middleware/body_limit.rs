@@ -11,7 +11,7 @@ use axum::{
 };
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use super::{Protocol, layer_error};
+use crate::{context::Protocol, error::layer_error};
 
 /// The answer to a request whose declared length is over `limit` already.
 pub fn declared_over(limit: usize, protocol: Protocol, request: &Request) -> Option<Response> {

@@ -7,7 +7,7 @@
 use axum::{extract::Request, middleware::Next, response::Response};
 use tonic::Code;
 
-use super::Protocol;
+use crate::context::Protocol;
 use crate::error::{self, Reason};
 
 const DETAILS: &str = "grpc-status-details-bin";

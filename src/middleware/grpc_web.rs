@@ -17,7 +17,8 @@ use pin_project_lite::pin_project;
 use tonic_web::{GrpcWebLayer, GrpcWebService};
 use tower::{Layer, Service, ServiceExt};
 
-use super::{Protocol, observe::GrpcOutcome};
+use super::observe::GrpcOutcome;
+use crate::context::Protocol;
 
 /// `body_limit` is the limit on messages after translation: the guard bounds raw
 /// gRPC-Web bodies only loosely (text is base64, a third larger), because tonic-web turns

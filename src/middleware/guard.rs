@@ -25,7 +25,8 @@ use axum::{
 use futures_util::{FutureExt, future::BoxFuture};
 use tower::{Layer, Service};
 
-use super::{Protocol, body_limit, layer_error, panic, rewrite, timeout};
+use super::{body_limit, panic, rewrite, timeout};
+use crate::{context::Protocol, error::layer_error};
 
 /// The gRPC and gRPC-Web content types whose messages are protobuf. Any other
 /// `application/grpc*` (`+json`, a made-up codec) is refused rather than decoded as

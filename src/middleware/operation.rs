@@ -10,8 +10,10 @@ use axum::{
     response::Response,
 };
 
-use super::Protocol;
-use crate::operations::{Identified, Operations};
+use crate::{
+    context::Protocol,
+    operations::{Identified, Operations},
+};
 
 /// The conduit gRPC methods that exist, from the descriptor set: a method that exists
 /// but no table states is judged (fail closed); one that does not exist is left to the

@@ -5,7 +5,10 @@ use std::any::Any;
 
 use axum::{http::StatusCode, response::Response};
 
-use super::{Protocol, layer_error, request_id};
+use crate::{
+    context::{self, Protocol},
+    error::layer_error,
+};
 
 /// The answer to a request whose handler panicked with `payload`.
 pub fn answer(protocol: Protocol, payload: Box<dyn Any + Send>) -> Response {
@@ -16,7 +19,7 @@ pub fn answer(protocol: Protocol, payload: Box<dyn Any + Send>) -> Response {
         .unwrap_or_else(|| "non-string panic payload".into());
     tracing::error!(
         panic = %detail,
-        request_id = request_id::current(),
+        request_id = context::current(),
         trace_id = crate::telemetry::current_trace_id(),
         "handler panicked"
     );

@@ -18,13 +18,14 @@ use axum::{
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{Protocol, layer_error};
 use crate::error::Reason;
+use crate::{context::Protocol, error::layer_error};
 
 pub const SHED: &str = "conduit_requests_shed_total";
 
 /// Places for requests in flight; `0` in the settings means no limit.
 pub fn places(limit: usize) -> Arc<Semaphore> {
+    describe_metrics();
     Arc::new(Semaphore::new(if limit == 0 {
         Semaphore::MAX_PERMITS
     } else {
@@ -70,4 +71,12 @@ pub async fn shed(
     let _place = Place(Arc::new(place));
     request.extensions_mut().insert(_place.clone());
     next.run(request).await
+}
+
+/// Describes this module's metrics to the recorder (a no-op until one is installed).
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        SHED,
+        "Requests answered 503 / RESOURCE_EXHAUSTED because server.concurrency_limit were in flight"
+    );
 }

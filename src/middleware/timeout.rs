@@ -9,7 +9,7 @@ use axum::{
     response::Response,
 };
 
-use super::{Protocol, layer_error};
+use crate::{context::Protocol, error::layer_error};
 
 /// When the request's deadline passes, in its extensions: for work it hands to a task of
 /// its own, which the guard's timeout does not reach.

@@ -14,7 +14,7 @@ use tracing::{
 };
 use tracing_subscriber::{Layer, fmt::MakeWriter, layer::Context};
 
-use crate::middleware::request_id;
+use crate::context;
 
 pub struct JsonLines<W> {
     writer: W,
@@ -72,7 +72,7 @@ fn format_line(line: &mut String, event: &Event<'_>) {
     };
     event.record(&mut fields);
     if !fields.has_request_id {
-        request_id::with_current(|ids| {
+        context::with_current(|ids| {
             line.push_str(",\"request_id\":");
             push_string(line, &ids.request_id);
             if let Some(trace_id) = &ids.trace_id {

@@ -182,7 +182,7 @@ impl Telemetry {
 
 /// The current request's trace id (32 hex digits), if there is one.
 pub fn current_trace_id() -> Option<String> {
-    crate::middleware::request_id::current_trace()
+    crate::context::current_trace()
 }
 
 /// The trace id of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`), if valid: how

@@ -18,12 +18,12 @@ use pin_project_lite::pin_project;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::ACTIVE;
 use super::{
     info::InfoSlot,
     labels::{self, grpc_code, grpc_code_name, is_server_error},
 };
-use crate::metrics::ACTIVE;
-use crate::middleware::Protocol;
+use crate::context::Protocol;
 
 pub(super) struct Completion {
     started: Instant,

@@ -13,7 +13,7 @@ use std::{
 
 use metrics::{Counter, Histogram};
 
-use crate::metrics::{DURATION, REQUESTS};
+use super::{DURATION, REQUESTS};
 
 type Labels = (&'static str, &'static str, &'static str);
 

@@ -24,7 +24,8 @@ use info::InfoSlot;
 pub use info::{ClientGone, GrpcOutcome, record_principal};
 use labels::grpc_code;
 
-use super::{Protocol, request_id};
+use super::request_id;
+use crate::context::{self, Protocol};
 
 /// Probes, scrapes and doc viewers: logged at debug, no span exported, not counted as API
 /// traffic.
@@ -156,11 +157,8 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     request.extensions_mut().insert(info.clone());
     // Built before the handler runs: if the caller goes away before the response starts,
     // dropping this still logs the request, counts it and restores the in-flight gauge.
-    let client_ip = request
-        .extensions()
-        .get::<request_id::ClientIp>()
-        .map(|c| c.0);
-    let ids = request_id::Ids {
+    let client_ip = request.extensions().get::<context::ClientIp>().map(|c| c.0);
+    let ids = context::Ids {
         request_id: request_id.clone(),
         trace_id: trace_id.clone(),
         client_ip,
@@ -176,7 +174,7 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         info,
         span.clone(),
     );
-    let response = request_id::scope(ids, next.run(request).instrument(span)).await;
+    let response = context::scope(ids, next.run(request).instrument(span)).await;
     completion.status = response.status().as_u16();
     completion.grpc_code = grpc_code(response.headers());
     // Even when the outcome is known now (REST, trailers-only gRPC), completion waits for
@@ -187,4 +185,22 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
             completion: Some(completion),
         })
     })
+}
+
+pub const REQUESTS: &str = "http_server_requests_total";
+pub const DURATION: &str = "http_server_request_duration_seconds";
+pub const ACTIVE: &str = "http_server_active_requests";
+
+/// Describes this module's metrics to the recorder (a no-op until one is installed).
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        REQUESTS,
+        "Requests served, by protocol, operation and outcome"
+    );
+    metrics::describe_histogram!(
+        DURATION,
+        metrics::Unit::Seconds,
+        "Request latency until the response body ends"
+    );
+    metrics::describe_gauge!(ACTIVE, "Requests in flight");
 }

@@ -8,9 +8,9 @@
 
 use axum::{extract::Request, middleware::Next, response::Response};
 
-use super::Auth;
 use crate::{
-    middleware::Protocol,
+    auth::Auth,
+    context::Protocol,
     operations::{Access, Identified},
 };
 

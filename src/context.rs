@@ -1,0 +1,97 @@
+//! What the request being served is, for whatever runs inside it: its ids, its client's
+//! address (task-locals set by `observe`, so that errors rendered deep inside a handler
+//! and log lines can quote them without every function passing them along) and its
+//! protocol (read off the request). Infrastructure: the layers below the transport read
+//! it without depending on the middleware that sets it.
+
+use std::future::Future;
+
+use axum::http::{Request, header::CONTENT_TYPE};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    GrpcWeb,
+    Http,
+}
+
+impl Protocol {
+    pub fn of<B>(request: &Request<B>) -> Self {
+        let content_type = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if content_type.starts_with("application/grpc-web") {
+            Protocol::GrpcWeb
+        } else if content_type.starts_with("application/grpc") {
+            Protocol::Grpc
+        } else {
+            Protocol::Http
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::GrpcWeb => "grpc-web",
+            Protocol::Http => "http",
+        }
+    }
+
+    pub fn is_grpc(self) -> bool {
+        matches!(self, Protocol::Grpc | Protocol::GrpcWeb)
+    }
+}
+
+/// What identifies the request being served, for whatever runs inside it.
+#[derive(Clone)]
+pub struct Ids {
+    pub request_id: String,
+    pub trace_id: Option<String>,
+    /// The client's address (see `auth::attempts::client_ip`), when served over TCP.
+    pub client_ip: Option<std::net::IpAddr>,
+}
+
+/// Request extension set by the server loop: the client's address, with
+/// `X-Forwarded-For` followed only behind a trusted proxy.
+#[derive(Clone, Copy)]
+pub struct ClientIp(pub std::net::IpAddr);
+
+/// The current request's client address.
+pub fn client_ip() -> Option<std::net::IpAddr> {
+    IDS.try_with(|ids| ids.client_ip).ok().flatten()
+}
+
+tokio::task_local! {
+    static IDS: Ids;
+}
+
+pub fn current() -> Option<String> {
+    IDS.try_with(|ids| ids.request_id.clone()).ok()
+}
+
+/// Runs `f` with the current request's ids, without copying them.
+pub fn with_current<R>(f: impl FnOnce(&Ids) -> R) -> Option<R> {
+    IDS.try_with(f).ok()
+}
+
+pub fn current_trace() -> Option<String> {
+    IDS.try_with(|ids| ids.trace_id.clone()).ok().flatten()
+}
+
+pub async fn scope<F: Future>(ids: Ids, future: F) -> F::Output {
+    IDS.scope(ids, future).await
+}
+
+/// `future` with the current request's ids (if any) carried into it: for work spawned on
+/// a task of its own, where task-locals do not follow.
+pub fn carry<F: Future>(future: F) -> impl Future<Output = F::Output> {
+    let ids = IDS.try_with(Clone::clone).ok();
+    async move {
+        match ids {
+            Some(ids) => scope(ids, future).await,
+            None => future.await,
+        }
+    }
+}
