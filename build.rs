@@ -7,6 +7,7 @@ const PROTOS: &[&str] = &[
     "proto/conduit/v1/articles.proto",
     "proto/conduit/v1/comments.proto",
     "proto/conduit/v1/tags.proto",
+    "proto/conduit/v1/errors.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

@@ -16,12 +16,19 @@ use serde_json::{Value, json};
 use tonic::{Code, Status, transport::Channel};
 use tonic_types::StatusExt;
 
-/// The status's `ErrorInfo` reason, after checking its domain; panics when it has none.
+/// The status's `ErrorInfo` reason, after checking its domain and that it names a value
+/// of `conduit.v1.Reason` (without its prefix); panics when it has none.
 fn reason(status: &Status) -> String {
     let info = status
         .get_details_error_info()
         .unwrap_or_else(|| panic!("no ErrorInfo on {status:?}"));
     assert_eq!(info.domain, "conduit", "{status:?}");
+    let declared = pb::Reason::from_str_name(&format!("REASON_{}", info.reason));
+    assert!(
+        declared.is_some_and(|r| r != pb::Reason::Unspecified),
+        "{} is not a conduit.v1.Reason",
+        info.reason
+    );
     info.reason
 }
 

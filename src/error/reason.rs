@@ -4,116 +4,16 @@
 pub const ERROR_DOMAIN: &str = "conduit";
 
 /// Stable, machine-readable causes: `google.rpc.ErrorInfo.reason` on every non-OK gRPC
-/// status. Clients branch on these, never on message text, so a reason is never renamed
-/// or reused for another cause; new causes get new reasons.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    /// Fields failed validation; `BadRequest` names each one.
-    ValidationFailed,
-    CannotFollowSelf,
-    InvalidPageToken,
-    InvalidUpdateMask,
-    TokenMissing,
-    TokenInvalid,
-    TokenExpired,
-    /// The token's session ended: logout, revocation, a password change, or reuse of a
-    /// rotated refresh token.
-    TokenRevoked,
-    InvalidCredentials,
-    /// Not a refresh token of a standing session.
-    RefreshTokenInvalid,
-    /// A refresh token presented after it was exchanged: its session has been ended.
-    RefreshTokenReused,
-    /// Password right, but the account has a second factor and no `otp` was sent.
-    OtpRequired,
-    /// A wrong, stale or already used one-time code.
-    OtpInvalid,
-    /// A credential change (email, password, second factor) needs a login in this
-    /// session within `auth.reauth_window`: log in again, then retry.
-    ReauthenticationRequired,
-    SessionNotFound,
-    /// TOTP is already on: disable it before enrolling again.
-    TotpAlreadyEnabled,
-    /// No enrollment awaits confirmation.
-    TotpNotPending,
-    /// The account has no second factor to disable.
-    TotpNotEnabled,
-    NotAuthor,
-    ArticleNotFound,
-    CommentNotFound,
-    ProfileNotFound,
-    EmailTaken,
-    UsernameTaken,
-    SlugTaken,
-    /// Lost a race with a concurrent request that bounded retries did not resolve.
-    ConcurrentModification,
-    IdempotencyKeyInUse,
-    IdempotencyKeyReused,
-    InvalidIdempotencyKey,
-    /// The caller holds `idempotency.max_keys_per_caller` live keys already.
-    IdempotencyKeyQuota,
-    RequestTooLarge,
-    RequestUnreadable,
-    /// A gRPC call in an encoding this server does not speak (`application/grpc+json`).
-    UnsupportedContentType,
-    DatabaseUnavailable,
-    /// Every password-hashing slot stayed busy for the configured queue time.
-    HashingBusy,
-    /// Too many attempts at credentials from this client or on this account.
-    RateLimited,
-    /// More requests in flight than `server.concurrency_limit`: shed at once.
-    Overloaded,
-    DeadlineExceeded,
-    MethodNotFound,
-    MethodNotAllowed,
-    Internal,
-}
+/// status. Declared once, with when each is returned, as `conduit.v1.Reason` in
+/// `proto/conduit/v1/errors.proto`; this is that generated enum.
+pub use crate::proto::conduit::v1::Reason;
 
 impl Reason {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Reason::ValidationFailed => "VALIDATION_FAILED",
-            Reason::CannotFollowSelf => "CANNOT_FOLLOW_SELF",
-            Reason::InvalidPageToken => "INVALID_PAGE_TOKEN",
-            Reason::InvalidUpdateMask => "INVALID_UPDATE_MASK",
-            Reason::TokenMissing => "TOKEN_MISSING",
-            Reason::TokenInvalid => "TOKEN_INVALID",
-            Reason::TokenExpired => "TOKEN_EXPIRED",
-            Reason::TokenRevoked => "TOKEN_REVOKED",
-            Reason::InvalidCredentials => "INVALID_CREDENTIALS",
-            Reason::RefreshTokenInvalid => "REFRESH_TOKEN_INVALID",
-            Reason::RefreshTokenReused => "REFRESH_TOKEN_REUSED",
-            Reason::OtpRequired => "OTP_REQUIRED",
-            Reason::OtpInvalid => "OTP_INVALID",
-            Reason::ReauthenticationRequired => "REAUTHENTICATION_REQUIRED",
-            Reason::SessionNotFound => "SESSION_NOT_FOUND",
-            Reason::TotpAlreadyEnabled => "TOTP_ALREADY_ENABLED",
-            Reason::TotpNotPending => "TOTP_NOT_PENDING",
-            Reason::TotpNotEnabled => "TOTP_NOT_ENABLED",
-            Reason::NotAuthor => "NOT_AUTHOR",
-            Reason::ArticleNotFound => "ARTICLE_NOT_FOUND",
-            Reason::CommentNotFound => "COMMENT_NOT_FOUND",
-            Reason::ProfileNotFound => "PROFILE_NOT_FOUND",
-            Reason::EmailTaken => "EMAIL_TAKEN",
-            Reason::UsernameTaken => "USERNAME_TAKEN",
-            Reason::SlugTaken => "SLUG_TAKEN",
-            Reason::ConcurrentModification => "CONCURRENT_MODIFICATION",
-            Reason::IdempotencyKeyInUse => "IDEMPOTENCY_KEY_IN_USE",
-            Reason::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
-            Reason::InvalidIdempotencyKey => "INVALID_IDEMPOTENCY_KEY",
-            Reason::IdempotencyKeyQuota => "IDEMPOTENCY_KEY_QUOTA",
-            Reason::RequestTooLarge => "REQUEST_TOO_LARGE",
-            Reason::RequestUnreadable => "REQUEST_UNREADABLE",
-            Reason::UnsupportedContentType => "UNSUPPORTED_CONTENT_TYPE",
-            Reason::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
-            Reason::HashingBusy => "HASHING_BUSY",
-            Reason::RateLimited => "RATE_LIMITED",
-            Reason::Overloaded => "OVERLOADED",
-            Reason::DeadlineExceeded => "DEADLINE_EXCEEDED",
-            Reason::MethodNotFound => "METHOD_NOT_FOUND",
-            Reason::MethodNotAllowed => "METHOD_NOT_ALLOWED",
-            Reason::Internal => "INTERNAL",
-        }
+    /// The name clients see in `ErrorInfo.reason`: the proto value's name without its
+    /// `REASON_` prefix (which buf's enum rules ask for).
+    pub fn as_str(self) -> &'static str {
+        let name = self.as_str_name();
+        name.strip_prefix("REASON_").unwrap_or(name)
     }
 
     /// The field or resource a REST error body files this cause under.
@@ -150,7 +50,10 @@ impl Reason {
             | Reason::Overloaded => "request",
             Reason::MethodNotFound => "route",
             Reason::MethodNotAllowed => "method",
-            Reason::NotAuthor | Reason::ValidationFailed | Reason::Internal => "request",
+            Reason::NotAuthor
+            | Reason::ValidationFailed
+            | Reason::Internal
+            | Reason::Unspecified => "request",
         }
     }
 }

@@ -3,7 +3,8 @@
 Generates stubs from proto/ with grpcio-tools, then against a running conduit:
 reflection (v1alpha, the version grpcio-reflection speaks) lists the services, health
 answers SERVING, a user registered over gRPC reads itself back with its token, and a
-refusal carries its google.rpc.ErrorInfo reason.
+refusal carries its google.rpc.ErrorInfo reason, which names a value of the
+conduit.v1.Reason enum (also found through reflection).
 Usage: python_client.py HOST:PORT
 """
 
@@ -36,7 +37,7 @@ def generate_stubs(out: pathlib.Path) -> None:
 def main(target: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         generate_stubs(pathlib.Path(tmp))
-        from conduit.v1 import users_pb2, users_pb2_grpc
+        from conduit.v1 import errors_pb2, users_pb2, users_pb2_grpc
 
         channel = grpc.insecure_channel(target)
 
@@ -45,6 +46,11 @@ def main(target: str) -> None:
         services = {s.name for r in responses for s in r.list_services_response.service}
         assert "conduit.v1.UserService" in services, services
         assert "grpc.health.v1.Health" in services, services
+        responses = reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol="conduit.v1.Reason")])
+        )
+        files = [r.file_descriptor_response.file_descriptor_proto for r in responses]
+        assert files and files[0], "reflection does not know conduit.v1.Reason"
 
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", "conduit.v1.UserService"):
@@ -74,8 +80,10 @@ def main(target: str) -> None:
             info = error_details_pb2.ErrorInfo()
             infos[0].Unpack(info)
             assert (info.reason, info.domain) == ("USERNAME_TAKEN", "conduit"), info
+            # The reason is the enum value's name without its prefix.
+            assert errors_pb2.Reason.Value("REASON_" + info.reason) == errors_pb2.REASON_USERNAME_TAKEN
 
-        print("python grpcio interop: 5 passed, 0 failed")
+        print("python grpcio interop: 6 passed, 0 failed")
 
 
 if __name__ == "__main__":

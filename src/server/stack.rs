@@ -1,0 +1,152 @@
+//! The one middleware stack every request passes through.
+
+use axum::{
+    Router,
+    body::Body,
+    http::{HeaderName, HeaderValue, Method, header},
+    middleware::{from_fn, from_fn_with_state},
+    response::IntoResponse,
+};
+use tower::{ServiceBuilder, ServiceExt};
+use tower_http::{
+    compression::{
+        CompressionLayer, Predicate,
+        predicate::{DefaultPredicate, NotForContentType},
+    },
+    cors::{AllowOrigin, CorsLayer},
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+};
+
+use crate::{
+    config::{CorsSettings, Settings},
+    middleware::{self, guard::GuardLayer, shared::SharedLayer},
+    state::AppState,
+};
+
+use super::App;
+
+/// The one middleware stack, outermost first. Every request — gRPC, gRPC-Web, REST,
+/// probes, docs — passes through every layer, so order is behaviour:
+pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
+    middleware::observe::describe_metrics();
+    let server = &settings.server;
+    let hsts = (!server.hsts.is_empty())
+        .then(|| HeaderValue::from_str(&server.hsts).ok())
+        .flatten();
+    // `SharedLayer` sits under each layer that clones its inner service per request, so
+    // that clone is one pointer (middleware::shared).
+    ServiceBuilder::new()
+        // 1. request id: keep the caller's x-request-id when it is short and safe, else
+        //    mint a UUID, before anything logs
+        .map_request(middleware::request_id::keep_only_safe::<Body>)
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        // 2. echo it on every response (gRPC: response metadata), including errors below
+        .layer(PropagateRequestIdLayer::x_request_id())
+        // nosniff, no-referrer, never framed, HSTS when configured: REST answers only
+        .map_response(move |response| middleware::security_headers::add(response, hsts.as_ref()))
+        // 3. span + access log; the outcome is read from grpc-status (header or trailer)
+        .layer(from_fn(middleware::observe::observe))
+        .layer(SharedLayer)
+        // 4. CORS: answers preflights before deadlines, limits or auth get involved, and
+        //    puts its headers on every answer below, errors included
+        .layer(cors(&settings.cors))
+        // 5. guards (middleware::guard): strip server.base_path before routing; a body
+        //    over the limit → 413 / RESOURCE_EXHAUSTED; the deadline, server.request_timeout
+        //    or a shorter grpc-timeout → 504 / DEADLINE_EXCEEDED; a panicking handler →
+        //    500 / INTERNAL for that request only (inside observe: logged with its id)
+        .layer(GuardLayer::new(
+            &server.base_path,
+            server.request_timeout,
+            server.body_limit_bytes,
+        ))
+        // 5b. load shedding: past server.concurrency_limit requests in flight, 503 /
+        //     RESOURCE_EXHAUSTED at once; probes, /metrics and gRPC health are exempt
+        .layer(from_fn_with_state(
+            middleware::shed::places(server.concurrency_limit),
+            middleware::shed::shed,
+        ))
+        .layer(SharedLayer)
+        // 6. gzip for REST only: compressing gRPC or gRPC-Web frames breaks their framing
+        .layer(
+            CompressionLayer::new()
+                .gzip(true)
+                .compress_when(rest_only()),
+        )
+        // 7. authentication: Authorization header / metadata → Auth extension
+        .layer(from_fn_with_state(
+            state.authenticator.clone(),
+            middleware::authenticate::resolve,
+        ))
+        .layer(SharedLayer)
+        // 8. gRPC-Web → gRPC translation, so every layer above saw the original (and the
+        //    router's route layers — operation name, access policy, idempotency keys —
+        //    see gRPC and gRPC-Web alike: their retries share one stored answer)
+        .layer(middleware::grpc_web::GrpcWebOnlyLayer {
+            body_limit: server.body_limit_bytes,
+        })
+        .layer(SharedLayer)
+        .layer(middleware::grpc_web::AxumBodyLayer)
+        // 9. statuses tonic answers by itself (unknown method, undecodable message) get
+        //     the ErrorInfo every other gRPC error carries
+        .layer(from_fn(middleware::error_info::complete))
+        .layer(SharedLayer)
+        .service(router)
+        .map_response(IntoResponse::into_response)
+        .boxed_clone()
+}
+
+fn rest_only() -> impl Predicate {
+    DefaultPredicate::new().and(NotForContentType::const_new("application/grpc"))
+}
+
+fn cors(settings: &CorsSettings) -> CorsLayer {
+    let origin = if settings.allowed_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            settings
+                .allowed_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
+    };
+    let names = |list: &[&'static str]| {
+        list.iter()
+            .map(|h| HeaderName::from_static(h))
+            .collect::<Vec<_>>()
+    };
+    CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers(
+            [header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT]
+                .into_iter()
+                .chain(names(&[
+                    "x-request-id",
+                    "x-grpc-web",
+                    "x-user-agent",
+                    "grpc-timeout",
+                    "grpc-accept-encoding",
+                    "grpc-encoding",
+                    "traceparent",
+                    "tracestate",
+                    "idempotency-key",
+                ]))
+                .collect::<Vec<_>>(),
+        )
+        .expose_headers(names(&[
+            "grpc-status",
+            "grpc-message",
+            "grpc-status-details-bin",
+            "grpc-encoding",
+            "x-request-id",
+            "idempotent-replayed",
+        ]))
+        .max_age(settings.max_age)
+}
