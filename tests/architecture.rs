@@ -135,13 +135,20 @@ fn module_of(file: &str) -> Vec<String> {
 /// reach anywhere; inside them `super` means the file itself).
 fn code(text: &str) -> String {
     let text = text.split("#[cfg(test)]").next().unwrap_or_default();
-    text.lines()
+    let mut code = text
+        .lines()
         .map(|line| match line.find("//") {
             Some(at) => &line[..at],
             None => line,
         })
         .collect::<Vec<_>>()
-        .join("\n")
+        .join("\n");
+    // `pub(in crate::a::b)` names where an item is visible, not something it uses.
+    while let Some(at) = code.find("pub(in ") {
+        let end = code[at..].find(')').map_or(code.len(), |e| at + e + 1);
+        code.replace_range(at..end, "pub");
+    }
+    code
 }
 
 /// Expands a use tree (`a::{b, c::{d}}`) into its paths.
@@ -210,8 +217,8 @@ fn paths_in(code: &str) -> Vec<String> {
                 .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
                 .unwrap_or(tail.len());
             let path = tail[..len].trim_end_matches(':');
-            // `use super::{…}` is the use tree's business, read above.
-            if path != root.trim_end_matches(':')
+            // `use crate::a::{…}` is the use tree's business, read above.
+            if !tail[len..].starts_with('{')
                 && !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':')
             {
                 paths.push(path.to_string());
