@@ -1,5 +1,6 @@
 //! Articles: listing (global, filtered, feed), authoring, favorites.
 
+mod fields;
 mod grpc;
 mod reads;
 /// Public for the benchmark harness, which runs its statements against the database
@@ -7,6 +8,7 @@ mod reads;
 pub mod repo;
 pub(crate) mod rest;
 pub mod service;
+pub mod slug;
 
 use super::{GrpcServices, Module, tune_grpc};
 use crate::operations::{

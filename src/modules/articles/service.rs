@@ -7,8 +7,10 @@ use sea_orm::{ConnectionTrait, IntoActiveModel, Set, SqlErr};
 
 pub use super::repo::Hold;
 use super::{
+    fields::{normalize_tags, validate_fields},
     reads::{self, Listed, Slice},
     repo::{self, ArticleRow, Scope, Window},
+    slug::{free_slug, lookup_slug, slug_taken, slugify, with_slug_retries},
 };
 use crate::{
     auth::Principal,
@@ -18,7 +20,7 @@ use crate::{
     modules::{profiles::service::ProfileView, users::repo::caller_or},
     pagination::{Page, PageQuery, PageScope, PageTokens},
     state::AppState,
-    validation::{Violations, lookup_name, normalize_name},
+    validation::{Violations, normalize_name},
 };
 
 pub const DEFAULT_LIMIT: i64 = 20;
@@ -387,76 +389,6 @@ async fn reload_in(
         .ok_or(AppError::NotFound(Reason::ArticleNotFound))
 }
 
-/// Runs a write that picks a slug until it does not lose that slug to a concurrent writer
-/// (the unique index answers `Conflict("slug")`); each attempt is a transaction of its own,
-/// since Postgres aborts one that hit a unique violation. `suffixed` from the second on.
-async fn with_slug_retries<T, W>(mut write: impl FnMut(bool) -> W) -> AppResult<T>
-where
-    W: Future<Output = AppResult<T>>,
-{
-    for attempt in 0..SLUG_ATTEMPTS {
-        match write(attempt > 0).await {
-            Err(AppError::Conflict(Reason::SlugTaken)) => continue,
-            outcome => return outcome,
-        }
-    }
-    Err(AppError::Conflict(Reason::SlugTaken))
-}
-
-/// Attempts at a unique slug before answering 409: the first is the kebab-case title when
-/// free; a concurrent writer taking it sends the next attempt to a suffixed one.
-const SLUG_ATTEMPTS: usize = 4;
-
-/// Path segments under `/api/articles/` that are routes, not slugs.
-const RESERVED_SLUGS: &[&str] = &["feed"];
-
-pub const MAX_TITLE_CHARS: usize = 255;
-pub const MAX_DESCRIPTION_CHARS: usize = 1_000;
-pub const MAX_TAG_CHARS: usize = 32;
-
-/// `Some` fields must not be blank and must fit; tags are bounded in number
-/// (`max_tags`) and length.
-fn validate_fields(
-    max_tags: usize,
-    title: Option<&str>,
-    description: Option<&str>,
-    body: Option<&str>,
-    tags: Option<&Vec<String>>,
-) -> AppResult<()> {
-    let tags = tags.map(Vec::as_slice).unwrap_or_default();
-    Violations::new()
-        .name("title", title)
-        .not_blank_if_set("title", title)
-        .max_chars("title", title, MAX_TITLE_CHARS)
-        .text("description", description)
-        .not_blank_if_set("description", description)
-        .max_chars("description", description, MAX_DESCRIPTION_CHARS)
-        .text("body", body)
-        .not_blank_if_set("body", body)
-        .check(
-            tags.iter().all(|t| lookup_name(t).is_some()),
-            "tagList",
-            "must not contain control characters",
-        )
-        .check(
-            tags.len() <= max_tags,
-            "tagList",
-            &format!("is too long (maximum is {max_tags} tags)"),
-        )
-        .check(
-            tags.iter()
-                .all(|t| normalize_name(t).chars().count() <= MAX_TAG_CHARS),
-            "tagList",
-            &format!("has a tag that is too long (maximum is {MAX_TAG_CHARS} characters)"),
-        )
-        .finish()
-}
-
-/// A slug from a path or request: one that cannot exist is NOT_FOUND without a query.
-pub fn lookup_slug(slug: &str) -> AppResult<String> {
-    lookup_name(slug).ok_or(AppError::NotFound(Reason::ArticleNotFound))
-}
-
 /// The article by slug with its author, for reads.
 pub async fn find_in(db: &impl ConnectionTrait, slug: &str) -> AppResult<ArticleRow> {
     repo::find_by_slug(db, slug)
@@ -479,44 +411,6 @@ fn owned(article: &articles::Model, author: Principal) -> AppResult<()> {
     Ok(())
 }
 
-/// A unique-index violation on insert or rename: another writer took the slug.
-fn slug_taken(e: sea_orm::DbErr) -> AppError {
-    if is_unique_violation(&e) {
-        AppError::Conflict(Reason::SlugTaken)
-    } else if matches!(e, sea_orm::DbErr::RecordNotUpdated) {
-        AppError::NotFound(Reason::ArticleNotFound)
-    } else {
-        e.into()
-    }
-}
-
-/// The kebab-case title, or with a random suffix when it is taken, reserved, or
-/// `force_suffix` is set (a concurrent writer won the plain one).
-async fn free_slug(
-    db: &impl ConnectionTrait,
-    title: &str,
-    force_suffix: bool,
-) -> AppResult<String> {
-    let base = slugify(title);
-    if !force_suffix
-        && !RESERVED_SLUGS.contains(&base.as_str())
-        && !repo::slug_taken(db, &base).await?
-    {
-        return Ok(base);
-    }
-    for _ in 0..5 {
-        let candidate = format!("{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
-        if !repo::slug_taken(db, &candidate).await? {
-            return Ok(candidate);
-        }
-    }
-    Err(AppError::Conflict(Reason::SlugTaken))
-}
-
-fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
-    matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
-}
-
 /// A write that references an article deleted meanwhile: the foreign key says NOT_FOUND.
 pub fn article_gone(e: sea_orm::DbErr) -> AppError {
     match e.sql_err() {
@@ -527,85 +421,9 @@ pub fn article_gone(e: sea_orm::DbErr) -> AppError {
     }
 }
 
-/// Normalised as names are (NFC, trimmed), without blanks or duplicates, sorted — which
-/// is also the order tag rows are locked in.
-fn normalize_tags(tags: Vec<String>) -> Vec<String> {
-    let unique: std::collections::BTreeSet<String> = tags
-        .iter()
-        .map(|t| normalize_name(t))
-        .filter(|t| !t.is_empty())
-        .collect();
-    unique.into_iter().collect()
-}
-
-pub fn slugify(title: &str) -> String {
-    let mut slug = String::with_capacity(title.len());
-    for c in title.trim().chars().flat_map(char::to_lowercase) {
-        if c.is_alphanumeric() {
-            slug.push(c);
-        } else if !slug.ends_with('-') && !slug.is_empty() {
-            slug.push('-');
-        }
-    }
-    let slug = slug.trim_end_matches('-');
-    if slug.is_empty() {
-        "article".to_string()
-    } else {
-        slug.to_string()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slugs_are_kebab_case() {
-        assert_eq!(
-            slugify("How to train your dragon"),
-            "how-to-train-your-dragon"
-        );
-        assert_eq!(slugify("  Hello,   World!! "), "hello-world");
-        assert_eq!(slugify("Ünïcode Tîtle"), "ünïcode-tîtle");
-        assert_eq!(slugify("!!!"), "article");
-    }
-
-    #[test]
-    fn tags_are_trimmed_deduplicated_sorted() {
-        let tags = normalize_tags(vec![
-            "dragons".into(),
-            " training ".into(),
-            "dragons".into(),
-            "".into(),
-        ]);
-        assert_eq!(tags, ["dragons", "training"]);
-    }
-
-    #[test]
-    fn feed_is_not_a_slug() {
-        assert!(RESERVED_SLUGS.contains(&slugify("Feed").as_str()));
-    }
-
-    #[test]
-    fn field_limits() {
-        let long = "x".repeat(MAX_TITLE_CHARS + 1);
-        assert!(validate_fields(10, Some(&long), None, None, None).is_err());
-        let many: Vec<String> = (0..=10).map(|i| format!("t{i}")).collect();
-        assert!(validate_fields(10, None, None, None, Some(&many)).is_err());
-        assert!(validate_fields(11, None, None, None, Some(&many)).is_ok());
-        let wide = vec!["x".repeat(MAX_TAG_CHARS + 1)];
-        assert!(validate_fields(10, None, None, None, Some(&wide)).is_err());
-        assert!(
-            validate_fields(
-                10,
-                Some("ok"),
-                Some("ok"),
-                Some("ok"),
-                Some(&vec!["a".into()])
-            )
-            .is_ok()
-        );
-    }
 
     #[test]
     fn page_bounds() {

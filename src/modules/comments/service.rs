@@ -11,7 +11,10 @@ use crate::{
     db::Store,
     error::{AppError, AppResult, Reason},
     modules::{
-        articles::service::{Hold, PageRequest, article_gone, find_in, held, lookup_slug},
+        articles::{
+            service::{Hold, PageRequest, article_gone, find_in, held},
+            slug::lookup_slug,
+        },
         profiles::service::{ProfileView, author_views, user_by_id},
         users::repo::caller_or,
     },
