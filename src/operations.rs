@@ -2,10 +2,10 @@
 //! its gRPC method together, who may call it, what it does as retries see it, and whether
 //! it spends credential attempts. Feature modules declare their rows
 //! (`modules::<name>::OPERATIONS`), the probes, metrics and docs theirs; the server joins
-//! them into one [`Operations`] and a route layer (`middleware::operation`) marks each
-//! routed request with its row ([`Identified`]). The access policy, the idempotency layer
-//! and the OpenAPI document read the mark or the rows, so none of them names a feature's
-//! route or method.
+//! them into one [`Operations`], and the policy route layer (`middleware::policy`) marks
+//! each routed request with its row ([`Identified`]). The access policy, the idempotency
+//! layer and the OpenAPI document read the mark or the rows, so none of them names a
+//! feature's route or method.
 
 use std::collections::HashMap;
 

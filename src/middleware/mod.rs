@@ -7,7 +7,6 @@ pub mod error_info;
 pub mod grpc_web;
 pub mod guard;
 pub mod observe;
-pub mod operation;
 pub mod panic;
 pub mod policy;
 pub mod request_id;

@@ -144,15 +144,14 @@ pub fn routers(
         // 404 / UNIMPLEMENTED from the fallbacks):
         // 1. the operation's name (route template or gRPC method) for metrics, spans and
         //    logs, before anything can refuse the request (see `observe`);
-        // 2. the operation's row of the table, marked on the request;
-        // 3. deny by default: the row's access rule judges every routed operation;
-        // 4. idempotency keys, for the authenticated writes the policy admitted.
+        // 2. deny by default: the operation's row of the table, marked on the request,
+        //    and its access rule judges every routed operation;
+        // 3. idempotency keys, for the authenticated writes the policy admitted.
         api: api
             .route_layer(IdempotencyLayer::new(&state))
-            .route_layer(from_fn(middleware::policy::enforce))
             .route_layer(from_fn_with_state(
                 operations(),
-                middleware::operation::identify,
+                middleware::policy::enforce,
             ))
             .route_layer(from_fn(middleware::observe::record_route))
             .fallback(fallback)
