@@ -28,3 +28,4 @@ pub mod server;
 pub mod state;
 pub mod telemetry;
 pub mod validation;
+pub mod values;

@@ -180,6 +180,11 @@ impl Violations {
         }
     }
 
+    /// The first problem recorded, for parsers that check one value (`values`).
+    pub fn first_problem(self) -> Option<String> {
+        self.0.into_iter().next().map(|(_, problem)| problem)
+    }
+
     pub fn finish(self) -> AppResult<()> {
         if self.0.is_empty() {
             Ok(())

@@ -55,6 +55,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("idempotency/**", Layer::Shared),
     ("pagination.rs", Layer::Shared),
     ("validation.rs", Layer::Shared),
+    ("values.rs", Layer::Shared),
     ("operations.rs", Layer::Shared),
     ("readiness.rs", Layer::Shared),
     ("state.rs", Layer::Shared),

@@ -10,7 +10,7 @@ use super::{
     fields::{normalize_tags, validate_fields},
     reads::{self, Listed, Slice},
     repo::{self, ArticleRow, Scope, Window},
-    slug::{free_slug, lookup_slug, slug_taken, slugify, with_slug_retries},
+    slug::{free_slug, slug_taken, slugify, with_slug_retries},
 };
 use crate::{
     auth::Principal,
@@ -21,6 +21,7 @@ use crate::{
     pagination::{Page, PageQuery, PageScope, PageTokens},
     state::AppState,
     validation::{Violations, normalize_name},
+    values::Slug,
 };
 
 pub const DEFAULT_LIMIT: i64 = 20;
@@ -206,8 +207,8 @@ impl ArticleService {
     }
 
     pub async fn get(&self, viewer: Option<Principal>, slug: &str) -> AppResult<ArticleView> {
-        let slug = lookup_slug(slug)?;
-        reads::one(&self.store, &slug, viewer).await
+        let slug = Slug::lookup(slug)?;
+        reads::one(&self.store, slug.as_str(), viewer).await
     }
 
     pub async fn create(&self, author: Principal, input: NewArticle) -> AppResult<ArticleView> {
@@ -262,7 +263,7 @@ impl ArticleService {
             changes.body.as_deref(),
             changes.tag_list.as_ref(),
         )?;
-        let slug = lookup_slug(slug)?;
+        let slug = Slug::lookup(slug)?;
         let changes = Arc::new(ArticleChanges {
             title: changes.title.as_deref().map(normalize_name),
             tag_list: changes.tag_list.map(normalize_tags),
@@ -304,7 +305,7 @@ impl ArticleService {
     }
 
     pub async fn delete(&self, author: Principal, slug: &str) -> AppResult<()> {
-        let slug = lookup_slug(slug)?;
+        let slug = Slug::lookup(slug)?;
         self.store
             .write(move |txn| {
                 let slug = slug.clone();
@@ -336,7 +337,7 @@ impl ArticleService {
         slug: &str,
         favorite: bool,
     ) -> AppResult<ArticleView> {
-        let slug = lookup_slug(slug)?;
+        let slug = Slug::lookup(slug)?;
         self.store
             .write(move |txn| {
                 let slug = slug.clone();
@@ -390,16 +391,20 @@ async fn reload_in(
 }
 
 /// The article by slug with its author, for reads.
-pub async fn find_in(db: &impl ConnectionTrait, slug: &str) -> AppResult<ArticleRow> {
-    repo::find_by_slug(db, slug)
+pub async fn find_in(db: &impl ConnectionTrait, slug: &Slug) -> AppResult<ArticleRow> {
+    repo::find_by_slug(db, slug.as_str())
         .await?
         .ok_or(AppError::NotFound(Reason::ArticleNotFound))
 }
 
 /// The article by slug, locked for the rest of the transaction (see `repo::lock`): what
 /// every write on an article or on what hangs off it takes first.
-pub async fn held(db: &impl ConnectionTrait, slug: &str, hold: Hold) -> AppResult<articles::Model> {
-    repo::lock(db, slug, hold)
+pub async fn held(
+    db: &impl ConnectionTrait,
+    slug: &Slug,
+    hold: Hold,
+) -> AppResult<articles::Model> {
+    repo::lock(db, slug.as_str(), hold)
         .await?
         .ok_or(AppError::NotFound(Reason::ArticleNotFound))
 }

@@ -1,15 +1,12 @@
-//! Slugs: made from titles (kebab-case, suffixed when taken or reserved), looked up
-//! from paths, and kept unique against concurrent writers.
+//! Slugs: made from titles (kebab-case, suffixed when taken or reserved) and kept unique
+//! against concurrent writers. A slug to look up is a `values::Slug`.
 
 use std::future::Future;
 
 use sea_orm::{ConnectionTrait, SqlErr};
 
 use super::repo;
-use crate::{
-    error::{AppError, AppResult, Reason},
-    validation::lookup_name,
-};
+use crate::error::{AppError, AppResult, Reason};
 
 /// Runs a write that picks a slug until it does not lose that slug to a concurrent writer
 /// (the unique index answers `Conflict("slug")`); each attempt is a transaction of its own,
@@ -33,11 +30,6 @@ pub(super) const SLUG_ATTEMPTS: usize = 4;
 
 /// Path segments under `/api/articles/` that are routes, not slugs.
 pub(super) const RESERVED_SLUGS: &[&str] = &["feed"];
-
-/// A slug from a path or request: one that cannot exist is NOT_FOUND without a query.
-pub fn lookup_slug(slug: &str) -> AppResult<String> {
-    lookup_name(slug).ok_or(AppError::NotFound(Reason::ArticleNotFound))
-}
 
 /// A unique-index violation on insert or rename: another writer took the slug.
 pub(super) fn slug_taken(e: sea_orm::DbErr) -> AppError {

@@ -11,16 +11,14 @@ use crate::{
     db::Store,
     error::{AppError, AppResult, Reason},
     modules::{
-        articles::{
-            service::{Hold, PageRequest, article_gone, find_in, held},
-            slug::lookup_slug,
-        },
+        articles::service::{Hold, PageRequest, article_gone, find_in, held},
         profiles::service::{ProfileView, author_views, user_by_id},
         users::repo::caller_or,
     },
     pagination::{Cursor, Page, PageQuery, PageScope, PageTokens},
     state::AppState,
     validation::Violations,
+    values::Slug,
 };
 
 pub const MAX_BODY_CHARS: usize = 10_000;
@@ -58,8 +56,8 @@ impl CommentService {
         slug: &str,
         query: PageQuery,
     ) -> AppResult<Page<CommentView>> {
-        let slug = lookup_slug(slug)?;
-        let scope = PageScope::new("comments").with(Some(&slug));
+        let slug = Slug::lookup(slug)?;
+        let scope = PageScope::new("comments").with(Some(slug.as_str()));
         let keyset = self.pages.open(&scope, &query)?;
         let (items, last) = self
             .store
@@ -93,7 +91,7 @@ impl CommentService {
         page: PageRequest,
     ) -> AppResult<Vec<CommentView>> {
         let (limit, offset) = page.bounded(DEFAULT_LIMIT)?;
-        let slug = lookup_slug(slug)?;
+        let slug = Slug::lookup(slug)?;
         self.store
             .read(move |txn| {
                 let slug = slug.clone();
@@ -113,7 +111,7 @@ impl CommentService {
             .not_blank("body", &body)
             .max_chars("body", Some(&body), MAX_BODY_CHARS)
             .finish()?;
-        let slug = lookup_slug(slug)?;
+        let slug = Slug::lookup(slug)?;
         let body = Arc::new(body);
         self.store
             .write(move |txn| {
@@ -148,7 +146,7 @@ impl CommentService {
 
     /// Of two concurrent deletes of one comment, one answers NOT_FOUND.
     pub async fn delete(&self, author: Principal, slug: &str, id: i64) -> AppResult<()> {
-        let slug = lookup_slug(slug)?;
+        let slug = Slug::lookup(slug)?;
         self.store
             .write(move |txn| {
                 let slug = slug.clone();

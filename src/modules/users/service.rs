@@ -18,16 +18,10 @@ use crate::{
     entities::users::{Column, Model},
     error::{AppError, AppResult, Reason},
     state::AppState,
-    validation::{Violations, empty_as_none, looks_like_email, normalize_name},
+    validation::{Violations, empty_as_none},
+    values::{Email, Password, Username},
 };
 
-pub const MAX_USERNAME_CHARS: usize = 64;
-pub const MAX_EMAIL_CHARS: usize = 254;
-/// NIST SP 800-63B §5.1.1.2: at least 8 characters, no composition rules, any Unicode
-/// (counted in characters).
-pub const MIN_PASSWORD_CHARS: usize = 8;
-/// Bounds the hashing work a request can ask for (NIST asks for at least 64).
-pub const MAX_PASSWORD_CHARS: usize = 256;
 pub const MAX_BIO_CHARS: usize = 1_000;
 pub const MAX_IMAGE_CHARS: usize = 2_048;
 
@@ -95,28 +89,14 @@ impl UserService {
         input: Registration,
         client: Client,
     ) -> AppResult<AuthenticatedUser> {
-        Violations::new()
-            .name("username", Some(&input.username))
-            .not_blank("username", &input.username)
-            .max_chars("username", Some(&input.username), MAX_USERNAME_CHARS)
-            .username("username", Some(&input.username))
-            .name("email", Some(&input.email))
-            .not_blank("email", &input.email)
-            .max_chars("email", Some(&input.email), MAX_EMAIL_CHARS)
-            .check(
-                input.email.trim().is_empty() || looks_like_email(&input.email),
-                "email",
-                "is invalid",
-            )
-            .text("password", Some(&input.password))
-            .not_blank("password", &input.password)
-            .min_chars("password", Some(&input.password), MIN_PASSWORD_CHARS)
-            .max_chars("password", Some(&input.password), MAX_PASSWORD_CHARS)
-            .finish()?;
-        let username = normalize_name(&input.username);
-        let email = normalize_name(&input.email);
+        let mut violations = Violations::new();
+        let username = violations.take("username", Username::parse(&input.username));
+        let email = violations.take("email", Email::parse(&input.email));
+        let password = violations.take("password", Password::parse(input.password));
+        let ((username, email), password) =
+            violations.finish_with(username.zip(email).zip(password))?;
         self.attempts
-            .check(&format!("register:{}", email.to_lowercase()))?;
+            .check(&format!("register:{}", email.as_str().to_lowercase()))?;
         // Checked before the costly hash so a taken name fails fast; the unique indexes
         // still decide races at insert.
         let (u, e) = (username.clone(), email.clone());
@@ -124,16 +104,16 @@ impl UserService {
             .read(move |txn| {
                 let (username, email) = (u.clone(), e.clone());
                 Box::pin(async move {
-                    ensure_username_free(txn, &username, None).await?;
-                    ensure_free(txn, Column::Email, &email, None, Reason::EmailTaken).await
+                    ensure_username_free(txn, username.as_str(), None).await?;
+                    ensure_free(txn, Column::Email, email.as_str(), None, Reason::EmailTaken).await
                 })
             })
             .await?;
 
         let row = Arc::new(repo::NewRow {
-            username,
-            email,
-            password_hash: self.hasher.hash(input.password).await?,
+            username: username.into_inner(),
+            email: email.into_inner(),
+            password_hash: self.hasher.hash(password.expose()).await?,
         });
         let minted = Arc::new(Minted::new_session()?);
         let (client, lifetime) = (Arc::new(client), self.policy.lifetime);
@@ -155,13 +135,11 @@ impl UserService {
     /// Checks the credentials (and the second factor, when the account has one) and
     /// opens a session.
     pub async fn login(&self, input: Credentials, client: Client) -> AppResult<AuthenticatedUser> {
-        Violations::new()
-            .name("email", Some(&input.email))
-            .not_blank("email", &input.email)
-            .text("password", Some(&input.password))
-            .not_blank("password", &input.password)
-            .finish()?;
-        let email = normalize_name(&input.email);
+        let mut violations = Violations::new();
+        let email = violations.take("email", Email::presented(&input.email));
+        let password = violations.take("password", Password::presented(input.password));
+        let (email, password) = violations.finish_with(email.zip(password))?;
+        let email = email.into_inner();
         let folded = email.to_lowercase();
         let user = self
             .store
@@ -179,7 +157,7 @@ impl UserService {
         let matched = self
             .hasher
             .verify(
-                input.password,
+                password.expose(),
                 user.as_ref().map(|u| u.password_hash.clone()),
             )
             .await?;
@@ -232,36 +210,25 @@ impl UserService {
     ) -> AppResult<AuthenticatedUser> {
         let bio = changes.bio.as_ref().and_then(|b| b.as_deref());
         let image = changes.image.as_ref().and_then(|i| i.as_deref());
-        Violations::new()
-            .name("username", changes.username.as_deref())
-            .not_blank_if_set("username", changes.username.as_deref())
-            .max_chars("username", changes.username.as_deref(), MAX_USERNAME_CHARS)
-            .username("username", changes.username.as_deref())
-            .name("email", changes.email.as_deref())
-            .not_blank_if_set("email", changes.email.as_deref())
-            .max_chars("email", changes.email.as_deref(), MAX_EMAIL_CHARS)
+        let mut violations = Violations::new();
+        let username =
+            violations.take_if_set("username", changes.username.as_deref(), Username::parse);
+        let email = violations.take_if_set("email", changes.email.as_deref(), Email::parse);
+        let mut violations = violations
             .text("bio", bio)
             .max_chars("bio", bio, MAX_BIO_CHARS)
             .name("image", image)
             .max_chars("image", image, MAX_IMAGE_CHARS)
-            .http_url("image", image)
-            .check(
-                changes
-                    .email
-                    .as_deref()
-                    .is_none_or(|e| e.trim().is_empty() || looks_like_email(e)),
-                "email",
-                "is invalid",
-            )
-            .text("password", changes.password.as_deref())
-            .not_blank_if_set("password", changes.password.as_deref())
-            .min_chars("password", changes.password.as_deref(), MIN_PASSWORD_CHARS)
-            .max_chars("password", changes.password.as_deref(), MAX_PASSWORD_CHARS)
-            .finish()?;
+            .http_url("image", image);
+        let password = violations.take_if_set("password", changes.password.as_deref(), |raw| {
+            Password::parse(raw.to_string())
+        });
+        let ((username, email), password) =
+            violations.finish_with(username.zip(email).zip(password))?;
 
         // Refused before the costly hash when the session could not change it anyway; the
         // transaction below decides.
-        if changes.password.is_some() {
+        if password.is_some() {
             let session_id = principal.session_id;
             let at = self
                 .store
@@ -275,8 +242,8 @@ impl UserService {
         }
         // Hashed before the transaction: a unit may run twice and must not hold locks
         // through seconds of hashing.
-        let password_hash = match changes.password {
-            Some(new_password) => Some(self.hasher.hash(new_password).await?),
+        let password_hash = match password {
+            Some(new_password) => Some(self.hasher.hash(new_password.expose()).await?),
             None => None,
         };
         let minted = match password_hash {
@@ -285,8 +252,8 @@ impl UserService {
         };
         let restarted = minted.clone();
         let changes = Arc::new(UserChanges {
-            username: changes.username.as_deref().map(normalize_name),
-            email: changes.email.as_deref().map(normalize_name),
+            username: username.map(Username::into_inner),
+            email: email.map(Email::into_inner),
             password: None,
             otp: changes.otp.filter(|code| !code.trim().is_empty()),
             ..changes
