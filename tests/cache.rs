@@ -16,14 +16,7 @@ async fn tags(rest: &Rest) -> Vec<String> {
 }
 
 async fn publish(rest: &Rest, token: &str, tag: &str) {
-    let (status, body) = rest
-        .post(
-            "/api/articles",
-            Some(token),
-            json!({"article": {"title": unique("Cached"), "description": "d", "body": "b", "tagList": [tag]}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    rest.publish(token, &unique("Cached"), &[tag]).await;
 }
 
 fn lookups(metrics: &str, cache: &str, result: &str) -> f64 {
@@ -211,22 +204,8 @@ async fn with_the_cache_off_every_read_is_answered_from_the_database() {
     publish(&rest, &author, &tag).await;
     publish(&rest, &author, &tag).await;
     let slug = article_slug(&rest, &tag).await;
-    let (status, _) = rest
-        .post(
-            &format!("/api/profiles/{author_name}/follow"),
-            Some(&reader),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    let (status, _) = rest
-        .post(
-            &format!("/api/articles/{slug}/favorite"),
-            Some(&reader),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    rest.follow(&reader, &author_name).await;
+    rest.favorite(&reader, &slug).await;
 
     let (_, feed) = rest.get("/api/articles/feed", Some(&reader)).await;
     assert_eq!(feed["articlesCount"], 2, "{feed}");

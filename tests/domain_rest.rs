@@ -50,14 +50,7 @@ async fn profiles_and_follows() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["profile"]["following"], true);
     // Following twice is still following.
-    let (status, _) = api
-        .post(
-            &format!("/api/profiles/{bob}/follow"),
-            Some(&alice_token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    api.follow(&alice_token, &bob).await;
     let (_, body) = api
         .get(&format!("/api/profiles/{bob}"), Some(&alice_token))
         .await;
@@ -564,14 +557,7 @@ async fn comments_and_what_deleting_an_article_takes_with_it() {
     .await;
     let linked =
         |table: &str| format!("SELECT COUNT(*) FROM {table} WHERE article_id = {article_id}");
-    let (status, _) = api
-        .post(
-            &format!("/api/articles/{slug}/favorite"),
-            Some(&commenter_token),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    api.favorite(&commenter_token, &slug).await;
     for table in ["comments", "favorites", "article_tags"] {
         assert!(
             scalar(&side, &linked(table)).await > 0,

@@ -80,15 +80,8 @@ async fn replicas(route: Route, env: &[(&str, &str)]) -> Option<Replicas> {
 }
 
 async fn article(rest: &Rest, token: &str) -> String {
-    let (status, body) = rest
-        .post(
-            "/api/articles",
-            Some(token),
-            json!({"article": {"title": unique("Replicated"), "description": "d", "body": "b", "tagList": ["replicated"]}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["article"]["slug"].as_str().expect("slug").to_string()
+    rest.publish(token, &unique("Replicated"), &["replicated"])
+        .await
 }
 
 async fn count_on(rest: &Rest, slug: &str) -> Value {
@@ -395,14 +388,7 @@ async fn a_replica_that_cannot_read_the_log_serves_nothing_stale() {
 
     // The reader's database path goes silent; a write lands on the writer meanwhile.
     stalled.store(true, Ordering::Release);
-    let (status, _) = writes
-        .post(
-            &format!("/api/articles/{slug}/favorite"),
-            Some(&fan),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    writes.favorite(&fan, &slug).await;
     tokio::time::sleep(BOUND + Duration::from_millis(500)).await;
     // Past the bound the reader no longer answers from its cache: its read waits for the
     // database (here: never, within the client's patience) rather than answer stale.

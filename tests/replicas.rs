@@ -72,24 +72,9 @@ async fn rest_flow(server: &TestServer) {
         .await;
     assert_eq!(status, StatusCode::OK);
     let tag = unique("pt");
-    let (status, body) = rest
-        .post(
-            "/api/articles",
-            Some(&author),
-            json!({"article": {"title": unique("Pooled"), "description": "d", "body": "b", "tagList": [tag]}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let slug = body["article"]["slug"].as_str().expect("slug").to_string();
+    let slug = rest.publish(&author, &unique("Pooled"), &[&tag]).await;
     let reader = rest.register(&unique("rr")).await;
-    let (status, _) = rest
-        .post(
-            &format!("/api/profiles/{author_name}/follow"),
-            Some(&reader),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    rest.follow(&reader, &author_name).await;
     let (_, feed) = rest.get("/api/articles/feed", Some(&reader)).await;
     assert_eq!(feed["articlesCount"], 1, "{feed}");
     let (_, listed) = rest

@@ -21,7 +21,6 @@ use std::{
 
 use common::{Rest, TestDb, TestServer, grpc_request, unique};
 use conduit::proto::conduit::v1::{self as pb, article_service_client::ArticleServiceClient};
-use serde_json::json;
 use tonic::transport::Channel;
 
 fn free_port() -> u16 {
@@ -286,15 +285,7 @@ async fn a_rolling_restart_under_load_fails_no_request() {
     let first = replicas[0].as_ref().expect("replica");
     let rest = Rest::new(first);
     let author = rest.register(&unique("roll")).await;
-    let (status, body) = rest
-        .post(
-            "/api/articles",
-            Some(&author),
-            json!({"article": {"title": unique("Rolled"), "description": "d", "body": "b"}}),
-        )
-        .await;
-    assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
-    let slug = body["article"]["slug"].as_str().expect("slug").to_string();
+    let slug = rest.publish(&author, &unique("Rolled"), &[]).await;
     // Every replica is in before the load starts.
     wait_until_served_by_all(&replicas, proxy.http).await;
 

@@ -356,6 +356,46 @@ impl Rest {
         assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
         body["user"]["token"].as_str().expect("token").to_string()
     }
+
+    /// Publishes an article titled `title` with `tags` as the token's user (201) and
+    /// returns its slug.
+    pub async fn publish(&self, token: &str, title: &str, tags: &[&str]) -> String {
+        let (status, body) = self
+            .post(
+                "/api/articles",
+                Some(token),
+                serde_json::json!({"article": {"title": title, "description": "d", "body": "b", "tagList": tags}}),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+        body["article"]["slug"].as_str().expect("slug").to_string()
+    }
+
+    /// The token's user follows `username` (200), and the profile says so.
+    pub async fn follow(&self, token: &str, username: &str) {
+        let (status, body) = self
+            .post(
+                &format!("/api/profiles/{username}/follow"),
+                Some(token),
+                serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        assert_eq!(body["profile"]["following"], true, "{body}");
+    }
+
+    /// The token's user favourites `slug` (200); returns the article as answered.
+    pub async fn favorite(&self, token: &str, slug: &str) -> Value {
+        let (status, body) = self
+            .post(
+                &format!("/api/articles/{slug}/favorite"),
+                Some(token),
+                serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        body["article"].clone()
+    }
 }
 
 /// RFC 3339 with milliseconds and `Z`, as RealWorld clients parse it.
