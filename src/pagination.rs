@@ -14,7 +14,10 @@ use hmac::{Hmac, KeyInit, Mac};
 use sea_orm::{ColumnTrait, sea_query::Expr};
 use sha2::Sha256;
 
-use crate::error::{AppError, AppResult, Reason};
+use crate::{
+    error::{AppError, AppResult, Reason},
+    validation::Violations,
+};
 
 pub const DEFAULT_PAGE_SIZE: u64 = 20;
 pub const MAX_PAGE_SIZE: u64 = 100;
@@ -203,6 +206,48 @@ impl Keyset {
     }
 }
 
+/// Offset pages (REST's `limit` and `offset`).
+pub const DEFAULT_LIMIT: i64 = 20;
+
+pub const MAX_LIMIT: i64 = 100;
+
+/// Deepest offset a page may start at: an offset page costs a scan of everything it
+/// skips, so deeper walks use keyset page tokens (the gRPC lists).
+pub const MAX_OFFSET: i64 = 10_000;
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PageRequest {
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+impl PageRequest {
+    /// `(limit, offset)` within bounds, 20 when absent.
+    pub fn validate(self) -> AppResult<(u64, u64)> {
+        self.bounded(DEFAULT_LIMIT)
+    }
+
+    /// `(limit, offset)` within bounds: limit 1 to [`MAX_LIMIT`] (`default_limit` when
+    /// absent), offset 0 to [`MAX_OFFSET`].
+    pub fn bounded(self, default_limit: i64) -> AppResult<(u64, u64)> {
+        let limit = self.limit.unwrap_or(default_limit);
+        let offset = self.offset.unwrap_or(0);
+        Violations::new()
+            .check(
+                (1..=MAX_LIMIT).contains(&limit),
+                "limit",
+                &format!("must be between 1 and {MAX_LIMIT}"),
+            )
+            .check(
+                (0..=MAX_OFFSET).contains(&offset),
+                "offset",
+                &format!("must be between 0 and {MAX_OFFSET} (page further with page tokens)"),
+            )
+            .finish()?;
+        Ok((limit as u64, offset as u64))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +312,38 @@ mod tests {
         assert_eq!(
             size(-1).expect_err("negative").reason(),
             Reason::ValidationFailed
+        );
+    }
+
+    #[test]
+    fn page_bounds() {
+        assert_eq!(
+            PageRequest::default().validate().expect("defaults"),
+            (20, 0)
+        );
+        assert!(
+            PageRequest {
+                limit: Some(0),
+                offset: None
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            PageRequest {
+                limit: Some(101),
+                offset: None
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            PageRequest {
+                limit: None,
+                offset: Some(-1)
+            }
+            .validate()
+            .is_err()
         );
     }
 }

@@ -1,9 +1,10 @@
 //! Values parsed once, where input enters the domain, so what follows takes values that
 //! are already valid instead of checking strings again (parse, don't validate): a
-//! [`Username`] or an [`Email`] is in its stored form, a [`Password`] within its bounds, a
-//! [`Slug`] one that could name an article. Each parser gives the field's first problem in
-//! the words RealWorld clients show; [`Violations::take`] files it under the field, so a
-//! request still hears about every field at once.
+//! [`Username`] or an [`Email`] is in its stored form, a [`Password`] within its bounds,
+//! a [`Slug`] or a [`ProfileName`] one that could name an article or a user. Each parser
+//! gives the field's first problem in the words RealWorld clients show;
+//! [`Violations::take`] files it under the field, so a request still hears about every
+//! field at once.
 
 use crate::{
     error::{AppError, AppResult, Reason},
@@ -33,7 +34,7 @@ macro_rules! stored_form {
     )*};
 }
 
-stored_form!(Username, Email, Slug);
+stored_form!(Username, Email, Slug, ProfileName);
 
 /// The field name the parsers check under; `Violations::take` files the problem under
 /// the real one.
@@ -142,6 +143,19 @@ impl Slug {
         lookup_name(raw)
             .map(Self)
             .ok_or(AppError::NotFound(Reason::ArticleNotFound))
+    }
+}
+
+/// A username from a path, as looked up: names stored before today's rules still match,
+/// so only what cannot name anyone (a control character) is NOT_FOUND without a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileName(String);
+
+impl ProfileName {
+    pub fn lookup(raw: &str) -> AppResult<Self> {
+        lookup_name(raw)
+            .map(Self)
+            .ok_or(AppError::NotFound(Reason::ProfileNotFound))
     }
 }
 

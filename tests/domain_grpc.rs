@@ -159,14 +159,7 @@ async fn articles_over_grpc_are_the_articles_rest_sees() {
     assert_eq!(rest["article"]["author"]["username"], author.as_str());
 
     // And a REST-created article is visible over gRPC.
-    let (_, made) = api
-        .post(
-            "/api/articles",
-            Some(&author_token),
-            serde_json::json!({"article": {"title": "REST dragons", "description": "d", "body": "b", "tagList": [tag]}}),
-        )
-        .await;
-    let rest_slug = made["article"]["slug"].as_str().expect("slug").to_string();
+    let rest_slug = api.publish(&author_token, "REST dragons", &[&tag]).await;
     let fetched = articles
         .get_article(pb::GetArticleRequest {
             slug: rest_slug.clone(),

@@ -666,14 +666,7 @@ async fn a_claim_that_lost_its_key_cannot_commit() {
     let rest = Rest::new(&server);
     let name = unique("fence");
     let (token, _) = register(&rest, &name).await;
-    let (_, body) = rest
-        .post(
-            "/api/articles",
-            Some(&token),
-            json!({"article": {"title": "Fenced", "description": "d", "body": "b"}}),
-        )
-        .await;
-    let slug = body["article"]["slug"].as_str().expect("slug").to_string();
+    let slug = rest.publish(&token, "Fenced", &[]).await;
     // Comments have no unique key of their own: without the fence, both attempts below
     // would add one.
     let Some(lock) = stalled(&server, "comments").await else {
@@ -821,14 +814,7 @@ async fn lists_comments_and_tags_are_bounded() {
     assert_eq!(status, StatusCode::OK);
 
     // Comments come in pages: a default the RealWorld shape hides, limit and offset.
-    let (_, body) = rest
-        .post(
-            "/api/articles",
-            Some(&token),
-            json!({"article": {"title": "Talked about", "description": "d", "body": "b"}}),
-        )
-        .await;
-    let slug = body["article"]["slug"].as_str().expect("slug").to_string();
+    let slug = rest.publish(&token, "Talked about", &[]).await;
     for i in 0..5 {
         let (status, _) = rest
             .post(

@@ -20,12 +20,12 @@ use conduit::{
     config::{Settings, Sources},
     db,
     modules::{
-        articles::service::{ArticleFilter, ArticleService, NewArticle, PageRequest},
+        articles::service::{ArticleFilter, ArticleService, NewArticle},
         comments::service::CommentService,
         profiles::service::ProfileService,
         users::service::{Registration, UserService},
     },
-    pagination::PageQuery,
+    pagination::{PageQuery, PageRequest},
     readiness::Readiness,
     state::AppState,
 };

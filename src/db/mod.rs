@@ -3,10 +3,12 @@
 //! database work in its units (`work`).
 
 pub mod changes;
+mod conn;
 mod work;
 
 pub use changes::changed;
-pub use work::{Conn, Fence, Store, Unit};
+pub use conn::Conn;
+pub use work::{Fence, Store, Unit};
 
 use std::{path::Path, time::Duration};
 

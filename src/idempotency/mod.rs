@@ -28,6 +28,7 @@
 //! deadline: a client that disconnects after the write still leaves its answer recorded
 //! for the retry it will send.
 
+mod answer;
 mod store;
 
 use std::{
@@ -39,20 +40,23 @@ use std::{
 use axum::{
     body::Body,
     extract::Request,
-    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
+    http::{HeaderName, StatusCode},
     response::Response,
 };
-use blake2::{Blake2b512, Digest};
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use http_body_util::{BodyExt, Limited, StreamBody};
-use hyper::body::Frame;
+use http_body_util::{BodyExt, Limited};
 use tonic::Code;
 use tower::{Layer, Service, ServiceExt, util::BoxCloneSyncService};
 use tracing::Instrument;
 
 pub use self::store::purge_expired;
-use self::store::{Claim, KeyRef, Stored};
+use self::{
+    answer::{
+        MAX_KEY_LEN, body_of, encode_headers, fingerprint, replay, unreadable_body, valid_key,
+        worth_replaying,
+    },
+    store::{Claim, KeyRef, Stored},
+};
 use crate::{
     auth::Auth,
     context::{self, Protocol},
@@ -64,8 +68,6 @@ use crate::{
 };
 
 pub const HEADER: HeaderName = HeaderName::from_static("idempotency-key");
-const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
-const MAX_KEY_LEN: usize = 255;
 /// Answers larger than this are passed on but not kept (mutations answer one resource).
 const MAX_KEPT_ANSWER: usize = 1 << 20;
 
@@ -294,153 +296,4 @@ async fn run(
         tracing::warn!(error = %e, "idempotency key not updated");
     }
     Response::from_parts(parts, body_of(bytes, trailers))
-}
-
-/// 1–255 visible ASCII characters; a Structured Fields string's quotes are removed.
-fn valid_key(value: &HeaderValue) -> Option<String> {
-    let text = value.to_str().ok()?.trim();
-    let text = text
-        .strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .unwrap_or(text);
-    let ok = !text.is_empty()
-        && text.len() <= MAX_KEY_LEN
-        && text.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
-    ok.then(|| text.to_string())
-}
-
-fn fingerprint(method: &http::Method, path: &str, body: &[u8]) -> String {
-    let mut hash = Blake2b512::new();
-    for part in [
-        method.as_str().as_bytes(),
-        b"\0",
-        path.as_bytes(),
-        b"\0",
-        body,
-    ] {
-        hash.update(part);
-    }
-    hash.finalize()
-        .iter()
-        .take(32)
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Answers a retry would get again: 2xx and the deterministic client errors (422; 409
-/// for a taken name or an unmet precondition, not for a lost race). gRPC: OK,
-/// INVALID_ARGUMENT, ALREADY_EXISTS, FAILED_PRECONDITION.
-fn worth_replaying(
-    protocol: Protocol,
-    parts: &http::response::Parts,
-    trailers: Option<&HeaderMap>,
-) -> bool {
-    if protocol.is_grpc() {
-        let code = trailers
-            .and_then(|t| t.get("grpc-status"))
-            .or_else(|| parts.headers.get("grpc-status"))
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<i32>().ok());
-        return parts.status == StatusCode::OK && matches!(code, Some(0 | 3 | 6 | 9));
-    }
-    match parts.status {
-        status if status.is_success() => true,
-        StatusCode::UNPROCESSABLE_ENTITY => true,
-        StatusCode::CONFLICT => !matches!(
-            parts.extensions.get::<Reason>(),
-            Some(Reason::ConcurrentModification | Reason::IdempotencyKeyInUse) | None
-        ),
-        _ => false,
-    }
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct KeptHeaders {
-    headers: Vec<(String, String)>,
-    trailers: Option<Vec<(String, String)>>,
-}
-
-fn encode_headers(headers: &HeaderMap, trailers: Option<&HeaderMap>) -> String {
-    let pairs = |map: &HeaderMap| {
-        map.iter()
-            .filter(|(name, _)| *name != header::CONTENT_LENGTH && *name != header::DATE)
-            .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
-            .collect::<Vec<_>>()
-    };
-    serde_json::to_string(&KeptHeaders {
-        headers: pairs(headers),
-        trailers: trailers.map(pairs),
-    })
-    .unwrap_or_default()
-}
-
-fn decode_headers(pairs: &[(String, String)]) -> HeaderMap {
-    pairs
-        .iter()
-        .filter_map(|(name, value)| {
-            Some((
-                HeaderName::try_from(name.as_str()).ok()?,
-                HeaderValue::try_from(value.as_str()).ok()?,
-            ))
-        })
-        .collect()
-}
-
-fn replay(stored: Stored) -> Response {
-    let kept: KeptHeaders = stored
-        .headers
-        .as_deref()
-        .and_then(|h| serde_json::from_str(h).ok())
-        .unwrap_or(KeptHeaders {
-            headers: Vec::new(),
-            trailers: None,
-        });
-    let trailers = kept.trailers.as_deref().map(decode_headers);
-    let mut response = Response::new(body_of(Bytes::from(stored.body), trailers));
-    *response.status_mut() =
-        StatusCode::from_u16(u16::try_from(stored.status).unwrap_or(500)).unwrap_or_default();
-    *response.headers_mut() = decode_headers(&kept.headers);
-    response
-        .headers_mut()
-        .insert(REPLAYED, HeaderValue::from_static("true"));
-    response
-}
-
-/// A body of one data frame, followed by trailers when there are any (gRPC).
-fn body_of(bytes: Bytes, trailers: Option<HeaderMap>) -> Body {
-    match trailers {
-        None => Body::from(bytes),
-        Some(trailers) => {
-            let frames = [Frame::data(bytes), Frame::trailers(trailers)];
-            Body::new(StreamBody::new(futures_util::stream::iter(
-                frames.into_iter().map(Ok::<_, Infallible>),
-            )))
-        }
-    }
-}
-
-fn unreadable_body(protocol: Protocol, error: &axum::Error) -> Response {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    let mut too_large = false;
-    while let Some(e) = source {
-        too_large |= e.is::<http_body_util::LengthLimitError>()
-            || e.downcast_ref::<tonic::Status>()
-                .is_some_and(|s| s.code() == tonic::Code::ResourceExhausted);
-        source = e.source();
-    }
-    if too_large {
-        AppError::PayloadTooLarge.into_response_for(protocol)
-    } else {
-        layer_error(
-            protocol,
-            error::status(
-                Code::InvalidArgument,
-                Reason::RequestUnreadable,
-                "request body could not be read",
-            ),
-            StatusCode::BAD_REQUEST,
-            "body",
-            "could not be read",
-        )
-    }
 }

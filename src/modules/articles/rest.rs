@@ -10,12 +10,13 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::service::{
     ArticleChanges, ArticleFilter, ArticlePage, ArticleService, ArticleView,
-    NewArticle as NewArticleInput, PageRequest,
+    NewArticle as NewArticleInput,
 };
 use crate::{
     auth::{MaybePrincipal, Principal},
     error::{AppResult, GenericErrorModel},
     modules::profiles::rest::Profile,
+    pagination::PageRequest,
     rest::{Field, Json, Query, timestamp},
     state::AppState,
     validation::Violations,

@@ -12,8 +12,8 @@ use super::service::{CommentService, CommentView};
 use crate::{
     auth::{MaybePrincipal, Principal},
     error::{AppResult, GenericErrorModel},
-    modules::articles::service::PageRequest,
     modules::profiles::rest::Profile,
+    pagination::PageRequest,
     rest::{Field, Json, Query, timestamp},
     state::AppState,
     validation::Violations,

@@ -11,11 +11,11 @@ use crate::{
     db::Store,
     error::{AppError, AppResult, Reason},
     modules::{
-        articles::service::{Hold, PageRequest, article_gone, find_in, held},
+        articles::service::{Hold, article_gone, find_in, held},
         profiles::service::{ProfileView, author_views, user_by_id},
         users::repo::caller_or,
     },
-    pagination::{Cursor, Page, PageQuery, PageScope, PageTokens},
+    pagination::{Cursor, Page, PageQuery, PageRequest, PageScope, PageTokens},
     state::AppState,
     validation::Violations,
     values::Slug,

@@ -13,7 +13,7 @@ use crate::{
     error::{AppError, AppResult, Reason},
     modules::users::repo::caller_or,
     state::AppState,
-    validation::lookup_name,
+    values::ProfileName,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +69,7 @@ impl ProfileService {
     }
 
     pub async fn get(&self, viewer: Option<Principal>, username: &str) -> AppResult<ProfileView> {
-        let username = lookup_username(username)?;
+        let username = ProfileName::lookup(username)?;
         self.store
             .read(move |txn| {
                 let username = username.clone();
@@ -101,7 +101,7 @@ impl ProfileService {
         username: &str,
         follow: bool,
     ) -> AppResult<ProfileView> {
-        let username = lookup_username(username)?;
+        let username = ProfileName::lookup(username)?;
         self.store
             .write(move |txn| {
                 let username = username.clone();
@@ -136,12 +136,8 @@ impl ProfileService {
     }
 }
 
-fn lookup_username(username: &str) -> AppResult<String> {
-    lookup_name(username).ok_or(AppError::NotFound(Reason::ProfileNotFound))
-}
-
-async fn find(db: &impl ConnectionTrait, username: &str) -> AppResult<users::Model> {
-    repo::find_user(db, username)
+async fn find(db: &impl ConnectionTrait, username: &ProfileName) -> AppResult<users::Model> {
+    repo::find_user(db, username.as_str())
         .await?
         .ok_or(AppError::NotFound(Reason::ProfileNotFound))
 }
