@@ -136,10 +136,10 @@ struct Docs {
 
 #[rustfmt::skip]
 pub const OPERATIONS: &[Operation] = &[
-    rest_only("GET /api/openapi.json", Public, Read),
-    rest_only("GET /api/docs", Public, Read),
-    rest_only("GET /api/docs/", Public, Read),
-    rest_only("GET /api/docs/{*file}", Public, Read),
+    rest_only("GET /api/openapi.json", Public, Read).tooling(),
+    rest_only("GET /api/docs", Public, Read).tooling(),
+    rest_only("GET /api/docs/", Public, Read).tooling(),
+    rest_only("GET /api/docs/{*file}", Public, Read).tooling(),
 ];
 
 pub fn router(document: openapi::OpenApi, settings: &Settings) -> Router {

@@ -44,6 +44,18 @@ pub enum Limit {
     CredentialAttempt,
 }
 
+/// What kind of traffic an operation is, for the layers that run before routing (load
+/// shedding, access logs), which judge it by its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Traffic {
+    Api,
+    /// Probes, scrapes, gRPC health: never shed (an overloaded replica must still say
+    /// so), logged at debug and not counted as API traffic.
+    Probe,
+    /// Documents and reflection: quiet like probes, shed like the API.
+    Tooling,
+}
+
 /// One operation, on each protocol that offers it.
 #[derive(Debug, Clone, Copy)]
 pub struct Operation {
@@ -54,6 +66,7 @@ pub struct Operation {
     pub access: Access,
     pub effect: Effect,
     pub limit: Limit,
+    pub traffic: Traffic,
 }
 
 impl Operation {
@@ -63,6 +76,37 @@ impl Operation {
             limit: Limit::CredentialAttempt,
             ..self
         }
+    }
+
+    /// Marks a probe, a scrape or a health check (see [`Traffic::Probe`]).
+    pub const fn probe(self) -> Self {
+        Self {
+            traffic: Traffic::Probe,
+            ..self
+        }
+    }
+
+    /// Marks documentation or reflection (see [`Traffic::Tooling`]).
+    pub const fn tooling(self) -> Self {
+        Self {
+            traffic: Traffic::Tooling,
+            ..self
+        }
+    }
+
+    /// The request paths it is served at (without a base path): the gRPC method, and
+    /// the REST template, whose trailing `{*rest}` makes it a prefix.
+    fn paths(&self) -> impl Iterator<Item = Path> {
+        let rest =
+            self.rest
+                .and_then(|r| r.split_once(' '))
+                .map(|(_, path)| match path.rfind('{') {
+                    Some(at) if path.ends_with('}') && path[at..].starts_with("{*") => {
+                        Path::Prefix(&path[..at])
+                    }
+                    _ => Path::Exact(path),
+                });
+        rest.into_iter().chain(self.grpc.map(Path::Exact))
     }
 
     /// The names it is found by: its REST operation and its gRPC method.
@@ -84,6 +128,7 @@ pub const fn both(
         access,
         effect,
         limit: Limit::Unlimited,
+        traffic: Traffic::Api,
     }
 }
 
@@ -95,6 +140,7 @@ pub const fn rest_only(rest: &'static str, access: Access, effect: Effect) -> Op
         access,
         effect,
         limit: Limit::Unlimited,
+        traffic: Traffic::Api,
     }
 }
 
@@ -106,6 +152,7 @@ pub const fn grpc_only(grpc: &'static str, access: Access, effect: Effect) -> Op
         access,
         effect,
         limit: Limit::Unlimited,
+        traffic: Traffic::Api,
     }
 }
 
@@ -139,10 +186,46 @@ impl Identified {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Path {
+    Exact(&'static str),
+    Prefix(&'static str),
+}
+
+/// The paths of some operations, matched without allocating.
+#[derive(Debug, Default)]
+struct Paths {
+    exact: std::collections::HashSet<&'static str>,
+    prefixes: Vec<&'static str>,
+}
+
+impl Paths {
+    fn of<'a>(rows: impl Iterator<Item = &'a &'static Operation>) -> Self {
+        let mut paths = Self::default();
+        for path in rows.flat_map(|op| op.paths()) {
+            match path {
+                Path::Exact(p) => {
+                    paths.exact.insert(p);
+                }
+                Path::Prefix(p) => paths.prefixes.push(p),
+            }
+        }
+        paths
+    }
+
+    fn contains(&self, path: &str) -> bool {
+        self.exact.contains(path) || self.prefixes.iter().any(|p| path.starts_with(p))
+    }
+}
+
 /// Every stated operation, found by its names.
 #[derive(Debug, Default)]
 pub struct Operations {
     rows: Vec<&'static Operation>,
+    /// Probes and tooling: logged quietly.
+    quiet: Paths,
+    /// Probes: never shed.
+    unsheddable: Paths,
     /// Method, then route template: found without building a string per request.
     rest: HashMap<&'static str, HashMap<&'static str, &'static Operation>>,
     grpc: HashMap<&'static str, &'static Operation>,
@@ -161,7 +244,15 @@ impl Operations {
                 grpc.insert(method, *op);
             }
         }
-        Self { rows, rest, grpc }
+        let quiet = Paths::of(rows.iter().filter(|op| op.traffic != Traffic::Api));
+        let unsheddable = Paths::of(rows.iter().filter(|op| op.traffic == Traffic::Probe));
+        Self {
+            rows,
+            quiet,
+            unsheddable,
+            rest,
+            grpc,
+        }
     }
 
     pub fn rows(&self) -> impl Iterator<Item = &'static Operation> + '_ {
@@ -189,6 +280,17 @@ impl Operations {
         self.grpc.get(path).copied()
     }
 
+    /// Whether a request path (base path stripped) is a probe's or tooling's: logged at
+    /// debug, no span exported, not counted as API traffic.
+    pub fn is_quiet(&self, path: &str) -> bool {
+        self.quiet.contains(path)
+    }
+
+    /// Whether a request path is a probe's, which load shedding lets through.
+    pub fn is_never_shed(&self, path: &str) -> bool {
+        self.unsheddable.contains(path)
+    }
+
     /// The access rule of a REST operation; an unstated one requires authentication.
     pub fn rest_access(&self, method: &Method, path: &str) -> Access {
         self.rest(method, path)
@@ -198,5 +300,38 @@ impl Operations {
     /// The access rule of a gRPC method; an unstated one requires authentication.
     pub fn grpc_access(&self, path: &str) -> Access {
         self.grpc(path).map_or(Access::Required, |op| op.access)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static ROWS: &[Operation] = &[
+        rest_only("GET /livez", Access::Public, Effect::Read).probe(),
+        grpc_only("/grpc.health.v1.Health/Check", Access::Public, Effect::Read).probe(),
+        rest_only("GET /api/docs/{*file}", Access::Public, Effect::Read).tooling(),
+        rest_only("GET /api/articles/{slug}", Access::Optional, Effect::Read),
+    ];
+
+    #[test]
+    fn probes_and_tooling_are_known_by_their_paths() {
+        let operations = Operations::new([&ROWS]);
+        for quiet in [
+            "/livez",
+            "/grpc.health.v1.Health/Check",
+            "/api/docs/index.css",
+        ] {
+            assert!(operations.is_quiet(quiet), "{quiet}");
+        }
+        assert!(!operations.is_quiet("/api/articles/{slug}"));
+        assert!(!operations.is_quiet("/api/articles/livez"));
+        assert!(operations.is_never_shed("/livez"));
+        assert!(operations.is_never_shed("/grpc.health.v1.Health/Check"));
+        assert!(
+            !operations.is_never_shed("/api/docs/index.css"),
+            "docs are shed"
+        );
+        assert!(!operations.is_never_shed("/livez/x"));
     }
 }

@@ -10,8 +10,8 @@ use crate::{
 };
 
 pub const OPERATIONS: &[Operation] = &[
-    rest_only("GET /livez", Public, Read),
-    rest_only("GET /readyz", Public, Read),
+    rest_only("GET /livez", Public, Read).probe(),
+    rest_only("GET /readyz", Public, Read).probe(),
 ];
 
 pub fn router(readiness: Readiness) -> Router {

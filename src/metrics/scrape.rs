@@ -22,7 +22,8 @@ pub const OPERATIONS: &[crate::operations::Operation] = &[crate::operations::res
     "GET /metrics",
     crate::operations::Access::Public,
     crate::operations::Effect::Read,
-)];
+)
+.probe()];
 
 /// `GET /metrics` in the text exposition format.
 pub fn router(

@@ -19,7 +19,7 @@ use axum::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::Reason;
-use crate::{context::Protocol, error::layer_error};
+use crate::{context::Protocol, error::layer_error, operations::Operations};
 
 pub const SHED: &str = "conduit_requests_shed_total";
 
@@ -33,21 +33,17 @@ pub fn places(limit: usize) -> Arc<Semaphore> {
     }))
 }
 
-fn never_shed(path: &str) -> bool {
-    matches!(path, "/livez" | "/readyz" | "/metrics") || path.starts_with("/grpc.health.v1.Health/")
-}
-
 /// A request's place among those in flight, in its extensions: whoever holds a clone
 /// keeps it taken.
 #[derive(Clone)]
 pub struct Place(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
 
 pub async fn shed(
-    State(places): State<Arc<Semaphore>>,
+    State((places, operations)): State<(Arc<Semaphore>, &'static Operations)>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    if never_shed(request.uri().path()) {
+    if operations.is_never_shed(request.uri().path()) {
         return next.run(request).await;
     }
     let Ok(place) = places.try_acquire_owned() else {

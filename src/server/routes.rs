@@ -34,10 +34,10 @@ use crate::{
 /// What gRPC health and reflection serve (see `operations`).
 #[rustfmt::skip]
 const HEALTH_AND_REFLECTION: &[Operation] = &[
-    grpc_only("/grpc.health.v1.Health/Check", Public, Read),
-    grpc_only("/grpc.health.v1.Health/Watch", Public, Read),
-    grpc_only("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", Public, Read),
-    grpc_only("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", Public, Read),
+    grpc_only("/grpc.health.v1.Health/Check", Public, Read).probe(),
+    grpc_only("/grpc.health.v1.Health/Watch", Public, Read).probe(),
+    grpc_only("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", Public, Read).tooling(),
+    grpc_only("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", Public, Read).tooling(),
 ];
 
 /// Every operation the server can serve: the rows of every feature module (switched on or

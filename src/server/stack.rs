@@ -45,7 +45,10 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
         // nosniff, no-referrer, never framed, HSTS when configured: REST answers only
         .map_response(move |response| middleware::security_headers::add(response, hsts.as_ref()))
         // 3. span + access log; the outcome is read from grpc-status (header or trailer)
-        .layer(from_fn(middleware::observe::observe))
+        .layer(from_fn_with_state(
+            super::operations(),
+            middleware::observe::observe,
+        ))
         .layer(SharedLayer)
         // 4. CORS: answers preflights before deadlines, limits or auth get involved, and
         //    puts its headers on every answer below, errors included
@@ -62,7 +65,10 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
         // 5b. load shedding: past server.concurrency_limit requests in flight, 503 /
         //     RESOURCE_EXHAUSTED at once; probes, /metrics and gRPC health are exempt
         .layer(from_fn_with_state(
-            middleware::shed::places(server.concurrency_limit),
+            (
+                middleware::shed::places(server.concurrency_limit),
+                super::operations(),
+            ),
             middleware::shed::shed,
         ))
         .layer(SharedLayer)

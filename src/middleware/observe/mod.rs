@@ -10,7 +10,7 @@ mod labels;
 
 use axum::{
     body::Body,
-    extract::{MatchedPath, Request},
+    extract::{MatchedPath, Request, State},
     http::HeaderMap,
     middleware::Next,
     response::Response,
@@ -25,17 +25,10 @@ pub use info::{ClientGone, GrpcOutcome, record_principal};
 use labels::grpc_code;
 
 use super::request_id;
-use crate::context::{self, Protocol};
-
-/// Probes, scrapes and doc viewers: logged at debug, no span exported, not counted as API
-/// traffic.
-fn is_quiet(path: &str) -> bool {
-    matches!(path, "/livez" | "/readyz" | "/metrics")
-        || path.starts_with("/grpc.health.v1.Health/")
-        || path.starts_with("/grpc.reflection.")
-        || path.starts_with("/api/docs")
-        || path == "/api/openapi.json"
-}
+use crate::{
+    context::{self, Protocol},
+    operations::Operations,
+};
 
 /// Route layer on the REST and gRPC routers: the matched template (`/api/articles/{slug}`,
 /// or `/conduit.v1.ArticleService/{*rest}` for a registered gRPC service) names the
@@ -85,13 +78,19 @@ macro_rules! request_span {
     };
 }
 
-pub async fn observe(mut request: Request, next: Next) -> Response {
+/// Probes, scrapes and doc viewers (the operations table's probe and tooling rows) are
+/// logged at debug, export no span and are not counted as API traffic.
+pub async fn observe(
+    State(operations): State<&'static Operations>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let protocol = Protocol::of(&request);
     let request_id = request_id::from_headers(request.headers());
     let method = request.method().clone();
     let uri = request.uri().clone();
     let path = uri.path();
-    let quiet = is_quiet(path);
+    let quiet = operations.is_quiet(path);
     let name = if protocol.is_grpc() {
         path.trim_start_matches('/')
     } else {
