@@ -255,10 +255,6 @@ impl Operations {
         }
     }
 
-    pub fn rows(&self) -> impl Iterator<Item = &'static Operation> + '_ {
-        self.rows.iter().copied()
-    }
-
     /// Every name the tables state, as often as they state it.
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.rows.iter().flat_map(|op| op.names())

@@ -5,6 +5,8 @@ use axum::{Router, extract::State, http::header, response::IntoResponse, routing
 use metrics_exporter_prometheus::PrometheusHandle;
 use sea_orm::DatabaseConnection;
 
+use crate::operations::{Access::Public, Effect::Read, Operation, rest_only};
+
 pub const DB_CONNECTIONS: &str = "db_client_connections_usage";
 pub const DB_CONNECTIONS_MAX: &str = "db_client_connections_max";
 pub const READY: &str = "conduit_ready";
@@ -18,12 +20,7 @@ struct Scrape {
     readiness: crate::readiness::Readiness,
 }
 
-pub const OPERATIONS: &[crate::operations::Operation] = &[crate::operations::rest_only(
-    "GET /metrics",
-    crate::operations::Access::Public,
-    crate::operations::Effect::Read,
-)
-.probe()];
+pub const OPERATIONS: &[Operation] = &[rest_only("GET /metrics", Public, Read).probe()];
 
 /// `GET /metrics` in the text exposition format.
 pub fn router(

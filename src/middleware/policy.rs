@@ -6,8 +6,6 @@
 //! fails closed. Handlers still ask for the caller they need; the rows are the guarantee
 //! that none was forgotten.
 
-use std::{collections::HashSet, sync::LazyLock};
-
 use axum::{
     extract::{MatchedPath, Request, State},
     middleware::Next,
@@ -49,34 +47,15 @@ pub async fn enforce(
     }
 }
 
-/// The conduit gRPC methods that exist, from the descriptor set: a method that exists
-/// but no table states is judged (fail closed); one that does not exist is left to the
-/// router's UNIMPLEMENTED.
-static GRPC_METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
-    use prost::Message;
-    prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET)
-        .map(|set| {
-            set.file
-                .iter()
-                .flat_map(|file| {
-                    file.service.iter().flat_map(move |service| {
-                        service.method.iter().map(move |method| {
-                            format!("/{}.{}/{}", file.package(), service.name(), method.name())
-                        })
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-});
-
 /// What `request` calls, by its gRPC method or its routed REST template.
 fn identify(operations: &Operations, request: &Request) -> Identified {
     if Protocol::of(request).is_grpc() {
         let path = request.uri().path();
         match operations.grpc(path) {
             Some(op) => Identified::Stated(op),
-            None if GRPC_METHODS.contains(path) => Identified::Unstated,
+            // A method that exists but no table states is judged (fail closed); one that
+            // does not exist is left to the router's UNIMPLEMENTED.
+            None if crate::proto::method_paths().contains(path) => Identified::Unstated,
             None => Identified::NoSuchMethod,
         }
     } else {
