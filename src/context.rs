@@ -1,7 +1,8 @@
-//! What the request being served is, for whatever runs inside it: its ids, its client's
-//! address (task-locals set by `observe`, so that errors rendered deep inside a handler
-//! and log lines can quote them without every function passing them along) and its
-//! protocol (read off the request). Infrastructure: the layers below the transport read
+//! What the request being served is, for whatever runs inside it: its ids and its
+//! client's address (task-locals set by `observe`, so that log lines written deep inside a
+//! handler carry them, and sessions record the address, without every function passing
+//! them along) and its protocol (read off the request). Error answers do not read them:
+//! `observe` writes the ids into those itself (`error::quote_ids`). Infrastructure: the layers below the transport read
 //! it without depending on the middleware that sets it.
 
 use std::future::Future;
@@ -67,17 +68,9 @@ tokio::task_local! {
     static IDS: Ids;
 }
 
-pub fn current() -> Option<String> {
-    IDS.try_with(|ids| ids.request_id.clone()).ok()
-}
-
 /// Runs `f` with the current request's ids, without copying them.
 pub fn with_current<R>(f: impl FnOnce(&Ids) -> R) -> Option<R> {
     IDS.try_with(f).ok()
-}
-
-pub fn current_trace() -> Option<String> {
-    IDS.try_with(|ids| ids.trace_id.clone()).ok().flatten()
 }
 
 pub async fn scope<F: Future>(ids: Ids, future: F) -> F::Output {

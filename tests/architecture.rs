@@ -281,13 +281,26 @@ fn dependencies_point_down_and_units_form_no_cycle() {
         ("modules/articles/service.rs", "state.rs"),
         ("modules/articles/rest.rs", "modules/articles/service.rs"),
         ("db/work.rs", "cache/mod.rs"),
-        ("error/kind.rs", "context.rs"),
+        ("error/rest.rs", "context.rs"),
     ] {
         assert!(
             edges.iter().any(|(f, t, _)| f == from && t == to),
             "the parser missed {from} -> {to}"
         );
     }
+
+    // Error rendering is handed the request's ids (`error::quote_ids`, by `observe`); it
+    // may know the protocol it renders for, never look the ids up.
+    let looked_up: Vec<_> = edges
+        .iter()
+        .filter(|(from, to, path)| {
+            from.starts_with("error/") && to == "context.rs" && !path.ends_with("Protocol")
+        })
+        .collect();
+    assert!(
+        looked_up.is_empty(),
+        "error rendering takes the request's ids as arguments, not from `context`: {looked_up:?}"
+    );
 
     let mut broken = Vec::new();
     let mut seen_known = BTreeSet::new();

@@ -29,6 +29,17 @@ fn reason(status: &Status) -> String {
         "{} is not a conduit.v1.Reason",
         info.reason
     );
+    // The request id to quote, the same the response echoes in `x-request-id`.
+    let echoed = status
+        .metadata()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok());
+    assert!(echoed.is_some(), "{status:?}");
+    assert_eq!(
+        info.metadata.get("request_id").map(String::as_str),
+        echoed,
+        "ErrorInfo quotes the request id: {status:?}"
+    );
     info.reason
 }
 

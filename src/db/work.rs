@@ -267,7 +267,7 @@ impl Store {
             Some(work.await)
         }
         .in_current_span();
-        // The request id stays readable inside the unit (error messages quote it).
+        // The request's ids stay with the unit's log lines.
         let handle = self.units.spawn(context::carry(work));
         match handle.await {
             Ok(Some(outcome)) => outcome,

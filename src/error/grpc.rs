@@ -1,5 +1,6 @@
-//! The gRPC rendering: a `tonic::Status` with `ErrorInfo` (reason, domain, request id),
-//! field violations and retry information.
+//! The gRPC rendering: a `tonic::Status` with `ErrorInfo` (reason, domain), field
+//! violations and retry information. The request id is added on the way out
+//! (`answer::quote_ids`).
 
 use tonic::Code;
 use tonic_types::{ErrorDetails, StatusExt};
@@ -11,10 +12,9 @@ use axum::{
     response::Response,
 };
 
-use crate::context::{self, Protocol};
+use crate::context::Protocol;
 
-/// A gRPC status with its `ErrorInfo` (and the request id to quote, when there is one):
-/// how every layer and handler answers a failed call.
+/// A gRPC status with its `ErrorInfo`: how every layer and handler answers a failed call.
 pub fn status(code: Code, reason: Reason, message: impl Into<String>) -> tonic::Status {
     status_with(code, reason, message, ErrorDetails::new())
 }
@@ -25,11 +25,11 @@ fn status_with(
     message: impl Into<String>,
     mut details: ErrorDetails,
 ) -> tonic::Status {
-    let metadata: std::collections::HashMap<String, String> = context::current()
-        .map(|id| ("request_id".to_string(), id))
-        .into_iter()
-        .collect();
-    details.set_error_info(reason.as_str(), ERROR_DOMAIN, metadata);
+    details.set_error_info(
+        reason.as_str(),
+        ERROR_DOMAIN,
+        std::collections::HashMap::new(),
+    );
     tonic::Status::with_error_details(code, message, details)
 }
 
@@ -37,12 +37,12 @@ fn status_with(
 /// carry `BadRequest` field violations.
 impl From<AppError> for tonic::Status {
     fn from(error: AppError) -> Self {
-        error.log_if_internal();
+        let failure = error.failure();
         let code = error.grpc_code();
         let reason = error.reason();
         let violations = error.field_errors();
         let message = match &error {
-            AppError::Internal(_) => internal_message(),
+            AppError::Internal(_) => internal_message(None),
             _ => violations
                 .iter()
                 .map(|(field, message)| format!("{field} {message}"))
@@ -58,7 +58,11 @@ impl From<AppError> for tonic::Status {
         if let AppError::RateLimited(wait) = error {
             details.set_retry_info(Some(wait));
         }
-        status_with(code, reason, message, details)
+        let mut status = status_with(code, reason, message, details);
+        if let Some(failure) = failure {
+            status.set_source(std::sync::Arc::new(failure));
+        }
+        status
     }
 }
 

@@ -4,8 +4,7 @@
 use axum::{extract::rejection::JsonRejection, http::StatusCode};
 use tonic::Code;
 
-use super::Reason;
-use crate::context;
+use super::{Reason, answer::Failure};
 
 /// A field (or resource) name and what is wrong with it, as RealWorld words it.
 pub type FieldError = (&'static str, String);
@@ -152,20 +151,17 @@ impl AppError {
             AppError::RateLimited(wait) => {
                 format!("too many attempts; retry in {} s", retry_after_secs(*wait))
             }
-            AppError::Internal(_) => return vec![("internal", internal_message())],
+            AppError::Internal(_) => return vec![("internal", internal_message(None))],
         };
         vec![(subject, message)]
     }
 
-    pub(super) fn log_if_internal(&self) {
-        if let AppError::Internal(e) = self {
-            // Fields, not only span context, so error tracking receives them too.
-            tracing::error!(
-                error = format!("{e:#}"),
-                request_id = context::current(),
-                trace_id = crate::telemetry::current_trace_id(),
-                "internal error"
-            );
+    /// For an internal failure, what the log needs of it (the answer never shows it):
+    /// carried out with the answer to the layer that knows the request's ids.
+    pub(super) fn failure(&self) -> Option<Failure> {
+        match self {
+            AppError::Internal(e) => Some(Failure::new(format!("{e:#}"))),
+            _ => None,
         }
     }
 }
@@ -176,8 +172,8 @@ pub(super) fn retry_after_secs(wait: std::time::Duration) -> u64 {
 }
 
 /// What a client sees of an internal failure: the id to quote, nothing else.
-pub(crate) fn internal_message() -> String {
-    match context::current() {
+pub(crate) fn internal_message(request_id: Option<&str>) -> String {
+    match request_id {
         Some(id) => format!("internal error (request id {id})"),
         None => "internal error".into(),
     }

@@ -1,11 +1,13 @@
 //! The one domain error of the service layer and its two wire mappings:
 //! `tonic::Status` for gRPC and the RealWorld `{"errors": {field: [message]}}` body for REST.
 
+mod answer;
 mod grpc;
 mod kind;
 mod reason;
 mod rest;
 
+pub use answer::{AnswerIds, Failure, quote_ids};
 pub use grpc::{grpc_error, status};
 pub(crate) use kind::internal_message;
 pub use kind::{AppError, AppResult, FieldError};

@@ -23,7 +23,7 @@ impl AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        self.log_if_internal();
+        let failure = self.failure();
         let reason = self.reason();
         let mut errors = serde_json::Map::new();
         for (field, message) in self.field_errors() {
@@ -40,6 +40,9 @@ impl IntoResponse for AppError {
         }
         // For layers that judge the answer (idempotency: a lost race is not kept).
         response.extensions_mut().insert(reason);
+        if let Some(failure) = failure {
+            response.extensions_mut().insert(failure);
+        }
         response
     }
 }

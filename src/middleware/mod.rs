@@ -3,7 +3,6 @@
 
 pub mod authenticate;
 pub mod body_limit;
-pub mod error_info;
 pub mod grpc_web;
 pub mod guard;
 pub mod observe;

@@ -3,45 +3,31 @@
 
 use std::any::Any;
 
-use axum::{http::StatusCode, response::Response};
+use axum::response::Response;
 
-use crate::{
-    context::{self, Protocol},
-    error::layer_error,
-};
+use crate::{context::Protocol, error::AppError};
 
-/// The answer to a request whose handler panicked with `payload`.
+/// The answer to a request whose handler panicked with `payload`: an internal failure,
+/// logged with the request's ids on its way out like any other.
 pub fn answer(protocol: Protocol, payload: Box<dyn Any + Send>) -> Response {
     let detail = payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".into());
-    tracing::error!(
-        panic = %detail,
-        request_id = context::current(),
-        trace_id = crate::telemetry::current_trace_id(),
-        "handler panicked"
-    );
-    let message = crate::error::internal_message();
-    layer_error(
-        protocol,
-        crate::error::status(
-            tonic::Code::Internal,
-            crate::error::Reason::Internal,
-            message.clone(),
-        ),
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        &message,
-    )
+    AppError::Internal(anyhow::anyhow!("handler panicked: {detail}")).into_response_for(protocol)
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use axum::{Router, body::Body, http::Request, routing::post};
+    use axum::{
+        Router,
+        body::Body,
+        http::{Request, StatusCode},
+        routing::post,
+    };
     use tower::ServiceExt;
 
     use super::*;

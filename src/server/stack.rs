@@ -4,7 +4,7 @@ use axum::{
     Router,
     body::Body,
     http::{HeaderName, HeaderValue, Method, header},
-    middleware::{from_fn, from_fn_with_state},
+    middleware::from_fn_with_state,
     response::IntoResponse,
 };
 use tower::{ServiceBuilder, ServiceExt};
@@ -44,7 +44,10 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
         .layer(PropagateRequestIdLayer::x_request_id())
         // nosniff, no-referrer, never framed, HSTS when configured: REST answers only
         .map_response(move |response| middleware::security_headers::add(response, hsts.as_ref()))
-        // 3. span + access log; the outcome is read from grpc-status (header or trailer)
+        // 3. span + access log; the outcome is read from grpc-status (header or trailer).
+        //    Every error answer from below leaves with the request id (gRPC: in its
+        //    ErrorInfo, which tonic's own statuses get here too; an internal failure: in
+        //    its message), and an internal failure is logged with both ids
         .layer(from_fn_with_state(
             super::operations(),
             middleware::observe::observe,
@@ -92,10 +95,6 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
         })
         .layer(SharedLayer)
         .layer(middleware::grpc_web::AxumBodyLayer)
-        // 9. statuses tonic answers by itself (unknown method, undecodable message) get
-        //     the ErrorInfo every other gRPC error carries
-        .layer(from_fn(middleware::error_info::complete))
-        .layer(SharedLayer)
         .service(router)
         .map_response(IntoResponse::into_response)
         .boxed_clone()

@@ -180,11 +180,6 @@ impl Telemetry {
     }
 }
 
-/// The current request's trace id (32 hex digits), if there is one.
-pub fn current_trace_id() -> Option<String> {
-    crate::context::current_trace()
-}
-
 /// The trace id of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`), if valid: how
 /// a request continues its caller's trace when spans are not exported.
 pub fn trace_id_from_traceparent(value: &str) -> Option<&str> {

@@ -75,6 +75,17 @@ impl Completion {
         }
     }
 
+    /// Writes the request's ids into an error answer, and logs an internal failure with
+    /// them (`error::quote_ids`).
+    pub(super) fn quote_ids(&self, response: &mut axum::response::Response) {
+        let ids = crate::error::AnswerIds {
+            request_id: &self.request_id,
+            trace_id: self.trace_id.as_deref(),
+            span: &self.span,
+        };
+        crate::error::quote_ids(response, self.protocol, ids);
+    }
+
     /// Bounded label values: a registered gRPC method or a REST route template, never a
     /// raw path or method a caller chose (they would let any caller mint new series).
     fn operation(&self, code: Option<i32>) -> &'static str {

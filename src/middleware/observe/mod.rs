@@ -173,7 +173,8 @@ pub async fn observe(
         info,
         span.clone(),
     );
-    let response = context::scope(ids, next.run(request).instrument(span)).await;
+    let mut response = context::scope(ids, next.run(request).instrument(span)).await;
+    completion.quote_ids(&mut response);
     completion.status = response.status().as_u16();
     completion.grpc_code = grpc_code(response.headers());
     // Even when the outcome is known now (REST, trailers-only gRPC), completion waits for
