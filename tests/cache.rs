@@ -106,10 +106,7 @@ async fn writes_invalidate_the_cache_here_and_on_other_replicas() {
     let (_, before) = rest.get(&path, None).await;
     assert_eq!(before["article"]["favoritesCount"], 0);
     let fan = replica_rest.register(&unique("fan")).await;
-    let (status, _) = replica_rest
-        .post(&format!("{path}/favorite"), Some(&fan), json!({}))
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    replica_rest.favorite(&fan, &slug).await;
     let mut count = Value::Null;
     for _ in 0..200 {
         count = rest.get(&path, None).await.1["article"]["favoritesCount"].clone();
@@ -159,10 +156,7 @@ async fn cached_reads_are_per_viewer_and_follow_writes() {
     }
     // ... and a write moves every view on: the fan's own flag and everyone's count, and
     // the fan's flag stays the fan's.
-    let (status, _) = rest
-        .post(&format!("{path}/favorite"), Some(&fan), json!({}))
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    rest.favorite(&fan, &slug).await;
     for (token, favorited) in [(None, false), (Some(&fan), true), (Some(&other), false)] {
         let token = token.map(String::as_str);
         for _ in 0..2 {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Rest, TestServer, grpc_request, unique};
+use common::{Grpc, Rest, TestServer, grpc_request, unique};
 use conduit::proto::conduit::v1::{
     self as pb, article_service_client::ArticleServiceClient,
     comment_service_client::CommentServiceClient, profile_service_client::ProfileServiceClient,
@@ -56,46 +56,19 @@ fn mask(paths: &[&str]) -> Option<FieldMask> {
     })
 }
 
-async fn register_grpc(channel: &Channel, username: &str, email: &str) -> Result<String, Status> {
-    Ok(UserServiceClient::new(channel.clone())
-        .register(pb::RegisterRequest {
-            username: username.into(),
-            email: email.into(),
-            password: "password123".into(),
-        })
-        .await?
-        .into_inner()
-        .user
-        .expect("user")
-        .token)
-}
-
-async fn create_article(rest: &Rest, token: &str, title: &str, tag: &str) -> String {
-    let (status, body) = rest
-        .post(
-            "/api/articles",
-            Some(token),
-            json!({"article": {"title": title, "description": "d", "body": "b", "tagList": [tag]}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["article"]["slug"].as_str().expect("slug").to_string()
-}
-
 #[tokio::test]
 async fn explicit_null_is_refused_where_a_field_is_not_nullable() {
     let server = TestServer::start().await;
     let rest = Rest::new(&server);
     let name = unique("nulls");
     let token = rest.register(&name).await;
-    let (_, set) = rest
-        .put(
-            "/api/user",
-            Some(&token),
-            json!({"user": {"bio": "still here", "image": "https://img.example/a.png"}}),
+    let set = rest
+        .update_user(
+            &token,
+            json!({"bio": "still here", "image": "https://img.example/a.png"}),
         )
         .await;
-    assert_eq!(set["user"]["bio"], "still here");
+    assert_eq!(set["bio"], "still here");
 
     for field in ["email", "username", "password"] {
         let (status, body) = rest
@@ -113,7 +86,9 @@ async fn explicit_null_is_refused_where_a_field_is_not_nullable() {
     assert_eq!(body["user"]["bio"], "still here");
     assert_eq!(body["user"]["username"], name.as_str());
 
-    let slug = create_article(&rest, &token, &unique("Null title"), "nulls").await;
+    let slug = rest
+        .publish(&token, &unique("Null title"), &["nulls"])
+        .await;
     for field in ["title", "description", "body", "tagList"] {
         let (status, body) = rest
             .put(
@@ -209,9 +184,9 @@ async fn passwords_follow_the_nist_length_rules_on_both_protocols() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body, too_short);
 
-    let channel = server.channel().await;
+    let grpc = Grpc::new(&server).await;
     let name = unique("pwgrpc");
-    let refused = UserServiceClient::new(channel.clone())
+    let refused = UserServiceClient::new(grpc.channel())
         .register(pb::RegisterRequest {
             username: name.clone(),
             email: format!("{name}@example.io"),
@@ -222,10 +197,8 @@ async fn passwords_follow_the_nist_length_rules_on_both_protocols() {
     assert_eq!(refused.code(), Code::InvalidArgument);
     assert_eq!(reason(&refused), "VALIDATION_FAILED");
     assert_eq!(violated_fields(&refused), ["password"]);
-    let token = register_grpc(&channel, &name, &format!("{name}@example.io"))
-        .await
-        .expect("register");
-    let refused = UserServiceClient::new(channel)
+    let token = grpc.register(&name).await;
+    let refused = UserServiceClient::new(grpc.channel())
         .update_user(grpc_request(
             pb::UpdateUserRequest {
                 user: Some(pb::User {
@@ -246,7 +219,8 @@ async fn passwords_follow_the_nist_length_rules_on_both_protocols() {
 async fn identities_ignore_case_but_usernames_keep_theirs() {
     let server = TestServer::start().await;
     let rest = Rest::new(&server);
-    let channel = server.channel().await;
+    let grpc = Grpc::new(&server).await;
+    let channel = grpc.channel();
     let name = format!("Jake{}", unique("Case"));
     let email = format!("{name}@Example.io");
     let (status, body) = rest
@@ -293,12 +267,14 @@ async fn identities_ignore_case_but_usernames_keep_theirs() {
         body,
         json!({"errors": {"email": ["has already been taken"]}})
     );
-    let taken = register_grpc(&channel, &name.to_lowercase(), "another@example.io")
+    let taken = grpc
+        .try_register(&name.to_lowercase(), "another@example.io")
         .await
         .expect_err("username taken in another case");
     assert_eq!(taken.code(), Code::AlreadyExists);
     assert_eq!(reason(&taken), "USERNAME_TAKEN");
-    let taken = register_grpc(&channel, &unique("x"), &email.to_uppercase())
+    let taken = grpc
+        .try_register(&unique("x"), &email.to_uppercase())
         .await
         .expect_err("email taken in another case");
     assert_eq!(reason(&taken), "EMAIL_TAKEN");
@@ -319,7 +295,7 @@ async fn identities_ignore_case_but_usernames_keep_theirs() {
         .profile
         .expect("profile");
     assert_eq!(profile.username, name);
-    let slug = create_article(&rest, &token, &unique("Cased"), "case").await;
+    let slug = rest.publish(&token, &unique("Cased"), &["case"]).await;
     let (_, listed) = rest
         .get(
             &format!("/api/articles?author={}", name.to_uppercase()),
@@ -369,23 +345,20 @@ async fn following_yourself_is_refused() {
         .expect_err("self-follow");
     assert_eq!(refused.code(), Code::InvalidArgument);
     assert_eq!(reason(&refused), "CANNOT_FOLLOW_SELF");
-    let (_, profile) = rest
-        .get(&format!("/api/profiles/{name}"), Some(&token))
-        .await;
-    assert_eq!(profile["profile"]["following"], false);
+    let profile = rest.profile(&name, Some(&token)).await;
+    assert_eq!(profile["following"], false);
 }
 
 #[tokio::test]
 async fn grpc_updates_change_what_the_field_mask_names() {
     let server = TestServer::start().await;
     let rest = Rest::new(&server);
-    let channel = server.channel().await;
+    let grpc = Grpc::new(&server).await;
+    let channel = grpc.channel();
     let name = unique("masked");
-    let token = register_grpc(&channel, &name, &format!("{name}@example.io"))
-        .await
-        .expect("register");
+    let token = grpc.register(&name).await;
     let title = unique("Masked");
-    let slug = create_article(&rest, &token, &title, "masks").await;
+    let slug = rest.publish(&token, &title, &["masks"]).await;
     let mut articles = ArticleServiceClient::new(channel.clone());
     let update = |article: pb::Article, update_mask| {
         grpc_request(
@@ -560,7 +533,7 @@ async fn grpc_lists_walk_pages_without_repeats_or_skips() {
     let tag = unique("paged");
     let mut published = Vec::new();
     for i in 0..7 {
-        published.push(create_article(&rest, &token, &format!("{tag} {i}"), &tag).await);
+        published.push(rest.publish(&token, &format!("{tag} {i}"), &[&tag]).await);
     }
     let newest_first: Vec<String> = published.iter().rev().cloned().collect();
     let mut articles = ArticleServiceClient::new(channel.clone());
@@ -570,7 +543,8 @@ async fn grpc_lists_walk_pages_without_repeats_or_skips() {
     let mut extra = 0;
     let seen = walk_articles(&mut articles, &tag, 3, async || {
         extra += 1;
-        create_article(&rest, &token, &format!("{tag} late {extra}"), &tag).await;
+        rest.publish(&token, &format!("{tag} late {extra}"), &[&tag])
+            .await;
     })
     .await;
     assert_eq!(seen, newest_first);
@@ -625,12 +599,7 @@ async fn grpc_lists_walk_pages_without_repeats_or_skips() {
     // Feed tokens belong to their reader; comment tokens to their article.
     let reader = unique("reader");
     let reader_token = rest.register(&reader).await;
-    rest.post(
-        &format!("/api/profiles/{writer}/follow"),
-        Some(&reader_token),
-        json!({}),
-    )
-    .await;
+    rest.follow(&reader_token, &writer).await;
     let feed = articles
         .feed_articles(grpc_request(
             pb::FeedArticlesRequest {
@@ -671,12 +640,8 @@ async fn grpc_lists_walk_pages_without_repeats_or_skips() {
 
     let slug = &published[0];
     for i in 0..5 {
-        rest.post(
-            &format!("/api/articles/{slug}/comments"),
-            Some(&reader_token),
-            json!({"comment": {"body": format!("comment {i}")}}),
-        )
-        .await;
+        rest.comment(&reader_token, slug, &format!("comment {i}"))
+            .await;
     }
     let mut comments = CommentServiceClient::new(channel);
     let mut bodies = Vec::new();
@@ -761,7 +726,9 @@ async fn every_grpc_error_carries_a_stable_reason() {
     let author = unique("reasons");
     let author_token = rest.register(&author).await;
     let other_token = rest.register(&unique("intruder")).await;
-    let slug = create_article(&rest, &author_token, &unique("Reasons"), "why").await;
+    let slug = rest
+        .publish(&author_token, &unique("Reasons"), &["why"])
+        .await;
     let mut articles = ArticleServiceClient::new(channel.clone());
     let mut users = UserServiceClient::new(channel.clone());
     let get = |slug: &str, token: Option<&str>| {

@@ -18,18 +18,6 @@ use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-async fn create_article(rest: &Rest, token: &str, title: &str, tags: &[&str]) -> String {
-    let (status, body) = rest
-        .post(
-            "/api/articles",
-            Some(token),
-            json!({"article": {"title": title, "description": "d", "body": "b", "tagList": tags}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["article"]["slug"].as_str().expect("slug").to_string()
-}
-
 /// Connections of the server's own database that sit inside a transaction with nothing
 /// running: a connection returned to the pool mid-transaction stays like this forever.
 /// Waits for in-flight work to finish first (a guard against hanging, not a timing check).
@@ -98,7 +86,8 @@ async fn abandoned_requests_never_poison_the_pool() {
     let rest = Rest::new(&server);
     let token = rest.register(&unique("writer")).await;
     for i in 0..12 {
-        create_article(&rest, &token, &format!("Article {i}"), &["t1", "t2"]).await;
+        rest.publish(&token, &format!("Article {i}"), &["t1", "t2"])
+            .await;
     }
 
     let paths = [
@@ -242,7 +231,7 @@ async fn concurrent_renames_one_wins() {
     let rest = Rest::new(&server);
     let token = rest.register(&unique("author")).await;
     for round in 0..3 {
-        let slug = create_article(&rest, &token, &unique("Original "), &[]).await;
+        let slug = rest.publish(&token, &unique("Original "), &[]).await;
         let path = format!("/api/articles/{slug}");
         let renames = (0..10).map(|i| {
             let body = json!({"article": {"title": format!("Renamed {round} {i} {}", unique(""))}});
@@ -277,7 +266,7 @@ async fn concurrent_deletes_one_wins() {
     let rest = Rest::new(&server);
     let token = rest.register(&unique("author")).await;
     for _ in 0..10 {
-        let slug = create_article(&rest, &token, "Twice deleted", &["x"]).await;
+        let slug = rest.publish(&token, "Twice deleted", &["x"]).await;
         let path = format!("/api/articles/{slug}");
         let (first, second) = tokio::join!(
             rest.delete(&path, Some(&token)),
@@ -291,17 +280,10 @@ async fn concurrent_deletes_one_wins() {
             "{first:?} {second:?}"
         );
     }
-    let slug = create_article(&rest, &token, "Commented", &[]).await;
+    let slug = rest.publish(&token, "Commented", &[]).await;
     for _ in 0..10 {
-        let (status, body) = rest
-            .post(
-                &format!("/api/articles/{slug}/comments"),
-                Some(&token),
-                json!({"comment": {"body": "soon gone"}}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        let path = format!("/api/articles/{slug}/comments/{}", body["comment"]["id"]);
+        let comment = rest.comment(&token, &slug, "soon gone").await;
+        let path = format!("/api/articles/{slug}/comments/{}", comment["id"]);
         let (first, second) = tokio::join!(
             rest.delete(&path, Some(&token)),
             rest.delete(&path, Some(&token))
@@ -317,7 +299,7 @@ async fn concurrent_deletes_one_wins() {
 
     let channel = server.channel().await;
     for _ in 0..10 {
-        let slug = create_article(&rest, &token, "Twice deleted over gRPC", &[]).await;
+        let slug = rest.publish(&token, "Twice deleted over gRPC", &[]).await;
         let call = || {
             let mut client = ArticleServiceClient::new(channel.clone());
             let request = grpc_request(
@@ -347,7 +329,7 @@ async fn delete_racing_tag_update_never_fails() {
     let rest = Rest::new(&server);
     let token = rest.register(&unique("author")).await;
     for i in 0..20 {
-        let slug = create_article(&rest, &token, "Contested", &["a", "b", "c"]).await;
+        let slug = rest.publish(&token, "Contested", &["a", "b", "c"]).await;
         let path = format!("/api/articles/{slug}");
         let tags = json!({"article": {"tagList": [format!("n{i}"), "b", "z"], "body": "new"}});
         let (deleted, updated) = tokio::join!(
@@ -364,7 +346,9 @@ async fn delete_racing_tag_update_never_fails() {
     }
     let channel = server.channel().await;
     for i in 0..10 {
-        let slug = create_article(&rest, &token, "Contested over gRPC", &["a", "b"]).await;
+        let slug = rest
+            .publish(&token, "Contested over gRPC", &["a", "b"])
+            .await;
         let mut deleter = ArticleServiceClient::new(channel.clone());
         let mut updater = ArticleServiceClient::new(channel.clone());
         let delete = grpc_request(
@@ -400,7 +384,7 @@ async fn favorite_answers_show_their_own_write() {
     let server = TestServer::start().await;
     let rest = Rest::new(&server);
     let author = rest.register(&unique("author")).await;
-    let slug = create_article(&rest, &author, "Popular", &[]).await;
+    let slug = rest.publish(&author, "Popular", &[]).await;
     let mut readers = Vec::new();
     for _ in 0..8 {
         readers.push(rest.register(&unique("reader")).await);
@@ -438,7 +422,7 @@ async fn updates_answer_their_own_state() {
     let server = TestServer::start().await;
     let rest = Rest::new(&server);
     let token = rest.register(&unique("author")).await;
-    let slug = create_article(&rest, &token, "Edited a lot", &["t"]).await;
+    let slug = rest.publish(&token, "Edited a lot", &["t"]).await;
     let path = format!("/api/articles/{slug}");
     let updates = (0..12).map(|i| {
         let body =
@@ -562,13 +546,13 @@ async fn text_hygiene() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
-    let slug = create_article(
-        &rest,
-        &token,
-        "Caf\u{e9} culture",
-        &["cafe\u{301}", " caf\u{e9} ", "x"],
-    )
-    .await;
+    let slug = rest
+        .publish(
+            &token,
+            "Caf\u{e9} culture",
+            &["cafe\u{301}", " caf\u{e9} ", "x"],
+        )
+        .await;
     let (status, body) = rest
         .post(
             &format!("/api/articles/{slug}/comments"),

@@ -3,30 +3,15 @@
 
 mod common;
 
-use common::{Rest, TestServer, grpc_request, unique};
+use common::{Grpc, Rest, TestServer, grpc_request, unique};
 use conduit::proto::conduit::v1::{
     self as pb, article_service_client::ArticleServiceClient,
     comment_service_client::CommentServiceClient, profile_service_client::ProfileServiceClient,
-    tag_service_client::TagServiceClient, user_service_client::UserServiceClient,
+    tag_service_client::TagServiceClient,
 };
 use reqwest::StatusCode;
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 use tonic_types::StatusExt;
-
-async fn register(channel: &Channel, username: &str) -> String {
-    UserServiceClient::new(channel.clone())
-        .register(pb::RegisterRequest {
-            username: username.into(),
-            email: format!("{username}@example.com"),
-            password: "password123".into(),
-        })
-        .await
-        .expect("register")
-        .into_inner()
-        .user
-        .expect("user")
-        .token
-}
 
 fn create(title: &str, tags: &[&str]) -> pb::CreateArticleRequest {
     pb::CreateArticleRequest {
@@ -40,11 +25,11 @@ fn create(title: &str, tags: &[&str]) -> pb::CreateArticleRequest {
 #[tokio::test]
 async fn profiles_over_grpc() {
     let server = TestServer::start().await;
-    let channel = server.channel().await;
+    let grpc = Grpc::new(&server).await;
     let (alice, bob) = (unique("alice"), unique("bob"));
-    let token = register(&channel, &alice).await;
-    register(&channel, &bob).await;
-    let mut profiles = ProfileServiceClient::new(channel);
+    let token = grpc.register(&alice).await;
+    grpc.register(&bob).await;
+    let mut profiles = ProfileServiceClient::new(grpc.channel());
 
     let profile = profiles
         .get_profile(pb::GetProfileRequest {
@@ -125,11 +110,11 @@ async fn profiles_over_grpc() {
 #[tokio::test]
 async fn articles_over_grpc_are_the_articles_rest_sees() {
     let server = TestServer::start().await;
-    let channel = server.channel().await;
+    let grpc = Grpc::new(&server).await;
     let (author, reader) = (unique("author"), unique("reader"));
-    let author_token = register(&channel, &author).await;
-    let reader_token = register(&channel, &reader).await;
-    let mut articles = ArticleServiceClient::new(channel.clone());
+    let author_token = grpc.register(&author).await;
+    let reader_token = grpc.register(&reader).await;
+    let mut articles = ArticleServiceClient::new(grpc.channel());
     let tag = unique("tag");
 
     let created = articles
@@ -227,15 +212,7 @@ async fn articles_over_grpc_are_the_articles_rest_sees() {
         .expect("article");
     assert_eq!(unfavorited.favorites_count, 0);
 
-    ProfileServiceClient::new(channel.clone())
-        .follow_user(grpc_request(
-            pb::FollowUserRequest {
-                username: author.clone(),
-            },
-            Some(&reader_token),
-        ))
-        .await
-        .expect("follow");
+    grpc.follow(&reader_token, &author).await;
     let feed = articles
         .feed_articles(grpc_request(
             pb::FeedArticlesRequest::default(),
@@ -311,9 +288,9 @@ async fn articles_over_grpc_are_the_articles_rest_sees() {
 #[tokio::test]
 async fn article_errors_over_grpc() {
     let server = TestServer::start().await;
-    let channel = server.channel().await;
-    let token = register(&channel, &unique("writer")).await;
-    let mut articles = ArticleServiceClient::new(channel);
+    let grpc = Grpc::new(&server).await;
+    let token = grpc.register(&unique("writer")).await;
+    let mut articles = ArticleServiceClient::new(grpc.channel());
 
     let invalid = articles
         .create_article(grpc_request(
@@ -376,20 +353,13 @@ async fn article_errors_over_grpc() {
 #[tokio::test]
 async fn comments_and_tags_over_grpc() {
     let server = TestServer::start().await;
-    let channel = server.channel().await;
+    let grpc = Grpc::new(&server).await;
     let (author, commenter) = (unique("author"), unique("commenter"));
-    let author_token = register(&channel, &author).await;
-    let commenter_token = register(&channel, &commenter).await;
+    let author_token = grpc.register(&author).await;
+    let commenter_token = grpc.register(&commenter).await;
     let tag = unique("tag");
-    let slug = ArticleServiceClient::new(channel.clone())
-        .create_article(grpc_request(create("Talk", &[&tag]), Some(&author_token)))
-        .await
-        .expect("create")
-        .into_inner()
-        .article
-        .expect("article")
-        .slug;
-    let mut comments = CommentServiceClient::new(channel.clone());
+    let slug = grpc.publish(&author_token, "Talk", &[&tag]).await;
+    let mut comments = CommentServiceClient::new(grpc.channel());
 
     let comment = comments
         .add_comment(grpc_request(
@@ -485,7 +455,7 @@ async fn comments_and_tags_over_grpc() {
         .expect_err("missing article");
     assert_eq!(no_article.code(), Code::NotFound);
 
-    let tags = TagServiceClient::new(channel)
+    let tags = TagServiceClient::new(grpc.channel())
         .list_tags(pb::ListTagsRequest {})
         .await
         .expect("tags")

@@ -275,21 +275,12 @@ async fn listing_filters_pagination_and_feed() {
 
     let mut slugs = Vec::new();
     for i in 0..3 {
-        let (_, body) = api
-            .post(
-                "/api/articles",
-                Some(&writer_token),
-                new_article(&format!("Writer {i}"), &[&tag]),
-            )
-            .await;
-        slugs.push(body["article"]["slug"].as_str().expect("slug").to_string());
+        slugs.push(
+            api.publish(&writer_token, &format!("Writer {i}"), &[&tag])
+                .await,
+        );
     }
-    api.post(
-        "/api/articles",
-        Some(&other_token),
-        new_article("Other's", &["elsewhere"]),
-    )
-    .await;
+    api.publish(&other_token, "Other's", &["elsewhere"]).await;
 
     // Newest first, no body, total independent of the page.
     let (status, page) = api
@@ -347,18 +338,8 @@ async fn listing_filters_pagination_and_feed() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(fav["article"]["favorited"], true);
     assert_eq!(fav["article"]["favoritesCount"], 1);
-    api.post(
-        &format!("/api/articles/{}/favorite", slugs[0]),
-        Some(&reader_token),
-        json!({}),
-    )
-    .await;
-    api.post(
-        &format!("/api/articles/{}/favorite", slugs[0]),
-        Some(&other_token),
-        json!({}),
-    )
-    .await;
+    api.favorite(&reader_token, &slugs[0]).await;
+    api.favorite(&other_token, &slugs[0]).await;
     let (_, favorited) = api
         .get(
             &format!("/api/articles?favorited={reader}"),
@@ -412,12 +393,7 @@ async fn listing_filters_pagination_and_feed() {
     // Feed: only followed authors, with following = true.
     let (_, empty) = api.get("/api/articles/feed", Some(&reader_token)).await;
     assert_eq!(empty, json!({"articles": [], "articlesCount": 0}));
-    api.post(
-        &format!("/api/profiles/{writer}/follow"),
-        Some(&reader_token),
-        json!({}),
-    )
-    .await;
+    api.follow(&reader_token, &writer).await;
     let (status, feed) = api
         .get("/api/articles/feed?limit=10", Some(&reader_token))
         .await;
@@ -437,17 +413,7 @@ async fn comments_and_what_deleting_an_article_takes_with_it() {
     let author_token = api.register(&author).await;
     let commenter_token = api.register(&commenter).await;
     let tag = unique("doomed");
-    let (_, created) = api
-        .post(
-            "/api/articles",
-            Some(&author_token),
-            new_article("Commented", &[&tag]),
-        )
-        .await;
-    let slug = created["article"]["slug"]
-        .as_str()
-        .expect("slug")
-        .to_string();
+    let slug = api.publish(&author_token, "Commented", &[&tag]).await;
     let comments_path = format!("/api/articles/{slug}/comments");
 
     let (status, first) = api
@@ -466,13 +432,7 @@ async fn comments_and_what_deleting_an_article_takes_with_it() {
             && is_realworld_timestamp(&comment["updatedAt"])
     );
     assert_eq!(comment["author"]["username"], commenter.as_str());
-    let (_, second) = api
-        .post(
-            &comments_path,
-            Some(&author_token),
-            json!({"comment": {"body": "Thanks"}}),
-        )
-        .await;
+    api.comment(&author_token, &slug, "Thanks").await;
 
     let (status, list) = api.get(&comments_path, None).await;
     assert_eq!(status, StatusCode::OK);
@@ -542,8 +502,7 @@ async fn comments_and_what_deleting_an_article_takes_with_it() {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (_, list) = api.get(&comments_path, None).await;
-    assert_eq!(list["comments"].as_array().expect("array").len(), 1);
+    assert_eq!(api.comments(&slug).await.len(), 1);
 
     // Deleting the article removes its comments, favorites and tag links: checked in the
     // tables themselves, since a missing article already hides them from the API.
@@ -588,7 +547,6 @@ async fn comments_and_what_deleting_an_article_takes_with_it() {
         !tags["tags"].as_array().expect("tags").contains(&json!(tag)),
         "an unused tag is not listed"
     );
-    let _ = second;
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use common::{Rest, TestDb, TestServer, grpc_request, unique};
+use common::{Rest, TestDb, TestServer, grpc_request, tokens_of, unique};
 use conduit::{
     auth::{TokenKeys, otp},
     config::AuthSettings,
@@ -24,29 +24,6 @@ const SECRET: &str = "identity-test-secret-0123456789-abcdefghij";
 
 async fn server() -> TestServer {
     TestServer::start_with(&[("CONDUIT__AUTH__JWT_SECRET", SECRET)]).await
-}
-
-/// Registers through REST; returns (token, refreshToken).
-async fn register(rest: &Rest, name: &str) -> (String, String) {
-    let (status, body) = rest
-        .post(
-            "/api/users",
-            None,
-            json!({"user": {"username": name, "email": format!("{name}@example.com"), "password": "password123"}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    pair(&body)
-}
-
-fn pair(body: &Value) -> (String, String) {
-    (
-        body["user"]["token"].as_str().expect("token").to_string(),
-        body["user"]["refreshToken"]
-            .as_str()
-            .expect("refreshToken")
-            .to_string(),
-    )
 }
 
 async fn login(rest: &Rest, name: &str, password: &str, otp: Option<&str>) -> (StatusCode, Value) {
@@ -85,13 +62,13 @@ async fn refresh_rotates_and_reuse_ends_the_whole_session() {
     .await;
     let rest = Rest::new(&server);
     let name = unique("rot");
-    let (token, first) = register(&rest, &name).await;
+    let (token, first) = rest.register_session(&name).await;
     assert_ne!(token, first);
 
     let (status, body) = refresh(&rest, &first).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["user"]["username"], name.as_str());
-    let (newer_token, second) = pair(&body);
+    let (newer_token, second) = tokens_of(&body);
     assert_ne!(second, first, "a new refresh token each time");
     for t in [&token, &newer_token] {
         let (status, _) = rest.get("/api/user", Some(t)).await;
@@ -119,7 +96,7 @@ async fn refresh_rotates_and_reuse_ends_the_whole_session() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
 
     // An idempotency key does not make a refresh replayable: credentials are never kept.
-    let (_, keyed) = register(&rest, &unique("key")).await;
+    let (_, keyed) = rest.register_session(&unique("key")).await;
     let send = || {
         server
             .http()
@@ -137,7 +114,7 @@ async fn refresh_rotates_and_reuse_ends_the_whole_session() {
     // The same over gRPC, reuse included.
     let channel = server.channel().await;
     let mut auth = AuthServiceClient::new(channel.clone());
-    let (_, refresh_token) = register(&rest, &unique("rotg")).await;
+    let (_, refresh_token) = rest.register_session(&unique("rotg")).await;
     let user = auth
         .refresh(pb::RefreshRequest {
             refresh_token: refresh_token.clone(),
@@ -167,12 +144,10 @@ async fn logout_and_revocation_end_sessions_on_both_protocols() {
     let server = server().await;
     let rest = Rest::new(&server);
     let name = unique("out");
-    let (token_a, refresh_a) = register(&rest, &name).await;
-    let (status, body) = login(&rest, &name, "password123", None).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (token_b, _) = pair(&body);
-    let (_, body) = login(&rest, &name, "password123", None).await;
-    let (token_c, _) = pair(&body);
+    let (token_a, refresh_a) = rest.register_session(&name).await;
+    let email = format!("{name}@example.com");
+    let (token_b, _) = rest.login(&email, "password123").await;
+    let (token_c, _) = rest.login(&email, "password123").await;
 
     let (status, body) = rest.get("/api/user/sessions", Some(&token_b)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -225,7 +200,7 @@ async fn logout_and_revocation_end_sessions_on_both_protocols() {
     assert_eq!(status, StatusCode::NOT_FOUND, "already ended: {body}");
 
     // Nobody ends another user's session.
-    let (other, _) = register(&rest, &unique("oth")).await;
+    let other = rest.register(&unique("oth")).await;
     let sessions = auth
         .list_sessions(grpc_request(pb::ListSessionsRequest {}, Some(&token_c)))
         .await
@@ -257,9 +232,10 @@ async fn a_password_change_ends_the_other_sessions_only() {
     let server = server().await;
     let rest = Rest::new(&server);
     let name = unique("pwd");
-    let (token, old_refresh) = register(&rest, &name).await;
-    let (_, body) = login(&rest, &name, "password123", None).await;
-    let (other_token, other_refresh) = pair(&body);
+    let (token, old_refresh) = rest.register_session(&name).await;
+    let (other_token, other_refresh) = rest
+        .login(&format!("{name}@example.com"), "password123")
+        .await;
 
     let (status, body) = rest
         .put(
@@ -269,7 +245,7 @@ async fn a_password_change_ends_the_other_sessions_only() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (new_token, new_refresh) = pair(&body);
+    let (new_token, new_refresh) = tokens_of(&body);
 
     // This session goes on, with the token it had and the one it got.
     for t in [&token, &new_token] {
@@ -302,7 +278,7 @@ async fn totp_enrollment_login_replay_and_recovery() {
     let server = server().await;
     let rest = Rest::new(&server);
     let name = unique("otp");
-    let (token, _) = register(&rest, &name).await;
+    let token = rest.register(&name).await;
 
     let (status, body) = rest.post("/api/user/totp", Some(&token), json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -483,7 +459,7 @@ fn bad_credentials(valid: &str) -> Vec<(&'static str, Option<String>)> {
 async fn every_protected_operation_refuses_every_bad_credential() {
     let server = server().await;
     let rest = Rest::new(&server);
-    let (valid, _) = register(&rest, &unique("pol")).await;
+    let valid = rest.register(&unique("pol")).await;
     let mut cases = vec![("no token", None)];
     cases.extend(bad_credentials(&valid));
     let operations = conduit::server::operations();
@@ -588,7 +564,7 @@ async fn tokens_of_the_previous_key_work_during_its_grace_period_only() {
     let db = TestDb::new().await;
     let first =
         TestServer::start_on(db.share(), &[("CONDUIT__AUTH__JWT_SECRET", old_secret)]).await;
-    let (old_token, _) = register(&Rest::new(&first), &unique("kid")).await;
+    let old_token = Rest::new(&first).register(&unique("kid")).await;
     drop(first);
 
     let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
@@ -644,7 +620,7 @@ async fn ended_sessions_are_purged_and_expired_ones_refused() {
     ])
     .await;
     let rest = Rest::new(&server);
-    let (token, refresh_token) = register(&rest, &unique("exp")).await;
+    let (token, refresh_token) = rest.register_session(&unique("exp")).await;
     let (status, _) = rest.get("/api/user", Some(&token)).await;
     assert_eq!(status, StatusCode::OK);
     let db = sea_orm::Database::connect(&server.db.url)
@@ -699,25 +675,11 @@ async fn no_credential_or_secret_reaches_logs_metrics_or_error_bodies() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED);
-    let (token, first_refresh) = pair(&body);
+    let (token, first_refresh) = tokens_of(&body);
     let (_, body) = refresh(&rest, &first_refresh).await;
-    let (token2, refresh2) = pair(&body);
-    let (_, body) = rest.post("/api/user/totp", Some(&token2), json!({})).await;
-    let totp_secret = body["secret"].as_str().expect("secret").to_string();
-    let code = otp::code_at(&totp_secret, now()).expect("code");
-    let (_, body) = rest
-        .post(
-            "/api/user/totp/confirm",
-            Some(&token2),
-            json!({ "code": code }),
-        )
-        .await;
-    let recovery: Vec<String> = body["recoveryCodes"]
-        .as_array()
-        .expect("codes")
-        .iter()
-        .map(|c| c.as_str().expect("code").to_string())
-        .collect();
+    let (token2, refresh2) = tokens_of(&body);
+    let totp = rest.enable_totp(&token2).await;
+    let (totp_secret, code, recovery) = (totp.secret, totp.spent_code, totp.recovery_codes);
     let next = otp::code_at(&totp_secret, now() + 30).expect("code");
     // Failures of every kind, whose answers and logs must not echo what was sent.
     answers.push(login(&rest, &name, "wrong-password-5a4b3c", None).await.1);

@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use common::{Rest, TestServer, grpc_request, unique};
+use common::{Grpc, Rest, TestServer, grpc_request, tokens_of, unique};
 use conduit::{
     auth::otp,
     proto::conduit::v1::{
@@ -33,29 +33,6 @@ async fn server_with(env: &[(&str, &str)]) -> TestServer {
 
 fn email(name: &str) -> String {
     format!("{name}@example.com")
-}
-
-/// Registers through REST; returns (token, refreshToken).
-async fn register(rest: &Rest, name: &str) -> (String, String) {
-    let (status, body) = rest
-        .post(
-            "/api/users",
-            None,
-            json!({"user": {"username": name, "email": email(name), "password": "password123"}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    pair(&body)
-}
-
-fn pair(body: &Value) -> (String, String) {
-    (
-        body["user"]["token"].as_str().expect("token").to_string(),
-        body["user"]["refreshToken"]
-            .as_str()
-            .expect("refreshToken")
-            .to_string(),
-    )
 }
 
 async fn login(rest: &Rest, email: &str, password: &str) -> (StatusCode, Value) {
@@ -96,23 +73,6 @@ fn reason(status: &Status) -> String {
         .reason
 }
 
-/// Turns TOTP on for the token's user; returns the secret.
-async fn enable_totp(rest: &Rest, token: &str) -> String {
-    let (status, body) = rest.post("/api/user/totp", Some(token), json!({})).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let secret = body["secret"].as_str().expect("secret").to_string();
-    let code = otp::code_at(&secret, now()).expect("code");
-    let (status, body) = rest
-        .post(
-            "/api/user/totp/confirm",
-            Some(token),
-            json!({ "code": code }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    secret
-}
-
 async fn sql(server: &TestServer) -> sea_orm::DatabaseConnection {
     sea_orm::Database::connect(&server.db.url)
         .await
@@ -133,14 +93,9 @@ async fn the_realworld_flow_changes_the_password_twice_with_one_token() {
     let server = server_with(&[]).await;
     let rest = Rest::new(&server);
     let name = unique("rw");
-    register(&rest, &name).await;
-    let (_, body) = login(&rest, &email(&name), "password123").await;
-    let token = body["user"]["token"].as_str().expect("token").to_string();
-    let (_, elsewhere) = login(&rest, &email(&name), "password123").await;
-    let other = elsewhere["user"]["token"]
-        .as_str()
-        .expect("token")
-        .to_string();
+    rest.register(&name).await;
+    let (token, _) = rest.login(&email(&name), "password123").await;
+    let (other, _) = rest.login(&email(&name), "password123").await;
 
     for password in ["second-password", "third-password"] {
         let (status, body) = rest
@@ -163,20 +118,9 @@ async fn the_realworld_flow_changes_the_password_twice_with_one_token() {
     assert_eq!(status, StatusCode::OK);
 
     // gRPC: the same, twice with one token.
-    let mut users = UserServiceClient::new(server.channel().await);
-    let grpc_name = unique("rwg");
-    let token = users
-        .register(pb::RegisterRequest {
-            username: grpc_name.clone(),
-            email: email(&grpc_name),
-            password: "password123".into(),
-        })
-        .await
-        .expect("register")
-        .into_inner()
-        .user
-        .expect("user")
-        .token;
+    let grpc = Grpc::new(&server).await;
+    let mut users = UserServiceClient::new(grpc.channel());
+    let token = grpc.register(&unique("rwg")).await;
     for password in ["second-password", "third-password"] {
         users
             .update_user(grpc_request(
@@ -203,7 +147,7 @@ async fn a_sign_in_lasts_as_long_as_its_session() {
     // Defaults: the token expires when the session does (auth.session_ttl, 30 days).
     let server = server_with(&[]).await;
     let rest = Rest::new(&server);
-    let (token, _) = register(&rest, &unique("long")).await;
+    let token = rest.register(&unique("long")).await;
     let exp = claims_of(&token)["exp"].as_u64().expect("exp");
     let thirty_days = 30 * 24 * 3600;
     assert!(
@@ -219,8 +163,8 @@ async fn a_sign_in_lasts_as_long_as_its_session() {
     ])
     .await;
     let rest = Rest::new(&server);
-    let (busy, _) = register(&rest, &unique("busy")).await;
-    let (idle, idle_refresh) = register(&rest, &unique("idle")).await;
+    let busy = rest.register(&unique("busy")).await;
+    let (idle, idle_refresh) = rest.register_session(&unique("idle")).await;
     let started = std::time::Instant::now();
     let mut ended_at = None;
     while started.elapsed() < Duration::from_secs(8) {
@@ -261,7 +205,7 @@ async fn credential_changes_need_a_recent_login_and_the_second_factor() {
     let server = server_with(&[("CONDUIT__AUTH__REAUTH_WINDOW", "4s")]).await;
     let rest = Rest::new(&server);
     let name = unique("step");
-    let (token, refresh_token) = register(&rest, &name).await;
+    let (token, refresh_token) = rest.register_session(&name).await;
 
     // Just signed in: email changes go through, and a profile field never needs more.
     let moved = format!("moved-{name}@example.com");
@@ -274,7 +218,7 @@ async fn credential_changes_need_a_recent_login_and_the_second_factor() {
     // A refresh gives new tokens but is no new login.
     let (status, body) = refresh(&rest, &refresh_token).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (refreshed, _) = pair(&body);
+    let (refreshed, _) = tokens_of(&body);
     for t in [&token, &refreshed] {
         for change in [
             json!({"user": {"password": "stolen-token-password"}}),
@@ -299,7 +243,7 @@ async fn credential_changes_need_a_recent_login_and_the_second_factor() {
     // Nothing changed: the old password and the email still sign in.
     let (status, body) = login(&rest, &moved, "password123").await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (fresh, _) = pair(&body);
+    let (fresh, _) = tokens_of(&body);
 
     // Second-factor changes need the same.
     let (status, body) = rest.post("/api/user/totp", Some(&token), json!({})).await;
@@ -313,7 +257,7 @@ async fn credential_changes_need_a_recent_login_and_the_second_factor() {
     assert_eq!(reason(&status), "REAUTHENTICATION_REQUIRED");
 
     // With TOTP on, a fresh login still needs a current code for credential changes.
-    let secret = enable_totp(&rest, &fresh).await;
+    let secret = rest.enable_totp(&fresh).await.secret;
     let (status, body) = rest
         .put(
             "/api/user",
@@ -360,22 +304,22 @@ async fn credential_changes_need_a_recent_login_and_the_second_factor() {
 async fn a_refresh_token_presented_again_within_the_grace_gets_the_same_successor() {
     let server = server_with(&[("CONDUIT__AUTH__REFRESH_REUSE_GRACE", "1s")]).await;
     let rest = Rest::new(&server);
-    let (_, first) = register(&rest, &unique("tabs")).await;
+    let (_, first) = rest.register_session(&unique("tabs")).await;
 
     // Eight tabs refresh at once with the same token: every one gets the same successor.
     let answers = futures_util::future::join_all((0..8).map(|_| refresh(&rest, &first))).await;
     let mut successors = std::collections::HashSet::new();
     for (status, body) in &answers {
         assert_eq!(*status, StatusCode::OK, "{body}");
-        successors.insert(pair(body).1);
+        successors.insert(tokens_of(body).1);
     }
     assert_eq!(successors.len(), 1, "one successor: {successors:?}");
     let second = successors.into_iter().next().expect("successor");
-    let (token, _) = pair(&answers[0].1);
+    let (token, _) = tokens_of(&answers[0].1);
 
     // The same over gRPC, concurrently, for a token of its own.
     let auth = AuthServiceClient::new(server.channel().await);
-    let (_, grpc_first) = register(&rest, &unique("tabsg")).await;
+    let (_, grpc_first) = rest.register_session(&unique("tabsg")).await;
     let calls = (0..4).map(|_| {
         let mut auth = auth.clone();
         let refresh_token = grpc_first.clone();
@@ -413,8 +357,8 @@ async fn a_refresh_token_presented_again_within_the_grace_gets_the_same_successo
 async fn idempotency_keys_belong_to_their_caller_and_hold_no_credentials() {
     let server = server_with(&[]).await;
     let rest = Rest::new(&server);
-    let (alice, _) = register(&rest, &unique("alice")).await;
-    let (bob, _) = register(&rest, &unique("bob")).await;
+    let alice = rest.register(&unique("alice")).await;
+    let bob = rest.register(&unique("bob")).await;
     let http = server.http();
     let create = |token: &str, key: &str, title: &str| {
         http.post(server.url("/api/articles"))
@@ -488,7 +432,7 @@ async fn idempotency_keys_belong_to_their_caller_and_hold_no_credentials() {
     .json::<Value>()
     .await
     .expect("json");
-    let (token, refresh_token) = pair(&registered);
+    let (token, refresh_token) = tokens_of(&registered);
     let logged_in = keyed(
         "/api/users/login",
         None,
@@ -550,7 +494,7 @@ async fn idempotency_keys_belong_to_their_caller_and_hold_no_credentials() {
         grpc_updated.refresh_token,
     ];
     for body in [&logged_in, &refreshed, &updated] {
-        let (t, r) = pair(body);
+        let (t, r) = tokens_of(body);
         issued.extend([t, r]);
     }
     let db = sql(&server).await;
@@ -592,7 +536,7 @@ async fn a_caller_holds_a_bounded_number_of_keys() {
     let server = server_with(&[("CONDUIT__IDEMPOTENCY__MAX_KEYS_PER_CALLER", "3")]).await;
     let rest = Rest::new(&server);
     let name = unique("quota");
-    let (token, _) = register(&rest, &name).await;
+    let token = rest.register(&name).await;
     let http = server.http();
     let create = |key: String, title: String| {
         http.post(server.url("/api/articles"))
@@ -665,7 +609,7 @@ async fn a_claim_that_lost_its_key_cannot_commit() {
     let server = server_with(&[("CONDUIT__SERVER__REQUEST_TIMEOUT", "1s")]).await;
     let rest = Rest::new(&server);
     let name = unique("fence");
-    let (token, _) = register(&rest, &name).await;
+    let token = rest.register(&name).await;
     let slug = rest.publish(&token, "Fenced", &[]).await;
     // Comments have no unique key of their own: without the fence, both attempts below
     // would add one.
@@ -709,7 +653,7 @@ async fn keyed_work_keeps_its_place_after_its_caller_leaves() {
     ])
     .await;
     let rest = Rest::new(&server);
-    let (token, _) = register(&rest, &unique("place")).await;
+    let token = rest.register(&unique("place")).await;
     let Some(lock) = stalled(&server, "articles").await else {
         eprintln!("skipped: needs Postgres (CONDUIT_TEST_DATABASE_URL) to stall a write");
         return;
@@ -759,7 +703,7 @@ async fn keyed_work_keeps_its_place_after_its_caller_leaves() {
 async fn lists_comments_and_tags_are_bounded() {
     let server = server_with(&[]).await;
     let rest = Rest::new(&server);
-    let (token, _) = register(&rest, &unique("bounds")).await;
+    let token = rest.register(&unique("bounds")).await;
     let eleven: Vec<String> = (0..11).map(|i| format!("tag{i}")).collect();
     let (status, body) = rest
         .post(
@@ -816,14 +760,7 @@ async fn lists_comments_and_tags_are_bounded() {
     // Comments come in pages: a default the RealWorld shape hides, limit and offset.
     let slug = rest.publish(&token, "Talked about", &[]).await;
     for i in 0..5 {
-        let (status, _) = rest
-            .post(
-                &format!("/api/articles/{slug}/comments"),
-                Some(&token),
-                json!({"comment": {"body": format!("comment {i}")}}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED);
+        rest.comment(&token, &slug, &format!("comment {i}")).await;
     }
     let (_, all) = rest
         .get(&format!("/api/articles/{slug}/comments"), None)
@@ -929,7 +866,7 @@ async fn one_account_one_limit_and_no_owner_lockout() {
     .await;
     let rest = Rest::new(&server);
     let name = format!("limit{}", &unique("")[..6]);
-    register(&rest, &name).await;
+    rest.register(&name).await;
     let http = server.http();
     let from = |ip: &str, address: String, password: &str| {
         http.post(server.url("/api/users/login"))
@@ -1005,7 +942,7 @@ async fn identifiers_people_can_trust() {
     let server = server_with(&[]).await;
     let rest = Rest::new(&server);
     let base = format!("kelvin{}", &unique("")[..6]);
-    let (token, _) = register(&rest, &base).await;
+    let token = rest.register(&base).await;
     let register_as = |username: String| {
         let rest = &rest;
         async move {

@@ -46,10 +46,7 @@ async fn the_cleanup_job_runs_once_per_interval_across_replicas() {
     // Some ended work for it to do: a session, logged out.
     let rest = Rest::new(&replicas[0]);
     let token = rest.register(&unique("job")).await;
-    let (status, _) = rest
-        .post("/api/users/logout", Some(&token), serde_json::json!({}))
-        .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    rest.logout(&token).await;
 
     tokio::time::sleep(Duration::from_secs(5)).await;
     let mut totals = (0, 0, 0);

@@ -5,14 +5,13 @@
 
 mod common;
 
-use common::{Rest, TestServer, grpc_request, is_realworld_timestamp, unique};
+use common::{Grpc, Rest, TestServer, grpc_request, is_realworld_timestamp, unique};
 use conduit::proto::conduit::v1::{
     self as pb, article_service_client::ArticleServiceClient,
     comment_service_client::CommentServiceClient, profile_service_client::ProfileServiceClient,
     tag_service_client::TagServiceClient, user_service_client::UserServiceClient,
 };
 use serde_json::{Value, json};
-use tonic::transport::Channel;
 
 const TIMESTAMP: &str = "<timestamp>";
 
@@ -116,12 +115,11 @@ fn answer(expected: u16, (status, body): (reqwest::StatusCode, Value)) -> Value 
 async fn over_rest(server: &TestServer, n: &Names) -> Vec<Value> {
     let api = Rest::new(server);
     let mut out = Vec::new();
-    let register = |name: &str| json!({"user": {"username": name, "email": format!("{name}@example.com"), "password": "password123"}});
-    let author = answer(201, api.post("/api/users", None, register(&n.author)).await);
+    let registration = json!({"user": {"username": n.author, "email": format!("{}@example.com", n.author), "password": "password123"}});
+    let author = answer(201, api.post("/api/users", None, registration).await);
     let author_token = author["user"]["token"].as_str().expect("token").to_string();
     out.push(author);
-    let reader = answer(201, api.post("/api/users", None, register(&n.reader)).await);
-    let reader_token = reader["user"]["token"].as_str().expect("token").to_string();
+    let reader_token = api.register(&n.reader).await;
     let bio = json!({"user": {"bio": "I write"}});
     out.push(answer(
         200,
@@ -192,32 +190,26 @@ fn own_tags(tags: &Value, n: &Names) -> Vec<Value> {
         .collect()
 }
 
-async fn over_grpc(channel: Channel, n: &Names) -> Vec<Value> {
+async fn over_grpc(grpc: &Grpc, n: &Names) -> Vec<Value> {
+    let channel = grpc.channel();
     let mut users = UserServiceClient::new(channel.clone());
     let mut profiles = ProfileServiceClient::new(channel.clone());
     let mut articles = ArticleServiceClient::new(channel.clone());
     let mut comments = CommentServiceClient::new(channel.clone());
     let mut out = Vec::new();
-    let register = |name: &str| pb::RegisterRequest {
-        username: name.into(),
-        email: format!("{name}@example.com"),
-        password: "password123".into(),
-    };
     let author = users
-        .register(register(&n.author))
+        .register(pb::RegisterRequest {
+            username: n.author.clone(),
+            email: format!("{}@example.com", n.author),
+            password: "password123".into(),
+        })
         .await
         .expect("register")
         .into_inner()
         .user;
     let author_token = author.as_ref().expect("user").token.clone();
     out.push(json!({"user": user(author)}));
-    let reader = users
-        .register(register(&n.reader))
-        .await
-        .expect("register")
-        .into_inner()
-        .user;
-    let reader_token = reader.expect("user").token;
+    let reader_token = grpc.register(&n.reader).await;
     let updated = users
         .update_user(grpc_request(
             pb::UpdateUserRequest {
@@ -370,7 +362,7 @@ async fn rest_and_grpc_give_the_same_results() {
     let server = TestServer::start().await;
     let (rest_prefix, grpc_prefix) = (unique("r"), unique("g"));
     let rest = over_rest(&server, &Names::new(&rest_prefix)).await;
-    let grpc = over_grpc(server.channel().await, &Names::new(&grpc_prefix)).await;
+    let grpc = over_grpc(&Grpc::new(&server).await, &Names::new(&grpc_prefix)).await;
     assert_eq!(rest.len(), grpc.len());
     for (step, (r, g)) in rest.into_iter().zip(grpc).enumerate() {
         let (r, g) = (normalize(r, &rest_prefix), normalize(g, &grpc_prefix));

@@ -159,10 +159,7 @@ async fn sessions_end_on_every_replica(replicas: &Replicas) {
     for rest in &rests {
         assert_eq!(rest.get("/api/user", Some(&token)).await.0, StatusCode::OK);
     }
-    let (status, _) = rests[0]
-        .post("/api/users/logout", Some(&token), json!({}))
-        .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    rests[0].logout(&token).await;
     for rest in &rests[1..] {
         let started = Instant::now();
         while rest.get("/api/user", Some(&token)).await.0 != StatusCode::UNAUTHORIZED {

@@ -7,11 +7,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{PgBouncer, Rest, TestDb, TestServer, grpc_request, unique};
+use common::{Grpc, PgBouncer, Rest, TestDb, TestServer, unique};
 use conduit::proto::conduit::v1::{
     self as pb, article_service_client::ArticleServiceClient,
     comment_service_client::CommentServiceClient, tag_service_client::TagServiceClient,
-    user_service_client::UserServiceClient,
 };
 use reqwest::StatusCode;
 use serde_json::json;
@@ -53,24 +52,10 @@ async fn rest_flow(server: &TestServer) {
     let rest = Rest::new(server);
     let author_name = unique("ra");
     let author = rest.register(&author_name).await;
-    let (status, body) = rest
-        .post(
-            "/api/users/login",
-            None,
-            json!({"user": {"email": format!("{author_name}@example.com"), "password": "password123"}}),
-        )
+    rest.login(&format!("{author_name}@example.com"), "password123")
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, _) = rest.get("/api/user", Some(&author)).await;
-    assert_eq!(status, StatusCode::OK);
-    let (status, _) = rest
-        .put(
-            "/api/user",
-            Some(&author),
-            json!({"user": {"bio": "pooled"}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    rest.current_user(&author).await;
+    rest.update_user(&author, json!({"bio": "pooled"})).await;
     let tag = unique("pt");
     let slug = rest.publish(&author, &unique("Pooled"), &[&tag]).await;
     let reader = rest.register(&unique("rr")).await;
@@ -81,30 +66,11 @@ async fn rest_flow(server: &TestServer) {
         .get(&format!("/api/articles?tag={tag}"), Some(&reader))
         .await;
     assert_eq!(listed["articles"][0]["slug"], slug.as_str());
-    let (status, body) = rest
-        .post(
-            &format!("/api/articles/{slug}/favorite"),
-            Some(&reader),
-            json!({}),
-        )
-        .await;
-    assert_eq!(
-        (status, body["article"]["favorited"].clone()),
-        (StatusCode::OK, json!(true))
-    );
-    let (status, body) = rest
-        .post(
-            &format!("/api/articles/{slug}/comments"),
-            Some(&reader),
-            json!({"comment": {"body": "through the pooler"}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let id = body["comment"]["id"].as_i64().expect("id");
-    let (_, comments) = rest
-        .get(&format!("/api/articles/{slug}/comments"), None)
-        .await;
-    assert_eq!(comments["comments"].as_array().expect("comments").len(), 1);
+    let favorited = rest.favorite(&reader, &slug).await;
+    assert_eq!(favorited["favorited"], true, "{favorited}");
+    let comment = rest.comment(&reader, &slug, "through the pooler").await;
+    let id = comment["id"].as_i64().expect("id");
+    assert_eq!(rest.comments(&slug).await.len(), 1);
     let (_, tags) = rest.get("/api/tags", None).await;
     assert!(tags["tags"].as_array().expect("tags").contains(&json!(tag)));
     let (status, _) = rest
@@ -118,51 +84,20 @@ async fn rest_flow(server: &TestServer) {
         .delete(&format!("/api/articles/{slug}"), Some(&author))
         .await;
     assert!(status.is_success());
-    let (status, _) = rest
-        .post("/api/users/logout", Some(&reader), json!({}))
-        .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    rest.logout(&reader).await;
     let (status, _) = rest.get("/api/user", Some(&reader)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 /// The same over gRPC.
 async fn grpc_flow(server: &TestServer) {
-    let channel = server.channel().await;
-    let mut users = UserServiceClient::new(channel.clone());
-    let name = unique("ga");
-    let token = users
-        .register(pb::RegisterRequest {
-            username: name.clone(),
-            email: format!("{name}@example.com"),
-            password: "password123".into(),
-        })
-        .await
-        .expect("register")
-        .into_inner()
-        .user
-        .expect("user")
-        .token;
-    users
-        .get_current_user(grpc_request(pb::GetCurrentUserRequest {}, Some(&token)))
-        .await
-        .expect("current user");
-    let mut articles = ArticleServiceClient::new(channel.clone());
-    let article = articles
-        .create_article(grpc_request(
-            pb::CreateArticleRequest {
-                title: unique("Pooled gRPC"),
-                description: "d".into(),
-                body: "b".into(),
-                tag_list: vec!["grpc-pooled".into()],
-            },
-            Some(&token),
-        ))
-        .await
-        .expect("create")
-        .into_inner()
-        .article
-        .expect("article");
+    let grpc = Grpc::new(server).await;
+    let token = grpc.register(&unique("ga")).await;
+    grpc.current_user(&token).await;
+    let slug = grpc
+        .publish(&token, &unique("Pooled gRPC"), &["grpc-pooled"])
+        .await;
+    let mut articles = ArticleServiceClient::new(grpc.channel());
     let page = articles
         .list_articles(pb::ListArticlesRequest {
             tag: Some("grpc-pooled".into()),
@@ -172,41 +107,19 @@ async fn grpc_flow(server: &TestServer) {
         .await
         .expect("list")
         .into_inner();
-    assert!(page.articles.iter().any(|a| a.slug == article.slug));
-    let favorited = articles
-        .favorite_article(grpc_request(
-            pb::FavoriteArticleRequest {
-                slug: article.slug.clone(),
-            },
-            Some(&token),
-        ))
-        .await
-        .expect("favorite")
-        .into_inner()
-        .article
-        .expect("article");
-    assert!(favorited.favorited);
-    let mut comments = CommentServiceClient::new(channel.clone());
-    comments
-        .add_comment(grpc_request(
-            pb::AddCommentRequest {
-                slug: article.slug.clone(),
-                body: "over gRPC".into(),
-            },
-            Some(&token),
-        ))
-        .await
-        .expect("comment");
-    let listed = comments
+    assert!(page.articles.iter().any(|a| a.slug == slug));
+    assert!(grpc.favorite(&token, &slug).await.favorited);
+    grpc.comment(&token, &slug, "over gRPC").await;
+    let listed = CommentServiceClient::new(grpc.channel())
         .list_comments(pb::ListCommentsRequest {
-            slug: article.slug.clone(),
+            slug: slug.clone(),
             ..Default::default()
         })
         .await
         .expect("comments")
         .into_inner();
     assert_eq!(listed.comments.len(), 1);
-    TagServiceClient::new(channel)
+    TagServiceClient::new(grpc.channel())
         .list_tags(pb::ListTagsRequest {})
         .await
         .expect("tags");

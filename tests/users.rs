@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{TestServer, grpc_request, token_header, unique};
+use common::{Grpc, Rest, TestServer, grpc_request, token_header, unique};
 use conduit::proto::conduit::v1::{self as pb, user_service_client::UserServiceClient};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -148,8 +148,7 @@ async fn rest_errors_have_the_realworld_shape() {
     );
 
     let name = unique("taken");
-    let (status, _) = rest_register(&server, &name, &format!("{name}@x.io"), "password1").await;
-    assert_eq!(status, StatusCode::CREATED);
+    Rest::new(&server).register(&name).await;
     let (status, body) = rest_register(&server, &name, "other@x.io", "password1").await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(
@@ -159,7 +158,7 @@ async fn rest_errors_have_the_realworld_shape() {
     let (status, body) = rest_register(
         &server,
         &unique("other"),
-        &format!("{name}@x.io"),
+        &format!("{name}@example.com"),
         "password1",
     )
     .await;
@@ -308,7 +307,8 @@ async fn grpc_register_login_current_update() {
 #[tokio::test]
 async fn grpc_errors_carry_codes_and_field_details() {
     let server = TestServer::start().await;
-    let mut users = UserServiceClient::new(server.channel().await);
+    let grpc = Grpc::new(&server).await;
+    let mut users = UserServiceClient::new(grpc.channel());
 
     let status = users
         .register(pb::RegisterRequest {
@@ -336,14 +336,7 @@ async fn grpc_errors_carry_codes_and_field_details() {
     );
 
     let name = unique("dup");
-    users
-        .register(pb::RegisterRequest {
-            username: name.clone(),
-            email: format!("{name}@x.io"),
-            password: "pw123456".into(),
-        })
-        .await
-        .expect("register");
+    grpc.register(&name).await;
     let status = users
         .register(pb::RegisterRequest {
             username: name.clone(),
@@ -356,18 +349,7 @@ async fn grpc_errors_carry_codes_and_field_details() {
     assert_eq!(status.message(), "username has already been taken");
 
     // Taking a name on update is ALREADY_EXISTS over gRPC too (REST says 422, per spec).
-    let other_token = users
-        .register(pb::RegisterRequest {
-            username: unique("other"),
-            email: format!("{}@x.io", unique("other")),
-            password: "pw123456".into(),
-        })
-        .await
-        .expect("register")
-        .into_inner()
-        .user
-        .expect("user")
-        .token;
+    let other_token = grpc.register(&unique("other")).await;
     let status = users
         .update_user(grpc_request(
             pb::UpdateUserRequest {
@@ -386,7 +368,7 @@ async fn grpc_errors_carry_codes_and_field_details() {
 
     let status = users
         .login(pb::LoginRequest {
-            email: format!("{name}@x.io"),
+            email: format!("{name}@example.com"),
             password: "wrong".into(),
             otp: String::new(),
         })
@@ -428,29 +410,12 @@ async fn one_user_across_both_protocols() {
         .expect("register over gRPC");
 
     // Created over gRPC, logs in over REST.
-    let login = server
-        .http()
-        .post(server.url("/api/users/login"))
-        .json(&json!({"user": {"email": email, "password": "crosspass"}}))
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(login.status(), StatusCode::OK);
-    let rest_token = login.json::<Value>().await.expect("json")["user"]["token"]
-        .as_str()
-        .expect("token")
-        .to_string();
+    let rest = Rest::new(&server);
+    let (rest_token, _) = rest.login(&email, "crosspass").await;
 
     // A REST token works over gRPC, and a REST update is visible there.
-    let update = server
-        .http()
-        .put(server.url("/api/user"))
-        .header("authorization", token_header(&rest_token))
-        .json(&json!({"user": {"image": "https://example.com/me.png"}}))
-        .send()
-        .await
-        .expect("update");
-    assert_eq!(update.status(), StatusCode::OK);
+    rest.update_user(&rest_token, json!({"image": "https://example.com/me.png"}))
+        .await;
     let me = users
         .get_current_user(grpc_request(
             pb::GetCurrentUserRequest {},

@@ -15,8 +15,13 @@ use std::{
     time::Duration,
 };
 
+use conduit::proto::conduit::v1::{
+    self as pb, article_service_client::ArticleServiceClient,
+    comment_service_client::CommentServiceClient, profile_service_client::ProfileServiceClient,
+    user_service_client::UserServiceClient,
+};
 use sea_orm::{ConnectionTrait, Database};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_conduit");
@@ -344,17 +349,96 @@ impl Rest {
         self.call(reqwest::Method::DELETE, path, token, None).await
     }
 
-    /// Registers `username` (email derived) and returns its token.
-    pub async fn register(&self, username: &str) -> String {
+    /// Registers `username` (201; email derived, password "password123"); returns the answer.
+    async fn registered(&self, username: &str) -> Value {
         let (status, body) = self
             .post(
                 "/api/users",
                 None,
-                serde_json::json!({"user": {"username": username, "email": format!("{username}@example.com"), "password": "password123"}}),
+                json!({"user": {"username": username, "email": format!("{username}@example.com"), "password": "password123"}}),
             )
             .await;
         assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+        body
+    }
+
+    /// Registers `username` (201; email derived) and returns its token.
+    pub async fn register(&self, username: &str) -> String {
+        let body = self.registered(username).await;
         body["user"]["token"].as_str().expect("token").to_string()
+    }
+
+    /// Registers `username` (201; email derived); returns its access and refresh tokens.
+    pub async fn register_session(&self, username: &str) -> (String, String) {
+        tokens_of(&self.registered(username).await)
+    }
+
+    /// Logs in with `email` and `password` (200); returns the access and refresh tokens.
+    pub async fn login(&self, email: &str, password: &str) -> (String, String) {
+        let credentials = json!({"user": {"email": email, "password": password}});
+        let (status, body) = self.post("/api/users/login", None, credentials).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        tokens_of(&body)
+    }
+
+    /// The token's user as GET /api/user answers it (200).
+    pub async fn current_user(&self, token: &str) -> Value {
+        let (status, body) = self.get("/api/user", Some(token)).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        body["user"].clone()
+    }
+
+    /// Sets the fields of `user` on the token's user (200); returns the user as answered.
+    pub async fn update_user(&self, token: &str, user: Value) -> Value {
+        let (status, body) = self
+            .put("/api/user", Some(token), json!({ "user": user }))
+            .await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        body["user"].clone()
+    }
+
+    /// Ends the token's session (204).
+    pub async fn logout(&self, token: &str) {
+        let (status, body) = self.post("/api/users/logout", Some(token), json!({})).await;
+        assert_eq!(status, reqwest::StatusCode::NO_CONTENT, "{body}");
+    }
+
+    /// Turns TOTP on for the token's user: enrols, confirms with the current code (200 each).
+    pub async fn enable_totp(&self, token: &str) -> Totp {
+        let (status, body) = self.post("/api/user/totp", Some(token), json!({})).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        let secret = body["secret"].as_str().expect("secret").to_string();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let code = conduit::auth::otp::code_at(&secret, now).expect("code");
+        let (status, body) = self
+            .post(
+                "/api/user/totp/confirm",
+                Some(token),
+                json!({ "code": code }),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        let recovery_codes = body["recoveryCodes"]
+            .as_array()
+            .expect("recoveryCodes")
+            .iter()
+            .map(|c| c.as_str().expect("recovery code").to_string())
+            .collect();
+        Totp {
+            secret,
+            spent_code: code,
+            recovery_codes,
+        }
+    }
+
+    /// The profile of `username` as the token's user (or an anonymous reader) sees it (200).
+    pub async fn profile(&self, username: &str, token: Option<&str>) -> Value {
+        let (status, body) = self.get(&format!("/api/profiles/{username}"), token).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        body["profile"].clone()
     }
 
     /// Publishes an article titled `title` with `tags` as the token's user (201) and
@@ -364,7 +448,7 @@ impl Rest {
             .post(
                 "/api/articles",
                 Some(token),
-                serde_json::json!({"article": {"title": title, "description": "d", "body": "b", "tagList": tags}}),
+                json!({"article": {"title": title, "description": "d", "body": "b", "tagList": tags}}),
             )
             .await;
         assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
@@ -377,7 +461,7 @@ impl Rest {
             .post(
                 &format!("/api/profiles/{username}/follow"),
                 Some(token),
-                serde_json::json!({}),
+                json!({}),
             )
             .await;
         assert_eq!(status, reqwest::StatusCode::OK, "{body}");
@@ -390,12 +474,154 @@ impl Rest {
             .post(
                 &format!("/api/articles/{slug}/favorite"),
                 Some(token),
-                serde_json::json!({}),
+                json!({}),
             )
             .await;
         assert_eq!(status, reqwest::StatusCode::OK, "{body}");
         body["article"].clone()
     }
+
+    /// Comments `body` on `slug` as the token's user (201); returns the comment as answered.
+    pub async fn comment(&self, token: &str, slug: &str, body: &str) -> Value {
+        let (status, answer) = self
+            .post(
+                &format!("/api/articles/{slug}/comments"),
+                Some(token),
+                json!({"comment": {"body": body}}),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{answer}");
+        answer["comment"].clone()
+    }
+
+    /// The comments on `slug` as an anonymous reader sees them (200), newest first.
+    pub async fn comments(&self, slug: &str) -> Vec<Value> {
+        let (status, body) = self
+            .get(&format!("/api/articles/{slug}/comments"), None)
+            .await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        body["comments"].as_array().expect("comments").clone()
+    }
+}
+
+/// The access and refresh tokens of an answer that opened or refreshed a session.
+pub fn tokens_of(body: &Value) -> (String, String) {
+    (
+        body["user"]["token"].as_str().expect("token").to_string(),
+        body["user"]["refreshToken"]
+            .as_str()
+            .expect("refreshToken")
+            .to_string(),
+    )
+}
+
+/// A second factor just turned on.
+pub struct Totp {
+    pub secret: String,
+    /// The code the confirmation used: spent, so a login with it is a replay.
+    pub spent_code: String,
+    pub recovery_codes: Vec<String>,
+}
+
+/// A gRPC caller on the server's one port for the setup steps tests share: each step
+/// panics with the call's status unless it succeeds.
+pub struct Grpc {
+    channel: Channel,
+}
+
+impl Grpc {
+    /// Connects to `server`.
+    pub async fn new(server: &TestServer) -> Grpc {
+        Grpc {
+            channel: server.channel().await,
+        }
+    }
+
+    /// The connection, for the clients of the calls under test.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// Registers `username` with `email` (password "password123"): the token, or the refusal.
+    pub async fn try_register(&self, username: &str, email: &str) -> Result<String, tonic::Status> {
+        let registration = pb::RegisterRequest {
+            username: username.into(),
+            email: email.into(),
+            password: "password123".into(),
+        };
+        let answer = UserServiceClient::new(self.channel())
+            .register(registration)
+            .await?;
+        Ok(answer.into_inner().user.expect("user").token)
+    }
+
+    /// Registers `username` (OK; email derived, password "password123"); returns its token.
+    pub async fn register(&self, username: &str) -> String {
+        self.try_register(username, &format!("{username}@example.com"))
+            .await
+            .unwrap_or_else(|status| panic!("register {username}: {status:?}"))
+    }
+
+    /// The token's user as GetCurrentUser answers it (OK).
+    pub async fn current_user(&self, token: &str) -> pb::User {
+        let request = grpc_request(pb::GetCurrentUserRequest {}, Some(token));
+        let answer = UserServiceClient::new(self.channel())
+            .get_current_user(request)
+            .await;
+        succeeded("current user", answer).user.expect("user")
+    }
+
+    /// Publishes `title` with `tags` as the token's user (OK); returns its slug.
+    pub async fn publish(&self, token: &str, title: &str, tags: &[&str]) -> String {
+        let article = pb::CreateArticleRequest {
+            title: title.into(),
+            description: "d".into(),
+            body: "b".into(),
+            tag_list: tags.iter().map(|t| t.to_string()).collect(),
+        };
+        let answer = ArticleServiceClient::new(self.channel())
+            .create_article(grpc_request(article, Some(token)))
+            .await;
+        succeeded("publish", answer).article.expect("article").slug
+    }
+
+    /// The token's user follows `username` (OK), and the answer says so.
+    pub async fn follow(&self, token: &str, username: &str) {
+        let username = username.to_string();
+        let request = grpc_request(pb::FollowUserRequest { username }, Some(token));
+        let answer = ProfileServiceClient::new(self.channel())
+            .follow_user(request)
+            .await;
+        let profile = succeeded("follow", answer).profile.expect("profile");
+        assert!(profile.following, "{profile:?}");
+    }
+
+    /// The token's user favourites `slug` (OK); returns the article as answered.
+    pub async fn favorite(&self, token: &str, slug: &str) -> pb::Article {
+        let slug = slug.to_string();
+        let request = grpc_request(pb::FavoriteArticleRequest { slug }, Some(token));
+        let answer = ArticleServiceClient::new(self.channel())
+            .favorite_article(request)
+            .await;
+        succeeded("favorite", answer).article.expect("article")
+    }
+
+    /// Comments `body` on `slug` as the token's user (OK); returns the comment.
+    pub async fn comment(&self, token: &str, slug: &str, body: &str) -> pb::Comment {
+        let (slug, body) = (slug.to_string(), body.to_string());
+        let request = grpc_request(pb::AddCommentRequest { slug, body }, Some(token));
+        let answer = CommentServiceClient::new(self.channel())
+            .add_comment(request)
+            .await;
+        succeeded("comment", answer).comment.expect("comment")
+    }
+}
+
+/// The message of a setup call that must succeed; panics with `what` and the status.
+fn succeeded<T>(what: &str, answer: Result<tonic::Response<T>, tonic::Status>) -> T {
+    answer
+        .unwrap_or_else(|status| panic!("{what}: {status:?}"))
+        .into_inner()
 }
 
 /// RFC 3339 with milliseconds and `Z`, as RealWorld clients parse it.
