@@ -57,14 +57,14 @@ async fn run(settings: &Arc<Settings>, telemetry: &Telemetry) -> anyhow::Result<
         let listener = server::bind(&settings.server).await?;
         let admin = server::bind_admin(&settings.server, routers.admin).await?;
         let readiness = lifecycle.app_state().readiness; // keep-alive ends while draining
-        server::serve(listener, app, admin, &settings.server, readiness, async {
+        let threads = server::serve(listener, app, admin, &settings.server, readiness, async {
             shutdown.await;
             lifecycle.begin_drain().await; // NOT_SERVING first, then stop accepting
         })
         .await;
-        anyhow::Ok(())
+        anyhow::Ok(threads)
     }
     .await;
     let stopped = lifecycle.shutdown().await; // workers, then the database, even if serving failed
-    served.and(stopped)
+    served.map(drop).and(stopped) // per-core serving runtimes end last: connections they opened stay usable until the database closes
 }

@@ -378,11 +378,23 @@ async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_connections_are_closed_and_connections_are_capped() {
+async fn silent_connections_are_closed_and_connections_are_capped_multi() {
+    silent_connections_are_closed_and_connections_are_capped("multi").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_and_connections_are_capped_per_core() {
+    silent_connections_are_closed_and_connections_are_capped("per-core").await;
+}
+
+/// The handshake timeout and the connection cap (one for the port, whichever thread accepts), in the given runtime layout.
+async fn silent_connections_are_closed_and_connections_are_capped(runtime: &str) {
     use tokio::io::AsyncWriteExt;
     let server = TestServer::start_with(&[
         ("CONDUIT__SERVER__HANDSHAKE_TIMEOUT", "300ms"),
         ("CONDUIT__SERVER__MAX_CONNECTIONS", "10"),
+        ("CONDUIT__SERVER__RUNTIME", runtime),
+        ("CONDUIT__SERVER__WORKERS", "2"),
     ])
     .await;
 
@@ -691,9 +703,24 @@ async fn over_limit_messages_are_resource_exhausted_in_every_framing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_stops_reading_is_disconnected() {
+async fn a_client_that_stops_reading_is_disconnected_multi() {
+    a_client_that_stops_reading_is_disconnected("multi").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected_per_core() {
+    a_client_that_stops_reading_is_disconnected("per-core").await;
+}
+
+/// The send (stall) timeout, in the given runtime layout.
+async fn a_client_that_stops_reading_is_disconnected(runtime: &str) {
     use http_body_util::BodyExt;
-    let server = TestServer::start_with(&[("CONDUIT__SERVER__SEND_TIMEOUT", "500ms")]).await;
+    let server = TestServer::start_with(&[
+        ("CONDUIT__SERVER__SEND_TIMEOUT", "500ms"),
+        ("CONDUIT__SERVER__RUNTIME", runtime),
+        ("CONDUIT__SERVER__WORKERS", "2"),
+    ])
+    .await;
     // An HTTP/2 client that grants the server no window: no response data can be sent.
     let (mut h2, driver) = h2_connection(&server, Some(0)).await;
     let mut bodies = Vec::new();

@@ -32,14 +32,33 @@ async fn read_until(stream: &mut TcpStream, needle: &str) -> String {
 }
 
 #[tokio::test]
-async fn sigterm_drains_and_finishes_the_request_in_flight() {
+async fn sigterm_drains_and_finishes_the_request_in_flight_multi() {
+    sigterm_drains_and_finishes_the_request_in_flight("multi").await;
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_finishes_the_request_in_flight_per_core() {
+    sigterm_drains_and_finishes_the_request_in_flight("per-core").await;
+}
+
+/// The drain, in the given runtime layout (`server.runtime`).
+async fn sigterm_drains_and_finishes_the_request_in_flight(runtime: &str) {
     // A shutdown timeout far beyond the test's patience: exiting proves nothing waited on it
     // (neither the open Health/Watch stream nor the request in flight).
     let mut server = TestServer::start_with(&[
         ("CONDUIT__SERVER__DRAIN_DELAY", "300ms"),
         ("CONDUIT__SERVER__SHUTDOWN_TIMEOUT", "1h"),
+        ("CONDUIT__SERVER__RUNTIME", runtime),
+        ("CONDUIT__SERVER__WORKERS", "2"),
     ])
     .await;
+    let sockets = if runtime == "per-core" { 2 } else { 1 };
+    let listening = server
+        .logs()
+        .into_iter()
+        .find(|l| l["message"] == "listening")
+        .expect("listening line");
+    assert_eq!(listening["sockets"], sockets, "{listening}");
     let mut health = HealthClient::new(server.channel().await);
     let mut watch = health
         .watch(HealthCheckRequest {

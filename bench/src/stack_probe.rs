@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
         println!("listening {}", listener.local_addr()?);
         BoxCloneService::new(router)
     };
-    server::serve(
+    let _threads = server::serve(
         listener,
         app,
         None,

@@ -51,6 +51,15 @@ impl Settings {
         if self.server.max_connections == 0 {
             return invalid("server.max_connections", "must be greater than 0".into());
         }
+        if self.server.workers > 1024 {
+            return invalid(
+                "server.workers",
+                format!(
+                    "{} serving threads is past the limit of 1024",
+                    self.server.workers
+                ),
+            );
+        }
         if self.server.body_limit_bytes == 0 {
             return invalid("server.body_limit_bytes", "must be greater than 0".into());
         }

@@ -18,16 +18,76 @@ use hyper_util::{
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use crate::config::ServerSettings;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{RuntimeLayout, ServerSettings};
 
 use super::App;
 
-pub async fn bind(settings: &ServerSettings) -> anyhow::Result<TcpListener> {
-    let listener = TcpListener::bind(&settings.addr)
-        .await
-        .with_context(|| format!("binding {}", settings.addr))?;
-    tracing::info!(addr = %listener.local_addr()?, "listening");
-    Ok(listener)
+/// The API port's sockets, bound before serving (so a port taken fails at startup): one
+/// in the `multi` layout; one per serving thread in `per-core`, all on one address with
+/// `SO_REUSEPORT`, the kernel spreading new connections over them.
+pub struct Listeners {
+    layout: RuntimeLayout,
+    sockets: Vec<std::net::TcpListener>,
+}
+
+impl Listeners {
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        match self.sockets.first() {
+            Some(socket) => socket.local_addr(),
+            None => Err(std::io::Error::other("no socket bound")),
+        }
+    }
+}
+
+pub async fn bind(settings: &ServerSettings) -> anyhow::Result<Listeners> {
+    let binding = || format!("binding {}", settings.addr);
+    let sockets = match settings.runtime {
+        RuntimeLayout::Multi => {
+            let listener = TcpListener::bind(&settings.addr)
+                .await
+                .with_context(binding)?;
+            vec![listener.into_std().with_context(binding)?]
+        }
+        RuntimeLayout::PerCore => {
+            let addr = tokio::net::lookup_host(&settings.addr)
+                .await
+                .with_context(binding)?
+                .next()
+                .with_context(|| format!("{} names no address", settings.addr))?;
+            // The first socket settles the port (port 0 picks one); the others join it.
+            let first = reuse_port_socket(addr).with_context(binding)?;
+            let addr = first.local_addr()?;
+            let mut sockets = vec![first];
+            for _ in 1..settings.serving_threads() {
+                sockets.push(reuse_port_socket(addr).with_context(binding)?);
+            }
+            sockets
+        }
+    };
+    let listeners = Listeners {
+        layout: settings.runtime,
+        sockets,
+    };
+    tracing::info!(
+        addr = %listeners.local_addr()?,
+        sockets = listeners.sockets.len(),
+        "listening"
+    );
+    Ok(listeners)
+}
+
+fn reuse_port_socket(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    // tokio's backlog for its own listeners.
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 /// The admin listener (metrics and probes), when `server.admin_addr` is set.
@@ -45,24 +105,29 @@ pub async fn bind_admin(
     Ok(Some((listener, router)))
 }
 
-/// Serves HTTP/1.1 and HTTP/2 (prior knowledge, as gRPC uses) on one socket until
+/// Serves HTTP/1.1 and HTTP/2 (prior knowledge, as gRPC uses) on one port until
 /// `shutdown` resolves, then stops accepting and lets open requests finish within
 /// `server.shutdown_timeout`.
 /// While `readiness` reports draining, HTTP/1.1 responses carry `Connection: close`, so
 /// keep-alive clients reconnect (to a replica that is not going away) before the
 /// listener closes rather than have an idle connection closed under a request they are
 /// sending. HTTP/2 connections get GOAWAY when the listener closes.
+///
+/// In the `per-core` layout each socket is served by a thread of its own running a
+/// single-thread runtime; the returned [`ServingThreads`] keeps those runtimes (and
+/// whatever they registered, such as pool connections opened there) alive until it is
+/// dropped, after the lifecycle has closed the database.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Listeners,
     app: App,
     admin: Option<(TcpListener, Router)>,
     settings: &ServerSettings,
     readiness: crate::readiness::Readiness,
     shutdown: impl Future<Output = ()>,
-) {
+) -> ServingThreads {
     // The admin port stays up through the drain delay (probes report the drain), then
     // closes with the API port.
-    let admin_stop = tokio_util::sync::CancellationToken::new();
+    let admin_stop = CancellationToken::new();
     let admin_task = admin.map(|(listener, router)| {
         let stop = admin_stop.clone();
         tokio::spawn(async move {
@@ -73,34 +138,169 @@ pub async fn serve(
             }
         })
     });
-    // Serving tonic through axum loses tonic Server's transport settings; restore them.
+    let shared = Arc::new(Shared {
+        builder: connection_builder(settings),
+        // One limit for the port, whichever thread accepts.
+        slots: Arc::new(tokio::sync::Semaphore::new(settings.max_connections)),
+        // Validated with the settings; an entry that does not parse cannot get here.
+        trusted_proxies: settings.trusted_proxy_nets().unwrap_or_default().into(),
+        readiness,
+        settings: settings.clone(),
+    });
+    let stop = CancellationToken::new();
+    let mut threads = ServingThreads::default();
+    let mut sockets = listeners.sockets;
+    let done = match listeners.layout {
+        RuntimeLayout::PerCore => threads.start(std::mem::take(&mut sockets), &app, &shared, &stop),
+        RuntimeLayout::Multi => Vec::new(),
+    };
+    let accepting = async {
+        // The multi layout's one socket, on this runtime.
+        for socket in sockets {
+            match TcpListener::from_std(socket) {
+                Ok(listener) => accept(listener, app.clone(), shared.clone(), stop.clone()).await,
+                Err(e) => tracing::error!(error = %e, "listener unusable"),
+            }
+        }
+        for finished in done {
+            // An error means the thread is gone; either way it serves no more.
+            let _ = finished.await;
+        }
+    };
+    tokio::pin!(accepting);
+    tokio::pin!(shutdown);
+    tokio::select! {
+        () = &mut accepting => {}
+        () = &mut shutdown => {
+            stop.cancel();
+            accepting.await;
+        }
+    }
+    admin_stop.cancel();
+    if let Some(task) = admin_task {
+        let waited = tokio::time::timeout(settings.shutdown_timeout, async {
+            let _ = (&mut *Box::pin(task)).await;
+        });
+        if waited.await.is_err() {
+            tracing::warn!("admin listener still open at the shutdown timeout");
+        }
+    }
+    threads
+}
+
+/// What every accept loop shares, whichever thread it runs on (the app is cloned into
+/// each: it is `Send`, not `Sync`).
+struct Shared {
+    builder: auto::Builder<TokioExecutor>,
+    slots: Arc<tokio::sync::Semaphore>,
+    trusted_proxies: Arc<[ipnet::IpNet]>,
+    readiness: crate::readiness::Readiness,
+    settings: ServerSettings,
+}
+
+/// The per-core serving threads, each with its single-thread runtime. Dropping this
+/// releases and joins them.
+#[derive(Default)]
+pub struct ServingThreads {
+    release: CancellationToken,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl ServingThreads {
+    /// One thread per socket; each answers on its channel once its loop has drained.
+    fn start(
+        &mut self,
+        sockets: Vec<std::net::TcpListener>,
+        app: &App,
+        shared: &Arc<Shared>,
+        stop: &CancellationToken,
+    ) -> Vec<tokio::sync::oneshot::Receiver<()>> {
+        let mut done = Vec::new();
+        for (index, socket) in sockets.into_iter().enumerate() {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    tracing::error!(error = %e, "a serving runtime could not start");
+                    continue;
+                }
+            };
+            let (finished, finish) = tokio::sync::oneshot::channel();
+            let (app, shared) = (app.clone(), shared.clone());
+            let (stop, release) = (stop.clone(), self.release.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("conduit-serve-{index}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        match TcpListener::from_std(socket) {
+                            Ok(listener) => accept(listener, app, shared, stop).await,
+                            Err(e) => tracing::error!(error = %e, "listener unusable"),
+                        }
+                        let _ = finished.send(());
+                        release.cancelled().await;
+                    });
+                });
+            match thread {
+                Ok(thread) => {
+                    self.threads.push(thread);
+                    done.push(finish);
+                }
+                Err(e) => tracing::error!(error = %e, "a serving thread could not start"),
+            }
+        }
+        done
+    }
+}
+
+impl Drop for ServingThreads {
+    fn drop(&mut self) {
+        self.release.cancel();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Serving tonic through axum loses tonic Server's transport settings; restore them.
+fn connection_builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http2()
+    let http2 = &mut builder.http2();
+    http2
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(settings.http2_keepalive_interval))
         .keep_alive_timeout(settings.http2_keepalive_timeout)
         .max_concurrent_streams(settings.http2_max_concurrent_streams)
         // What h2 buffers per stream for a client that is not reading: with the stream
         // limit, a bound on a connection's buffered bytes (hyper's default is 400 KiB).
-        .max_send_buf_size(64 * 1024);
+        .max_send_buf_size(64 * 1024)
+        .adaptive_window(settings.http2_adaptive_window);
+    if settings.http2_initial_stream_window_bytes > 0 {
+        http2.initial_stream_window_size(settings.http2_initial_stream_window_bytes);
+    }
+    if settings.http2_initial_connection_window_bytes > 0 {
+        http2.initial_connection_window_size(settings.http2_initial_connection_window_bytes);
+    }
     builder
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
         .header_read_timeout(settings.handshake_timeout);
+    builder
+}
 
+/// One socket's accept loop, on the runtime it runs on, until `stop`; then that socket's
+/// drain: it closes, and its connections get `server.shutdown_timeout` to finish.
+async fn accept(listener: TcpListener, app: App, shared: Arc<Shared>, stop: CancellationToken) {
+    let settings = &shared.settings;
     let graceful = GracefulShutdown::new();
     // Connection tasks are kept so the ones still open at the shutdown timeout can be
     // aborted rather than outliving the server.
     let mut connections = tokio::task::JoinSet::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
+    let slots = &shared.slots;
     let mut accept_errors = AcceptErrors::default();
-    // Validated with the settings; an entry that does not parse cannot get here.
-    let trusted_proxies: Arc<[ipnet::IpNet]> =
-        settings.trusted_proxy_nets().unwrap_or_default().into();
     let mut at_limit = false;
-    tokio::pin!(shutdown);
     loop {
         // A slot first: at the limit, new connections wait in the listen backlog (told
         // once per episode, not per connection).
@@ -126,7 +326,7 @@ pub async fn serve(
                         Ok(slot) => slot,
                         Err(_) => break,
                     },
-                    () = &mut shutdown => break,
+                    () = stop.cancelled() => break,
                 }
             }
         };
@@ -144,7 +344,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = stop.cancelled() => break,
         };
         if settings.tcp_nodelay
             && let Err(e) = stream.set_nodelay(true)
@@ -152,34 +352,36 @@ pub async fn serve(
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
         let progress = crate::connection::Progress::default();
-        let app = app.clone();
-        let started = progress.clone();
-        let trusted = trusted_proxies.clone();
         let stalls = crate::connection::Stalls::default();
-        let watched = stalls.clone();
-        let readiness = readiness.clone();
-        let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-            started.mark();
-            let mut request = request.map(Body::new);
-            let client = crate::auth::attempts::client_ip(peer.ip(), request.headers(), &trusted);
-            request
-                .extensions_mut()
-                .insert(crate::context::ClientIp(client));
-            let watched = watched.clone();
-            let http1 = request.version() < http::Version::HTTP_2;
-            let readiness = readiness.clone();
-            app.clone().oneshot(request).map_ok(move |response| {
-                let mut response = response.map(|body| watched.watch(body));
-                if http1 && readiness.current().draining {
+        let service = {
+            let (app, shared, started) = (app.clone(), shared.clone(), progress.clone());
+            let watched = stalls.clone();
+            hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                started.mark();
+                let mut request = request.map(Body::new);
+                let trusted = &shared.trusted_proxies;
+                let client =
+                    crate::auth::attempts::client_ip(peer.ip(), request.headers(), trusted);
+                request
+                    .extensions_mut()
+                    .insert(crate::context::ClientIp(client));
+                let watched = watched.clone();
+                let http1 = request.version() < http::Version::HTTP_2;
+                let readiness = shared.readiness.clone();
+                app.clone().oneshot(request).map_ok(move |response| {
+                    let mut response = response.map(|body| watched.watch(body));
+                    if http1 && readiness.current().draining {
+                        response
+                            .headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
                     response
-                        .headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                }
-                response
+                })
             })
-        });
+        };
         let io = crate::connection::Watched::new(stream, progress.clone());
-        let connection = builder
+        let connection = shared
+            .builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
         let connection = graceful.watch(connection);
@@ -217,24 +419,13 @@ pub async fn serve(
         });
     }
     drop(listener);
-    admin_stop.cancel();
     tracing::info!("listener closed; waiting for in-flight requests");
-    let mut admin_task = admin_task;
-    let drained = async {
-        graceful.shutdown().await;
-        if let Some(task) = admin_task.as_mut() {
-            let _ = task.await;
-        }
-    };
-    if tokio::time::timeout(settings.shutdown_timeout, drained)
+    if tokio::time::timeout(settings.shutdown_timeout, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!(timeout = ?settings.shutdown_timeout, "requests still open at shutdown timeout; closing them");
         connections.abort_all();
-        if let Some(task) = admin_task {
-            task.abort();
-        }
     }
 }
 

@@ -12,7 +12,7 @@ use std::convert::Infallible;
 use axum::{extract::Request, response::Response};
 use tower::util::BoxCloneService;
 
-pub use listen::{bind, bind_admin, serve};
+pub use listen::{Listeners, ServingThreads, bind, bind_admin, serve};
 pub use routes::{Routers, openapi, operations, rest_routes, routers};
 pub use stack::stack;
 

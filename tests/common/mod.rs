@@ -122,6 +122,10 @@ fn base_command(db_url: &str, workdir: &std::path::Path) -> Command {
         .env("CONDUIT__RATE_LIMIT__PER_IP_PER_MINUTE", "0")
         .env("CONDUIT__RATE_LIMIT__PER_ACCOUNT_PER_MINUTE", "0")
         .env("CONDUIT__RATE_LIMIT__PER_ACCOUNT_TOTAL_PER_MINUTE", "0");
+    // `.ci/run` runs the protocol suites again in the other layout (`multi`).
+    if let Ok(runtime) = std::env::var("CONDUIT_TEST_RUNTIME") {
+        cmd.env("CONDUIT__SERVER__RUNTIME", runtime);
+    }
     cmd
 }
 
@@ -166,10 +170,14 @@ impl TestServer {
                 let Ok(event) = serde_json::from_str::<Value>(&line) else {
                     panic!("log line is not JSON: {line}");
                 };
-                if event["message"] == "listening" {
-                    let _ = tx.send(event["addr"].as_str().unwrap_or_default().to_string());
-                }
+                // Kept before the address is reported: a test reading the logs as soon
+                // as the server is up finds the line that said so.
+                let listening = (event["message"] == "listening")
+                    .then(|| event["addr"].as_str().unwrap_or_default().to_string());
                 sink.lock().expect("logs").push(event);
+                if let Some(addr) = listening {
+                    let _ = tx.send(addr);
+                }
             }
         });
         let stderr = child.stderr.take().expect("stderr");

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::Secret;
 
 mod server;
-pub use server::{CorsSettings, ServerSettings};
+pub use server::{CorsSettings, RuntimeLayout, ServerSettings};
 
 /// Built into the binary so `cargo run` works with no setup; refused when `APP_ENV=prod`.
 pub const DEV_JWT_SECRET: &str = "conduit-development-secret-do-not-use-in-production";

@@ -33,6 +33,19 @@ pub struct ServerSettings {
     #[serde(with = "humantime_serde")]
     pub http2_keepalive_timeout: Duration,
     pub http2_max_concurrent_streams: u32,
+    /// Initial HTTP/2 flow-control windows, per stream and per connection, in bytes
+    /// (0: hyper's default, 1 MiB); ignored while `http2_adaptive_window` is on.
+    pub http2_initial_stream_window_bytes: u32,
+    pub http2_initial_connection_window_bytes: u32,
+    /// Let h2 size the windows from measured bandwidth-delay (BDP pings).
+    pub http2_adaptive_window: bool,
+    /// How connections are served: `per-core` (the default), one single-thread runtime
+    /// per worker, each accepting on its own `SO_REUSEPORT` socket, so a connection and
+    /// its HTTP/2 streams stay on one thread; or `multi`, one multi-thread runtime, which
+    /// can spread one connection's streams over every core (docs/PERFORMANCE.md, round 6).
+    pub runtime: RuntimeLayout,
+    /// Serving threads in the `per-core` layout; 0: one per available core.
+    pub workers: usize,
     /// Time a new connection has to complete its first request's headers (HTTP/1.1) or
     /// the HTTP/2 preface before it is closed; also the limit for reading any request's
     /// headers on HTTP/1.1.
@@ -55,7 +68,22 @@ pub struct ServerSettings {
     pub hsts: String,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimeLayout {
+    Multi,
+    PerCore,
+}
+
 impl ServerSettings {
+    /// How many per-core runtimes serve: `workers`, or one per available core.
+    pub fn serving_threads(&self) -> usize {
+        if self.workers > 0 {
+            return self.workers;
+        }
+        std::thread::available_parallelism().map_or(1, usize::from)
+    }
+
     /// `trusted_proxies` parsed: a bare address is a block of one.
     pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, String> {
         self.trusted_proxies
@@ -84,6 +112,11 @@ impl Default for ServerSettings {
             http2_keepalive_interval: Duration::from_secs(20),
             http2_keepalive_timeout: Duration::from_secs(20),
             http2_max_concurrent_streams: 200,
+            http2_initial_stream_window_bytes: 0,
+            http2_initial_connection_window_bytes: 0,
+            http2_adaptive_window: false,
+            runtime: RuntimeLayout::PerCore,
+            workers: 0,
             hsts: String::new(),
             handshake_timeout: Duration::from_secs(10),
             max_connections: 4096,
