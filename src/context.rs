@@ -13,6 +13,9 @@ use axum::http::{Request, header::CONTENT_TYPE};
 pub enum Protocol {
     Grpc,
     GrpcWeb,
+    /// Connect (connectrpc.com), unary: JSON or protobuf over plain HTTP, on a gRPC
+    /// method's path.
+    Connect,
     Http,
 }
 
@@ -27,6 +30,8 @@ impl Protocol {
             Protocol::GrpcWeb
         } else if content_type.starts_with("application/grpc") {
             Protocol::Grpc
+        } else if is_method_path(request.uri().path()) {
+            Protocol::Connect
         } else {
             Protocol::Http
         }
@@ -36,12 +41,32 @@ impl Protocol {
         match self {
             Protocol::Grpc => "grpc",
             Protocol::GrpcWeb => "grpc-web",
+            Protocol::Connect => "connect",
             Protocol::Http => "http",
         }
     }
 
+    /// gRPC framing: messages in length-prefixed frames, the outcome in `grpc-status`.
     pub fn is_grpc(self) -> bool {
         matches!(self, Protocol::Grpc | Protocol::GrpcWeb)
+    }
+
+    /// A call of a `conduit.v1` method, in any of the protocols that carry them: named,
+    /// counted and concluded (a gRPC code) as an RPC, not as an HTTP route.
+    pub fn is_rpc(self) -> bool {
+        self != Protocol::Http
+    }
+}
+
+/// `…/package.Service/Method`: the path of a gRPC method (after any base path). No REST
+/// route ends so — a capitalised last segment after one with a dot.
+fn is_method_path(path: &str) -> bool {
+    let mut segments = path.rsplit('/');
+    match (segments.next(), segments.next()) {
+        (Some(method), Some(service)) => {
+            method.starts_with(|c: char| c.is_ascii_uppercase()) && service.contains('.')
+        }
+        _ => false,
     }
 }
 

@@ -66,6 +66,8 @@ pub fn quote_ids(response: &mut Response, protocol: Protocol, ids: AnswerIds<'_>
     }
     if protocol.is_grpc() {
         quote_in_status(response, ids.request_id, failure.is_some());
+    } else if protocol == Protocol::Connect {
+        quote_in_connect_error(response, ids.request_id, failure.is_some());
     } else if failure.is_some() {
         let body = json!({ "errors": { "internal": [internal_message(Some(ids.request_id))] } });
         // The body is written again whole, so any encoding a layer gave the first is gone.
@@ -92,12 +94,38 @@ fn failure_of(response: &mut Response) -> Option<Failure> {
 /// itself (an unknown method, a message that does not decode) — and written again.
 fn quote_in_status(response: &mut Response, request_id: &str, internal: bool) {
     let headers = response.headers_mut();
-    let Some(status) = tonic::Status::from_header_map(headers) else {
+    let Some(quoted) = tonic::Status::from_header_map(headers)
+        .and_then(|status| quoted(&status, request_id, internal))
+    else {
         return;
     };
+    // Only the three outcome headers are written again: the status read back also holds
+    // every other header as metadata, which must not be added twice.
+    if quoted.add_header(headers).is_err() {
+        tracing::warn!("could not write the request id into a gRPC status");
+    }
+}
+
+/// A Connect error carries its status as an extension (`connect_error`): quoted, it is
+/// written again as the body; the HTTP status and the other headers stay.
+fn quote_in_connect_error(response: &mut Response, request_id: &str, internal: bool) {
+    let Some(quoted) = response
+        .extensions()
+        .get::<tonic::Status>()
+        .and_then(|status| quoted(status, request_id, internal))
+    else {
+        return;
+    };
+    super::connect::render_body(response, &quoted);
+    response.extensions_mut().insert(quoted);
+}
+
+/// `status` with the request id in its `ErrorInfo` (made for the statuses tonic answers by
+/// itself) and, for an internal failure, in its message; `None` for OK.
+fn quoted(status: &tonic::Status, request_id: &str, internal: bool) -> Option<tonic::Status> {
     let code = status.code();
     if code == Code::Ok {
-        return;
+        return None;
     }
     let mut details = status.get_error_details();
     let (reason, mut metadata) = match details.error_info() {
@@ -114,12 +142,7 @@ fn quote_in_status(response: &mut Response, request_id: &str, internal: bool) {
     } else {
         status.message().to_string()
     };
-    // Only the three outcome headers are written again: the status read back also holds
-    // every other header as metadata, which must not be added twice.
-    let quoted = tonic::Status::with_error_details(code, message, details);
-    if quoted.add_header(headers).is_err() {
-        tracing::warn!("could not write the request id into a gRPC status");
-    }
+    Some(tonic::Status::with_error_details(code, message, details))
 }
 
 /// The reason of a status no code of ours made: tonic answers these before any handler.

@@ -43,7 +43,8 @@ impl Reason {
             Reason::DatabaseUnavailable | Reason::ConcurrentModification => "database",
             Reason::RequestTooLarge
             | Reason::RequestUnreadable
-            | Reason::UnsupportedContentType => "body",
+            | Reason::UnsupportedContentType
+            | Reason::MalformedMessage => "body",
             Reason::DeadlineExceeded
             | Reason::HashingBusy
             | Reason::RateLimited

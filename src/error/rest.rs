@@ -7,7 +7,7 @@ use axum::{
 };
 use serde_json::json;
 
-use super::{AppError, grpc_error, kind::retry_after_secs};
+use super::{AppError, connect_error, grpc_error, kind::retry_after_secs};
 use crate::context::Protocol;
 
 impl AppError {
@@ -15,6 +15,8 @@ impl AppError {
     pub fn into_response_for(self, protocol: Protocol) -> Response {
         if protocol.is_grpc() {
             grpc_error(protocol, self.into())
+        } else if protocol == Protocol::Connect {
+            connect_error(self.into())
         } else {
             self.into_response()
         }
@@ -54,7 +56,8 @@ pub struct GenericErrorModel {
 }
 
 /// An error produced by a layer (not a handler), in the caller's protocol: a trailers-only
-/// gRPC response (HTTP 200, outcome in `grpc-status`), or a RealWorld-shaped JSON error.
+/// gRPC response (HTTP 200, outcome in `grpc-status`), Connect's JSON error, or a
+/// RealWorld-shaped JSON error.
 pub fn layer_error(
     protocol: Protocol,
     status: tonic::Status,
@@ -64,6 +67,9 @@ pub fn layer_error(
 ) -> Response {
     if protocol.is_grpc() {
         return grpc_error(protocol, status);
+    }
+    if protocol == Protocol::Connect {
+        return connect_error(status);
     }
     (http, Json(json!({ "errors": { field: [message] } }))).into_response()
 }

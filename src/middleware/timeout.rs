@@ -1,4 +1,5 @@
-//! Request deadline: the configured timeout, or the caller's `grpc-timeout` when shorter.
+//! Request deadline: the configured timeout, or the caller's `grpc-timeout` (Connect:
+//! `Connect-Timeout-Ms`) when shorter.
 //! tower-http's TimeoutLayer answers a bare status that gRPC clients read as a transport
 //! error, so this layer answers DEADLINE_EXCEEDED (gRPC) or 504 (REST) itself.
 
@@ -20,13 +21,24 @@ pub struct Deadline {
     pub after: Duration,
 }
 
-/// The request's deadline: `server.request_timeout`, or a shorter `grpc-timeout` asked
-/// for by a gRPC caller.
+/// The request's deadline: `server.request_timeout`, or a shorter one asked for by a
+/// gRPC (`grpc-timeout`) or Connect (`Connect-Timeout-Ms`) caller.
 pub fn deadline(default: Duration, protocol: Protocol, headers: &HeaderMap) -> Duration {
-    match grpc_timeout(headers) {
-        Some(asked) if protocol.is_grpc() => asked.min(default),
-        _ => default,
+    let asked = match protocol {
+        Protocol::Grpc | Protocol::GrpcWeb => grpc_timeout(headers),
+        Protocol::Connect => connect_timeout(headers),
+        Protocol::Http => None,
+    };
+    asked.map_or(default, |asked| asked.min(default))
+}
+
+/// `Connect-Timeout-Ms`: at most 10 digits of milliseconds.
+fn connect_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get("connect-timeout-ms")?.to_str().ok()?;
+    if value.is_empty() || value.len() > 10 {
+        return None;
     }
+    value.parse().ok().map(Duration::from_millis)
 }
 
 /// The answer to a request that ran out of time.
@@ -85,5 +97,26 @@ mod tests {
         assert_eq!(parse("S"), None);
         assert_eq!(parse("5x"), None);
         assert_eq!(parse("123456789S"), None, "at most 8 digits");
+    }
+
+    #[test]
+    fn connect_callers_ask_in_milliseconds() {
+        let asked = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("connect-timeout-ms", v.parse().expect("header"));
+            deadline(Duration::from_secs(30), Protocol::Connect, &h)
+        };
+        assert_eq!(asked("250"), Duration::from_millis(250));
+        assert_eq!(
+            asked("90000"),
+            Duration::from_secs(30),
+            "never past the server's own"
+        );
+        assert_eq!(
+            asked("12345678901"),
+            Duration::from_secs(30),
+            "at most 10 digits"
+        );
+        assert_eq!(asked("-5"), Duration::from_secs(30));
     }
 }

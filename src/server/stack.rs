@@ -87,9 +87,13 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
             middleware::authenticate::resolve,
         ))
         .layer(SharedLayer)
-        // 8. gRPC-Web → gRPC translation, so every layer above saw the original (and the
-        //    router's route layers — operation name, access policy, idempotency keys —
-        //    see gRPC and gRPC-Web alike: their retries share one stored answer)
+        // 8. Connect and gRPC-Web → gRPC translations, so every layer above saw the
+        //    original (and the router's route layers — operation name, access policy,
+        //    idempotency keys — see the three alike: their retries share one stored answer)
+        .layer(middleware::connect::ConnectLayer {
+            body_limit: server.body_limit_bytes,
+        })
+        .layer(SharedLayer)
         .layer(middleware::grpc_web::GrpcWebOnlyLayer {
             body_limit: server.body_limit_bytes,
         })
@@ -142,6 +146,8 @@ fn cors(settings: &CorsSettings) -> CorsLayer {
                     "traceparent",
                     "tracestate",
                     "idempotency-key",
+                    "connect-protocol-version",
+                    "connect-timeout-ms",
                 ]))
                 .collect::<Vec<_>>(),
         )

@@ -89,7 +89,7 @@ impl Completion {
     /// Bounded label values: a registered gRPC method or a REST route template, never a
     /// raw path or method a caller chose (they would let any caller mint new series).
     fn operation(&self, code: Option<i32>) -> &'static str {
-        if self.protocol.is_grpc() {
+        if self.protocol.is_rpc() {
             match self.info.0.grpc_method.get() {
                 Some(uri) if code != Some(tonic::Code::Unimplemented as i32) => {
                     labels::intern(uri.path().trim_start_matches('/'))
@@ -128,16 +128,16 @@ impl Drop for Completion {
             self.status = CLIENT_CLOSED;
             self.grpc_code = self
                 .protocol
-                .is_grpc()
+                .is_rpc()
                 .then_some(tonic::Code::Cancelled as i32);
         }
-        // gRPC-Web outcomes come from inside the translation; a gRPC body dropped before
+        // gRPC-Web and Connect outcomes come from inside the translations; a body dropped before
         // its trailers means the client went away.
         let code = match self
             .grpc_code
             .or_else(|| self.info.0.grpc_code.get().copied())
         {
-            None if self.protocol.is_grpc() => Some(tonic::Code::Cancelled as i32),
+            None if self.protocol.is_rpc() => Some(tonic::Code::Cancelled as i32),
             other => other,
         };
         let operation = self.operation(code);
@@ -234,7 +234,7 @@ impl http_body::Body for ObservedBody {
             }
             Poll::Ready(Some(Err(_))) => {
                 if let Some(mut done) = this.completion.take()
-                    && done.protocol.is_grpc()
+                    && done.protocol.is_rpc()
                     && done.grpc_code.is_none()
                 {
                     done.grpc_code = Some(tonic::Code::Internal as i32);

@@ -91,7 +91,7 @@ pub async fn observe(
     let uri = request.uri().clone();
     let path = uri.path();
     let quiet = operations.is_quiet(path);
-    let name = if protocol.is_grpc() {
+    let name = if protocol.is_rpc() {
         path.trim_start_matches('/')
     } else {
         method.as_str()
@@ -144,10 +144,15 @@ pub async fn observe(
     if let Some(id) = &trace_id {
         span.record("trace_id", id.as_str());
     }
-    if protocol.is_grpc()
+    if protocol.is_rpc()
         && let Some((service, rpc)) = name.split_once('/')
     {
-        span.record("rpc.system", "grpc");
+        let system = if protocol == Protocol::Connect {
+            "connect_rpc"
+        } else {
+            "grpc"
+        };
+        span.record("rpc.system", system);
         span.record("rpc.service", service);
         span.record("rpc.method", rpc);
     }
@@ -176,7 +181,14 @@ pub async fn observe(
     let mut response = context::scope(ids, next.run(request).instrument(span)).await;
     completion.quote_ids(&mut response);
     completion.status = response.status().as_u16();
-    completion.grpc_code = grpc_code(response.headers());
+    // A Connect error's code travels with it (`error::connect_error`); a Connect success
+    // is reported from inside the translation, like gRPC-Web's outcomes.
+    completion.grpc_code = grpc_code(response.headers()).or_else(|| {
+        (protocol == Protocol::Connect)
+            .then(|| response.extensions().get::<tonic::Status>())
+            .flatten()
+            .map(|status| status.code() as i32)
+    });
     // Even when the outcome is known now (REST, trailers-only gRPC), completion waits for
     // the body so latency covers the whole response.
     response.map(|body| {
