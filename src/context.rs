@@ -7,7 +7,7 @@
 
 use std::future::Future;
 
-use axum::http::{Request, header::CONTENT_TYPE};
+use axum::http::{Method, Request, header::CONTENT_TYPE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -30,7 +30,10 @@ impl Protocol {
             Protocol::GrpcWeb
         } else if content_type.starts_with("application/grpc") {
             Protocol::Grpc
-        } else if is_method_path(request.uri().path()) {
+        } else if matches!(*request.method(), Method::POST | Method::GET)
+            && is_method_path(request.uri().path())
+        {
+            // A CORS preflight (OPTIONS) is answered as HTTP, whatever it asks about.
             Protocol::Connect
         } else {
             Protocol::Http
@@ -110,6 +113,52 @@ pub fn carry<F: Future>(future: F) -> impl Future<Output = F::Output> {
         match ids {
             Some(ids) => scope(ids, future).await,
             None => future.await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn protocol(method: Method, path: &str) -> Protocol {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(())
+            .expect("request");
+        Protocol::of(&request)
+    }
+
+    #[test]
+    fn method_paths_are_connect_and_no_rest_route_is() {
+        for path in [
+            "/conduit.v1.ArticleService/ListArticles",
+            "/base/path/conduit.v1.TagService/ListTags",
+            "/grpc.health.v1.Health/Check",
+        ] {
+            assert_eq!(protocol(Method::POST, path), Protocol::Connect, "{path}");
+            assert_eq!(protocol(Method::GET, path), Protocol::Connect, "{path}");
+        }
+        assert_eq!(
+            protocol(Method::OPTIONS, "/conduit.v1.TagService/ListTags"),
+            Protocol::Http,
+            "a preflight"
+        );
+        // Usernames and slugs may hold dots and capitals; REST routes end in a lowercase
+        // word, a slug, a username or an id, never after a dotted segment in capitals.
+        for path in [
+            "/api/profiles/John.Doe",
+            "/api/profiles/John.Doe/follow",
+            "/api/articles/how-to.train/comments",
+            "/api/articles/how-to.train/comments/12",
+            "/api/articles/how-to.train/favorite",
+            "/api/users/login",
+            "/api/docs/swagger-ui.css",
+            "/api/openapi.json",
+        ] {
+            assert_eq!(protocol(Method::POST, path), Protocol::Http, "{path}");
+            assert_eq!(protocol(Method::GET, path), Protocol::Http, "{path}");
         }
     }
 }

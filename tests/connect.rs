@@ -80,6 +80,12 @@ async fn json_calls_answer_canonical_proto3_json() {
         headers.contains_key("x-request-id"),
         "the stack's headers are there"
     );
+    assert!(
+        !headers
+            .keys()
+            .any(|name| name.as_str().starts_with("grpc-")),
+        "no gRPC framing leaks into a Connect answer: {headers:?}"
+    );
     let token = registered["user"]["token"]
         .as_str()
         .expect("token")
@@ -222,10 +228,10 @@ async fn errors_are_connects_json_with_the_grpc_reasons_and_the_request_id() {
     assert_eq!(body["code"], "unauthenticated");
     assert_eq!(error_info(&body).reason, "TOKEN_MISSING");
 
-    // Bad input: a field the message does not have, JSON that is not JSON, protobuf that
-    // does not decode.
+    // Bad input: a field of the wrong type, JSON that is not JSON, protobuf that does not
+    // decode. (A field the message does not have is skipped, as connect-go does.)
     for (content_type, bad) in [
-        ("application/json", br#"{"nope": 1}"#.to_vec()),
+        ("application/json", br#"{"pageSize": "many"}"#.to_vec()),
         ("application/json", b"{".to_vec()),
         ("application/proto", vec![0xff, 0xff, 0xff]),
     ] {
@@ -242,6 +248,26 @@ async fn errors_are_connects_json_with_the_grpc_reasons_and_the_request_id() {
         assert_eq!(body["code"], "invalid_argument", "{body}");
         assert_eq!(error_info(&body).reason, "MALFORMED_MESSAGE");
     }
+
+    let (status, _, listed) = post(
+        &server,
+        &format!("{ARTICLES}/ListArticles"),
+        json!({"pageSize": 1, "fieldOfANewerSchema": true}),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+
+    let response = server
+        .http()
+        .post(server.url(&format!("{ARTICLES}/ListArticles")))
+        .header("connect-timeout-ms", "soon")
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("bad timeout");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 
     let response = server
         .http()
@@ -271,6 +297,25 @@ async fn errors_are_connects_json_with_the_grpc_reasons_and_the_request_id() {
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["code"], "resource_exhausted");
+    assert_eq!(error_info(&body).reason, "REQUEST_TOO_LARGE");
+    // Streamed, with no length declared: cut while read, inside the translation.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![
+        Ok(br#"{"username": ""#.to_vec()),
+        Ok("x".repeat(4096).into_bytes()),
+        Ok(br#""}"#.to_vec()),
+    ];
+    let response = limited
+        .http()
+        .post(limited.url(&format!("{USERS}/Register")))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .expect("streamed");
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: Value = response.json().await.expect("json");
     assert_eq!(error_info(&body).reason, "REQUEST_TOO_LARGE");
 }
 
@@ -308,23 +353,73 @@ async fn metrics_count_connect_calls_by_method_and_code() {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // Refused by the translation itself (no router saw it), still named by its method.
+    let response = server
+        .http()
+        .post(server.url("/conduit.v1.ProfileService/GetProfile"))
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .expect("malformed");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    // A browser's preflight is HTTP, not a call that never ended.
+    let preflight = server
+        .http()
+        .request(
+            reqwest::Method::OPTIONS,
+            server.url("/conduit.v1.TagService/ListTags"),
+        )
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type,connect-protocol-version",
+        )
+        .send()
+        .await
+        .expect("preflight");
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+
     let metrics = reqwest::get(server.url("/metrics"))
         .await
         .expect("scrape")
         .text()
         .await
         .expect("text");
-    let counted = |operation: &str, outcome: &str| {
-        metrics.lines().any(|line| {
+    let connect_lines = || {
+        metrics.lines().filter(|line| {
             line.starts_with("http_server_requests_total{")
                 && line.contains(r#"protocol="connect""#)
-                && line.contains(&format!(r#"operation="{operation}""#))
-                && line.contains(&format!(r#"outcome="{outcome}""#))
         })
     };
-    assert!(counted("conduit.v1.TagService/ListTags", "OK"), "{metrics}");
-    assert!(
-        counted("conduit.v1.ProfileService/GetProfile", "NOT_FOUND"),
+    let count = |operation: &str, outcome: &str| -> f64 {
+        connect_lines()
+            .filter(|line| {
+                line.contains(&format!(r#"operation="{operation}""#))
+                    && line.contains(&format!(r#"outcome="{outcome}""#))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(
+        count("conduit.v1.TagService/ListTags", "OK"),
+        1.0,
         "{metrics}"
+    );
+    assert_eq!(
+        count("conduit.v1.ProfileService/GetProfile", "NOT_FOUND"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        count("conduit.v1.ProfileService/GetProfile", "INVALID_ARGUMENT"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        connect_lines().count(),
+        3,
+        "nothing else, no CANCELLED: {metrics}"
     );
 }

@@ -140,12 +140,25 @@ async fn unary<S>(inner: S, body_limit: usize, request: Request) -> Result<Respo
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
+    let outcome = GrpcOutcome::of(&request);
     let (mut parts, body) = request.into_parts();
     let method = procedure(parts.uri.path())?;
+    // Named from here on, refusals of this layer included (a method of the descriptors).
+    if let Some(outcome) = &outcome {
+        outcome.record_method(&parts.uri);
+    }
     if let Some(version) = parts.headers.get("connect-protocol-version")
         && version != "1"
     {
         return Err(malformed("connect-protocol-version must be 1".into()));
+    }
+    // The guard above has taken a good one as the deadline (`timeout::deadline`).
+    if parts.headers.contains_key("connect-timeout-ms")
+        && crate::middleware::timeout::connect_timeout(&parts.headers).is_none()
+    {
+        return Err(malformed(
+            "connect-timeout-ms must be 1 to 10 digits of milliseconds".into(),
+        ));
     }
     let (encoding, message) = match parts.method {
         Method::POST => {
@@ -172,16 +185,10 @@ where
     frame.extend_from_slice(&message);
     parts.method = Method::POST;
     parts.uri = Uri::try_from(parts.uri.path()).map_err(|e| internal(e.into()))?;
-    for name in [
-        CONTENT_TYPE,
-        CONTENT_LENGTH,
-        CONTENT_ENCODING,
-        ACCEPT_ENCODING,
-    ] {
-        parts.headers.remove(name);
-    }
-    parts.headers.remove("connect-protocol-version");
-    parts.headers.remove("connect-timeout-ms");
+    // Only the caller's own metadata goes on: nothing of HTTP's or Connect's framing, and
+    // no gRPC header of the caller's (`grpc-accept-encoding` would make tonic compress).
+    let headers = std::mem::take(&mut parts.headers);
+    parts.headers = metadata(&headers);
     parts
         .headers
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
@@ -189,7 +196,6 @@ where
         .headers
         .insert(TE, HeaderValue::from_static("trailers"));
     let call = Request::from_parts(parts, Body::from(frame.freeze()));
-    let outcome = GrpcOutcome::of(&call);
 
     let answer = match inner.oneshot(call).await {
         Ok(answer) => answer,
@@ -213,41 +219,59 @@ where
     }
     let status = tonic::Status::from_header_map(ending)
         .ok_or_else(|| internal(anyhow::anyhow!("the gRPC answer has no grpc-status")))?;
+    // Connect carries a unary call's metadata as headers and its trailers as headers
+    // prefixed `trailer-`, on errors as on answers.
+    let mut answer_headers = metadata(&parts.headers);
+    for (name, value) in trailers.iter() {
+        if is_grpc_header(name) {
+            continue;
+        }
+        if let Ok(name) = HeaderName::try_from(format!("trailer-{name}")) {
+            answer_headers.append(name, value.clone());
+        }
+    }
     if status.code() != Code::Ok {
         let status = carried
             .filter(|carried| carried.code() == status.code())
             .unwrap_or(status);
-        return Err(refuse(status));
+        let mut refused = connect_error(status);
+        for (name, value) in answer_headers.iter() {
+            refused.headers_mut().append(name, value.clone());
+        }
+        return Err(Box::new(refused));
     }
 
     let data = collected.to_bytes();
-    let message = unframe(&data)
-        .ok_or_else(|| internal(anyhow::anyhow!("the gRPC answer is not one message")))?;
+    let message = answer_message(&data, parts.headers.get("grpc-encoding"))?;
     let body = match encoding {
-        Encoding::Json => response_json(&method.output(), message)?,
-        Encoding::Proto => data.slice_ref(message),
+        Encoding::Json => response_json(&method.output(), &message)?,
+        Encoding::Proto => message,
     };
-    let mut metadata = std::mem::take(&mut parts.headers);
-    for name in [CONTENT_TYPE, CONTENT_LENGTH] {
-        metadata.remove(name);
-    }
-    parts.headers = metadata
-        .into_iter()
-        .filter_map(|(name, value)| Some((name?, value)))
-        .filter(|(name, _)| !name.as_str().starts_with("grpc-"))
-        .collect();
-    // Connect carries a unary call's trailers as headers, prefixed.
-    for (name, value) in trailers.iter() {
-        if name.as_str().starts_with("grpc-") {
-            continue;
-        }
-        if let Ok(name) = HeaderName::try_from(format!("trailer-{name}")) {
-            parts.headers.append(name, value.clone());
-        }
-    }
-    parts.headers.insert(CONTENT_TYPE, encoding.content_type());
+    answer_headers.insert(CONTENT_TYPE, encoding.content_type());
+    parts.headers = answer_headers;
     parts.status = StatusCode::OK;
     Ok(Response::from_parts(parts, Body::from(body)))
+}
+
+/// The headers of `headers` that are the call's metadata: every one but the framing of
+/// HTTP, gRPC and Connect.
+fn metadata(headers: &HeaderMap) -> HeaderMap {
+    let mut kept = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers.iter() {
+        let framing = matches!(
+            *name,
+            CONTENT_TYPE | CONTENT_LENGTH | CONTENT_ENCODING | ACCEPT_ENCODING | TE
+        ) || is_grpc_header(name)
+            || name.as_str().starts_with("connect-");
+        if !framing {
+            kept.append(name, value.clone());
+        }
+    }
+    kept
+}
+
+fn is_grpc_header(name: &HeaderName) -> bool {
+    name.as_str().starts_with("grpc-")
 }
 
 /// The method a path names (`/conduit.v1.ArticleService/ListArticles`), when it is unary.
@@ -352,10 +376,9 @@ fn compression(coding: Option<&str>) -> Result<(), Refused> {
                 Reason::UnsupportedContentType,
                 format!("compression {other:?} is not supported; send messages uncompressed"),
             ));
-            refused.headers_mut().insert(
-                "connect-accept-encoding",
-                HeaderValue::from_static("identity"),
-            );
+            refused
+                .headers_mut()
+                .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
             Err(Box::new(refused))
         }
     }
@@ -399,10 +422,12 @@ fn request_message(
         Encoding::Json if message.is_empty() => Ok(Bytes::new()),
         Encoding::Json => {
             let mut json = serde_json::Deserializer::from_slice(&message);
+            // Unknown fields are skipped, as connect-go and the protobuf encoding do: a
+            // client built from a newer schema still gets through.
             let decoded = DynamicMessage::deserialize_with_options(
                 input.clone(),
                 &mut json,
-                &DeserializeOptions::new(),
+                &DeserializeOptions::new().deny_unknown_fields(false),
             )
             .and_then(|decoded| json.end().map(|()| decoded))
             .map_err(|e| malformed(format!("the message is not a {}: {e}", input.full_name())))?;
@@ -426,12 +451,38 @@ fn response_json(output: &MessageDescriptor, message: &[u8]) -> Result<Bytes, Re
     Ok(json.into())
 }
 
-/// The one uncompressed message of a unary gRPC answer.
-fn unframe(data: &[u8]) -> Option<&[u8]> {
+/// The message of a unary gRPC answer, decompressed when the service compressed it (it
+/// may, for a stored answer first given to a gRPC caller that accepted gzip).
+fn answer_message(data: &Bytes, encoding: Option<&HeaderValue>) -> Result<Bytes, Refused> {
+    let (compressed, message) = unframe(data)
+        .ok_or_else(|| internal(anyhow::anyhow!("the gRPC answer is not one message")))?;
+    if !compressed {
+        return Ok(data.slice_ref(message));
+    }
+    if encoding.is_none_or(|encoding| encoding != "gzip") {
+        return Err(internal(anyhow::anyhow!(
+            "the gRPC answer is compressed as {encoding:?}"
+        )));
+    }
+    let mut inflated = Vec::with_capacity(message.len() * 4);
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(flate2::read::GzDecoder::new(message), MAX_ANSWER_BYTES),
+        &mut inflated,
+    )
+    .map_err(|e| internal(anyhow::anyhow!("inflating the gRPC answer: {e}")))?;
+    Ok(inflated.into())
+}
+
+/// Larger than any answer conduit gives (a page is at most 100 articles); a bound, so a
+/// corrupt stored answer cannot inflate without end.
+const MAX_ANSWER_BYTES: u64 = 64 << 20;
+
+/// The one message of a unary gRPC answer, and whether it is compressed.
+fn unframe(data: &[u8]) -> Option<(bool, &[u8])> {
     let (&compressed, rest) = data.split_first()?;
     let length = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
     let message = rest.get(4..4 + length)?;
-    (compressed == 0 && rest.len() == 4 + length).then_some(message)
+    (compressed <= 1 && rest.len() == 4 + length).then_some((compressed == 1, message))
 }
 
 fn malformed(message: String) -> Refused {
@@ -524,12 +575,31 @@ mod tests {
     }
 
     #[test]
-    fn one_uncompressed_message_is_unframed() {
-        assert_eq!(unframe(&[0, 0, 0, 0, 2, 8, 2]), Some(&[8u8, 2][..]));
-        assert_eq!(unframe(&[0, 0, 0, 0, 0]), Some(&[][..]));
-        assert_eq!(unframe(&[1, 0, 0, 0, 1, 8]), None, "compressed");
+    fn one_message_is_unframed_and_inflated_when_gzipped() {
+        assert_eq!(
+            unframe(&[0, 0, 0, 0, 2, 8, 2]),
+            Some((false, &[8u8, 2][..]))
+        );
+        assert_eq!(unframe(&[0, 0, 0, 0, 0]), Some((false, &[][..])));
+        assert_eq!(unframe(&[1, 0, 0, 0, 1, 8]), Some((true, &[8u8][..])));
+        assert_eq!(unframe(&[2, 0, 0, 0, 1, 8]), None, "no such flag");
         assert_eq!(unframe(&[0, 0, 0, 0, 3, 8, 2]), None, "short");
+        assert_eq!(unframe(&[0, 0, 0, 0, 1, 8, 2]), None, "two messages");
         assert_eq!(unframe(&[0, 0, 0]), None);
+
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gzip, &[8, 2]).expect("gzip");
+        let gzipped = gzip.finish().expect("gzip");
+        let mut frame = vec![1];
+        frame.extend_from_slice(&(gzipped.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&gzipped);
+        let gzip_header = HeaderValue::from_static("gzip");
+        let inflated = answer_message(&Bytes::from(frame.clone()), Some(&gzip_header));
+        assert_eq!(inflated.ok().as_deref(), Some(&[8u8, 2][..]));
+        assert!(
+            answer_message(&Bytes::from(frame), None).is_err(),
+            "compressed, but how?"
+        );
     }
 
     #[test]

@@ -32,13 +32,17 @@ pub fn deadline(default: Duration, protocol: Protocol, headers: &HeaderMap) -> D
     asked.map_or(default, |asked| asked.min(default))
 }
 
-/// `Connect-Timeout-Ms`: at most 10 digits of milliseconds.
-fn connect_timeout(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get("connect-timeout-ms")?.to_str().ok()?;
-    if value.is_empty() || value.len() > 10 {
+/// `Connect-Timeout-Ms`: 1 to 10 digits of milliseconds.
+pub fn connect_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get("connect-timeout-ms")?.as_bytes();
+    if value.is_empty() || value.len() > 10 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    value.parse().ok().map(Duration::from_millis)
+    std::str::from_utf8(value)
+        .ok()?
+        .parse()
+        .ok()
+        .map(Duration::from_millis)
 }
 
 /// The answer to a request that ran out of time.
@@ -118,5 +122,6 @@ mod tests {
             "at most 10 digits"
         );
         assert_eq!(asked("-5"), Duration::from_secs(30));
+        assert_eq!(asked("+5"), Duration::from_secs(30));
     }
 }

@@ -54,7 +54,7 @@ impl ClientGone {
     }
 }
 
-/// Where a layer inside the gRPC-Web translation reports the call's gRPC status.
+/// Where a layer inside a translation (gRPC-Web, Connect) reports the call's gRPC status.
 #[derive(Clone)]
 pub struct GrpcOutcome(InfoSlot);
 
@@ -65,6 +65,12 @@ impl GrpcOutcome {
             .get::<InfoSlot>()
             .cloned()
             .map(GrpcOutcome)
+    }
+
+    /// The call's method (`/package.Service/Method`, one the descriptors hold), for a
+    /// translation that refuses a call before the router can name it.
+    pub fn record_method(&self, method: &Uri) {
+        let _ = self.0.0.grpc_method.set(method.clone());
     }
 
     pub fn record_headers(&self, headers: &HeaderMap) {
