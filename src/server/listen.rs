@@ -22,7 +22,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{RuntimeLayout, ServerSettings};
 
-use super::App;
+use super::{
+    App,
+    balance::{Handoff, Placed, Workers},
+};
 
 /// The API port's sockets, bound before serving (so a port taken fails at startup): one
 /// in the `multi` layout; one per serving thread in `per-core`, all on one address with
@@ -158,7 +161,9 @@ pub async fn serve(
         // The multi layout's one socket, on this runtime.
         for socket in sockets {
             match TcpListener::from_std(socket) {
-                Ok(listener) => accept(listener, app.clone(), shared.clone(), stop.clone()).await,
+                Ok(listener) => {
+                    accept(listener, app.clone(), shared.clone(), stop.clone(), None).await
+                }
                 Err(e) => tracing::error!(error = %e, "listener unusable"),
             }
         }
@@ -216,7 +221,8 @@ impl ServingThreads {
         stop: &CancellationToken,
     ) -> Vec<tokio::sync::oneshot::Receiver<()>> {
         let mut done = Vec::new();
-        for (index, socket) in sockets.into_iter().enumerate() {
+        let (workers, inboxes) = Workers::new(sockets.len());
+        for ((index, socket), inbox) in sockets.into_iter().enumerate().zip(inboxes) {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -230,12 +236,17 @@ impl ServingThreads {
             let (finished, finish) = tokio::sync::oneshot::channel();
             let (app, shared) = (app.clone(), shared.clone());
             let (stop, release) = (stop.clone(), self.release.clone());
+            let lane = Lane {
+                me: index,
+                workers: workers.clone(),
+                inbox,
+            };
             let thread = std::thread::Builder::new()
                 .name(format!("conduit-serve-{index}"))
                 .spawn(move || {
                     runtime.block_on(async move {
                         match TcpListener::from_std(socket) {
-                            Ok(listener) => accept(listener, app, shared, stop).await,
+                            Ok(listener) => accept(listener, app, shared, stop, Some(lane)).await,
                             Err(e) => tracing::error!(error = %e, "listener unusable"),
                         }
                         let _ = finished.send(());
@@ -290,9 +301,31 @@ fn connection_builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor>
     builder
 }
 
+/// A per-core thread's place among the others: its index, their loads and its inbox of
+/// connections handed over (`balance`).
+struct Lane {
+    me: usize,
+    workers: Arc<Workers>,
+    inbox: tokio::sync::mpsc::UnboundedReceiver<Handoff>,
+}
+
+/// The next connection handed to this thread; never, without a lane.
+async fn handed_over(lane: &mut Option<Lane>) -> Option<Handoff> {
+    match lane {
+        Some(lane) => lane.inbox.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// One socket's accept loop, on the runtime it runs on, until `stop`; then that socket's
 /// drain: it closes, and its connections get `server.shutdown_timeout` to finish.
-async fn accept(listener: TcpListener, app: App, shared: Arc<Shared>, stop: CancellationToken) {
+async fn accept(
+    listener: TcpListener,
+    app: App,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    mut lane: Option<Lane>,
+) {
     let settings = &shared.settings;
     let graceful = GracefulShutdown::new();
     // Connection tasks are kept so the ones still open at the shutdown timeout can be
@@ -330,13 +363,28 @@ async fn accept(listener: TcpListener, app: App, shared: Arc<Shared>, stop: Canc
                 }
             }
         };
-        let (stream, peer) = tokio::select! {
+        let (stream, peer, slot, load) = tokio::select! {
             // Reap finished connections so the set stays the size of the open ones.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            // A connection another thread accepted, with its own slot (this one's is
+            // given back).
+            Some(handoff) = handed_over(&mut lane) => match Workers::received(handoff) {
+                Ok((stream, peer, slot, load)) => (stream, peer, slot, Some(load)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "a connection handed over is unusable");
+                    continue;
+                }
+            },
             accepted = listener.accept() => match accepted {
-                Ok(conn) => {
+                Ok((stream, peer)) => {
                     accept_errors.recovered();
-                    conn
+                    match &lane {
+                        Some(lane) => match lane.workers.place(lane.me, stream, peer, slot) {
+                            Placed::Here(stream, slot, load) => (stream, peer, slot, Some(load)),
+                            Placed::Away => continue,
+                        },
+                        None => (stream, peer, slot, None),
+                    }
                 }
                 Err(e) => {
                     // e.g. EMFILE: back off instead of spinning; the listener stays usable.
@@ -388,7 +436,7 @@ async fn accept(listener: TcpListener, app: App, shared: Arc<Shared>, stop: Canc
         let handshake_timeout = settings.handshake_timeout;
         let send_timeout = settings.send_timeout;
         connections.spawn(async move {
-            let _slot = slot;
+            let (_slot, _load) = (slot, load);
             tokio::pin!(connection);
             let handshake = tokio::time::sleep(handshake_timeout);
             tokio::pin!(handshake);
@@ -419,6 +467,10 @@ async fn accept(listener: TcpListener, app: App, shared: Arc<Shared>, stop: Canc
         });
     }
     drop(listener);
+    // No thread hands this one more connections: a late handoff is served by its sender.
+    if let Some(lane) = &mut lane {
+        lane.inbox.close();
+    }
     tracing::info!("listener closed; waiting for in-flight requests");
     if tokio::time::timeout(settings.shutdown_timeout, graceful.shutdown())
         .await
