@@ -60,8 +60,7 @@ async fn writes_invalidate_the_cache_here_and_on_other_replicas() {
     let (_, second) = rest.get("/api/articles?offset=1", None).await;
     assert_eq!(second["articlesCount"], 2);
 
-    let metrics = server.http().get(server.url("/metrics")).send().await;
-    let metrics = metrics.expect("metrics").text().await.expect("text");
+    let metrics = server.metrics().await;
     assert!(lookups(&metrics, "tags", "hit") >= 1.0, "{metrics}");
     assert!(lookups(&metrics, "tags", "miss") >= 1.0, "{metrics}");
     assert!(lookups(&metrics, "total", "miss") >= 1.0, "{metrics}");
@@ -224,8 +223,7 @@ async fn with_the_cache_off_every_read_is_answered_from_the_database() {
     assert_eq!(one["article"]["favorited"], true, "{one}");
     assert_eq!(one["article"]["favoritesCount"], 1);
     assert!(tags(&rest).await.contains(&tag));
-    let metrics = server.http().get(server.url("/metrics")).send().await;
-    let metrics = metrics.expect("metrics").text().await.expect("text");
+    let metrics = server.metrics().await;
     assert_eq!(
         lookups(&metrics, "window", "hit") + lookups(&metrics, "article", "hit"),
         0.0,

@@ -16,22 +16,44 @@ use serde_json::{Value, json};
 const ARTICLES: &str = "/conduit.v1.ArticleService";
 const USERS: &str = "/conduit.v1.UserService";
 
+/// A Connect POST of `body` as `content_type`, with `headers` besides.
+async fn call(
+    server: &TestServer,
+    method: &str,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = server
+        .http()
+        .post(server.url(method))
+        .header("content-type", content_type)
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.expect("connect call")
+}
+
 async fn post(
     server: &TestServer,
     method: &str,
     body: Value,
     token: Option<&str>,
 ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    let mut request = server
-        .http()
-        .post(server.url(method))
-        .header("content-type", "application/json")
-        .header("connect-protocol-version", "1")
-        .body(body.to_string());
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Token {token}"));
+    let authorization = token.map(|token| format!("Token {token}"));
+    let mut headers = vec![("connect-protocol-version", "1")];
+    if let Some(authorization) = &authorization {
+        headers.push(("authorization", authorization));
     }
-    let response = request.send().await.expect("connect call");
+    let response = call(
+        server,
+        method,
+        "application/json",
+        body.to_string(),
+        &headers,
+    )
+    .await;
     let status = response.status();
     let headers = response.headers().clone();
     let text = response.text().await.expect("body");
@@ -138,14 +160,14 @@ async fn protobuf_calls_and_gets_of_reads() {
         tag: Some(tag.clone()),
         ..Default::default()
     };
-    let response = server
-        .http()
-        .post(server.url(&format!("{ARTICLES}/ListArticles")))
-        .header("content-type", "application/proto")
-        .body(request.encode_to_vec())
-        .send()
-        .await
-        .expect("proto call");
+    let response = call(
+        &server,
+        &format!("{ARTICLES}/ListArticles"),
+        "application/proto",
+        request.encode_to_vec(),
+        &[],
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "application/proto");
     let listed = pb::ListArticlesResponse::decode(response.bytes().await.expect("body"))
@@ -235,14 +257,14 @@ async fn errors_are_connects_json_with_the_grpc_reasons_and_the_request_id() {
         ("application/json", b"{".to_vec()),
         ("application/proto", vec![0xff, 0xff, 0xff]),
     ] {
-        let response = server
-            .http()
-            .post(server.url(&format!("{ARTICLES}/ListArticles")))
-            .header("content-type", content_type)
-            .body(bad)
-            .send()
-            .await
-            .expect("bad call");
+        let response = call(
+            &server,
+            &format!("{ARTICLES}/ListArticles"),
+            content_type,
+            bad,
+            &[],
+        )
+        .await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         let body: Value = response.json().await.expect("json");
         assert_eq!(body["code"], "invalid_argument", "{body}");
@@ -258,25 +280,24 @@ async fn errors_are_connects_json_with_the_grpc_reasons_and_the_request_id() {
     .await;
     assert_eq!(status, StatusCode::OK, "{listed}");
 
-    let response = server
-        .http()
-        .post(server.url(&format!("{ARTICLES}/ListArticles")))
-        .header("connect-timeout-ms", "soon")
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .await
-        .expect("bad timeout");
+    let response = call(
+        &server,
+        &format!("{ARTICLES}/ListArticles"),
+        "application/json",
+        "{}",
+        &[("connect-timeout-ms", "soon")],
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 
-    let response = server
-        .http()
-        .post(server.url(&format!("{ARTICLES}/ListArticles")))
-        .header("content-type", "application/xml")
-        .body("<x/>")
-        .send()
-        .await
-        .expect("xml");
+    let response = call(
+        &server,
+        &format!("{ARTICLES}/ListArticles"),
+        "application/xml",
+        "<x/>",
+        &[],
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert!(response.headers().contains_key("accept-post"));
 
@@ -286,14 +307,14 @@ async fn errors_are_connects_json_with_the_grpc_reasons_and_the_request_id() {
 
     // A body over server.body_limit, refused by the guard above the translation.
     let limited = TestServer::start_with(&[("CONDUIT__SERVER__BODY_LIMIT_BYTES", "1024")]).await;
-    let response = limited
-        .http()
-        .post(limited.url(&format!("{USERS}/Register")))
-        .header("content-type", "application/json")
-        .body(json!({"username": "x".repeat(4096)}).to_string())
-        .send()
-        .await
-        .expect("large");
+    let response = call(
+        &limited,
+        &format!("{USERS}/Register"),
+        "application/json",
+        json!({"username": "x".repeat(4096)}).to_string(),
+        &[],
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["code"], "resource_exhausted");
@@ -325,15 +346,7 @@ async fn connect_timeout_ms_is_the_deadline() {
     let username = unique("deadline");
     // Registering hashes a password (argon2, milliseconds of work): one millisecond is
     // never enough.
-    let response = server
-        .http()
-        .post(server.url(&format!("{USERS}/Register")))
-        .header("content-type", "application/json")
-        .header("connect-timeout-ms", "1")
-        .body(json!({"username": username, "email": format!("{username}@example.com"), "password": "password123"}).to_string())
-        .send()
-        .await
-        .expect("call");
+    let response = call(&server, &format!("{USERS}/Register"), "application/json", json!({"username": username, "email": format!("{username}@example.com"), "password": "password123"}).to_string(), &[("connect-timeout-ms", "1")]).await;
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["code"], "deadline_exceeded");
@@ -354,14 +367,14 @@ async fn metrics_count_connect_calls_by_method_and_code() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // Refused by the translation itself (no router saw it), still named by its method.
-    let response = server
-        .http()
-        .post(server.url("/conduit.v1.ProfileService/GetProfile"))
-        .header("content-type", "application/json")
-        .body("{")
-        .send()
-        .await
-        .expect("malformed");
+    let response = call(
+        &server,
+        "/conduit.v1.ProfileService/GetProfile",
+        "application/json",
+        "{",
+        &[],
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     // A browser's preflight is HTTP, not a call that never ended.
     let preflight = server
@@ -381,12 +394,7 @@ async fn metrics_count_connect_calls_by_method_and_code() {
         .expect("preflight");
     assert!(preflight.status().is_success(), "{}", preflight.status());
 
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let metrics = server.metrics().await;
     let connect_lines = || {
         metrics.lines().filter(|line| {
             line.starts_with("http_server_requests_total{")

@@ -165,15 +165,7 @@ async fn a_login_storm_is_bounded_and_answered() {
         peak / MIB
     );
 
-    let metrics = server
-        .http()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = server.metrics().await;
     assert!(
         metrics
             .lines()

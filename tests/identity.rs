@@ -699,15 +699,7 @@ async fn no_credential_or_secret_reaches_logs_metrics_or_error_bodies() {
         .await
         .expect("recovery login over gRPC");
     drop(status);
-    let metrics = server
-        .http()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = server.metrics().await;
 
     secrets.extend([
         token,

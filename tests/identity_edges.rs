@@ -1049,15 +1049,7 @@ async fn identifiers_people_can_trust() {
     // Refused requests are counted under their operation.
     let (status, _) = rest.get("/api/user", Some("not-a-token")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let metrics = server
-        .http()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = server.metrics().await;
     assert!(
         metrics
             .lines()

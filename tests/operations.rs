@@ -11,12 +11,7 @@ use serde_json::Value;
 
 /// `conduit_job_runs_total{job_name="cleanup",outcome=…}` on one server.
 async fn cleanup_runs(server: &TestServer) -> (u64, u64, u64) {
-    let text = reqwest::get(server.url("/metrics"))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let text = server.metrics().await;
     let count = |outcome: &str| {
         text.lines()
             .find(|l| {
@@ -277,12 +272,7 @@ async fn past_the_concurrency_limit_requests_are_shed_but_probes_are_not() {
         .into_inner()
         .status;
     assert_eq!(serving, 1);
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let metrics = server.metrics().await;
     assert!(metrics.contains("conduit_requests_shed_total"), "counted");
 
     // Places free up when the stalled requests end.

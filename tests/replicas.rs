@@ -138,12 +138,7 @@ async fn three_replicas_behind_pgbouncer_serve_the_whole_flow() {
 
 /// `conduit_job_runs_total{job_name="cleanup",outcome="ok"}` of one replica.
 async fn cleanup_ok(server: &TestServer) -> u64 {
-    let text = reqwest::get(server.url("/metrics"))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let text = server.metrics().await;
     text.lines()
         .find(|l| {
             l.starts_with("conduit_job_runs_total{")

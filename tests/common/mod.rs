@@ -217,6 +217,16 @@ impl TestServer {
             .expect("grpc connect")
     }
 
+    /// The Prometheus exposition from `/metrics` on the API port, on a new connection.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("exposition text")
+    }
+
     pub fn logs(&self) -> Vec<Value> {
         self.logs.lock().expect("logs").clone()
     }
