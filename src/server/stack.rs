@@ -2,7 +2,6 @@
 
 use axum::{
     Router,
-    body::Body,
     http::{HeaderName, HeaderValue, Method, header},
     middleware::from_fn_with_state,
     response::IntoResponse,
@@ -14,7 +13,6 @@ use tower_http::{
         predicate::{DefaultPredicate, NotForContentType},
     },
     cors::{AllowOrigin, CorsLayer},
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
 };
 
 use crate::{
@@ -36,18 +34,14 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
     // `SharedLayer` sits under each layer that clones its inner service per request, so
     // that clone is one pointer (middleware::shared).
     ServiceBuilder::new()
-        // 1. request id: keep the caller's x-request-id when it is short and safe, else
-        //    mint a UUID, before anything logs
-        .map_request(middleware::request_id::keep_only_safe::<Body>)
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        // 2. echo it on every response (gRPC: response metadata), including errors below
-        .layer(PropagateRequestIdLayer::x_request_id())
         // nosniff, no-referrer, never framed, HSTS when configured: REST answers only
         .map_response(move |response| middleware::security_headers::add(response, hsts.as_ref()))
-        // 3. span + access log; the outcome is read from grpc-status (header or trailer).
-        //    Every error answer from below leaves with the request id (gRPC: in its
-        //    ErrorInfo, which tonic's own statuses get here too; an internal failure: in
-        //    its message), and an internal failure is logged with both ids
+        // 1-3. the request id (the caller's x-request-id when short and safe, else a fresh
+        //    UUID), set before anything logs and echoed on every answer (gRPC: response
+        //    metadata); span + access log, the outcome read from grpc-status (header or
+        //    trailer). Every error answer from below leaves with the request id (gRPC: in
+        //    its ErrorInfo, which tonic's own statuses get here too; an internal failure:
+        //    in its message), and an internal failure is logged with both ids
         .layer(from_fn_with_state(
             super::operations(),
             middleware::observe::observe,

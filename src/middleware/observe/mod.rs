@@ -86,7 +86,8 @@ pub async fn observe(
     next: Next,
 ) -> Response {
     let protocol = Protocol::of(&request);
-    let request_id = request_id::from_headers(request.headers());
+    let id_header = request_id::ensure(request.headers_mut());
+    let request_id = id_header.to_str().unwrap_or_default().to_string();
     let method = request.method().clone();
     let uri = request.uri().clone();
     let path = uri.path();
@@ -180,6 +181,11 @@ pub async fn observe(
     );
     let mut response = context::scope(ids, next.run(request).instrument(span)).await;
     completion.quote_ids(&mut response);
+    // Every answer names its request, errors from any layer below included.
+    response
+        .headers_mut()
+        .entry(request_id::HEADER)
+        .or_insert(id_header);
     completion.status = response.status().as_u16();
     // A Connect error's code travels with it (`error::connect_error`); a Connect success
     // is reported from inside the translation, like gRPC-Web's outcomes.
