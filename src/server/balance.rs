@@ -18,6 +18,9 @@ use tokio::{
     sync::{OwnedSemaphorePermit, mpsc},
 };
 
+/// The count of a thread that takes no more connections.
+const RETIRED: usize = usize::MAX / 2;
+
 /// A connection accepted by one thread for another to serve, with its place under the
 /// connection limit (so the inboxes hold no more than the limit allows).
 pub(super) struct Handoff {
@@ -81,7 +84,7 @@ impl Workers {
         peer: SocketAddr,
         slot: OwnedSemaphorePermit,
     ) -> Placed {
-        let open: Vec<usize> = self
+        let open: smallvec::SmallVec<[usize; 16]> = self
             .links
             .iter()
             .map(|link| link.open.load(Ordering::Relaxed))
@@ -105,14 +108,30 @@ impl Workers {
             load,
         }) {
             Ok(()) => Placed::Away,
-            // That thread has stopped accepting (draining): serve it here after all.
-            Err(mpsc::error::SendError(handoff)) => match TcpStream::from_std(handoff.stream) {
-                Ok(stream) => Placed::Here(stream, handoff.slot, Load::on(&mine.open)),
-                Err(e) => {
-                    tracing::debug!(error = %e, "a connection could not be taken back");
-                    Placed::Away
+            // That thread serves no more (draining, or it never started): serve it here
+            // after all, and hand that one nothing again.
+            Err(mpsc::error::SendError(handoff)) => {
+                let Handoff {
+                    stream, slot, load, ..
+                } = handoff;
+                drop(load);
+                self.retire(target);
+                match TcpStream::from_std(stream) {
+                    Ok(stream) => Placed::Here(stream, slot, Load::on(&mine.open)),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "a connection could not be taken back");
+                        Placed::Away
+                    }
                 }
-            },
+            }
+        }
+    }
+
+    /// Takes thread `index` out of the choice: it accepts and takes over no more.
+    pub(super) fn retire(&self, index: usize) {
+        if let Some(link) = self.links.get(index) {
+            // Far above any count, and far below overflow as its connections end.
+            link.open.store(RETIRED, Ordering::Relaxed);
         }
     }
 
@@ -196,5 +215,31 @@ mod tests {
             (2, 0),
             "a closed connection is no longer counted"
         );
+    }
+
+    #[tokio::test]
+    async fn a_thread_that_serves_no_more_is_handed_nothing() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let slots = Arc::new(tokio::sync::Semaphore::new(8));
+        let (workers, mut inboxes) = Workers::new(2);
+        drop(inboxes.pop()); // thread 1 is gone
+        let mut clients = Vec::new();
+        let mut here = Vec::new();
+        for _ in 0..3 {
+            clients.push(TcpStream::connect(addr).await.expect("connect"));
+            let (stream, peer) = listener.accept().await.expect("accept");
+            let slot = slots.clone().try_acquire_owned().expect("slot");
+            match workers.place(0, stream, peer, slot) {
+                Placed::Here(stream, slot, load) => here.push((stream, slot, load)),
+                Placed::Away => panic!("handed to a thread that is gone"),
+            }
+        }
+        assert_eq!(here.len(), 3, "all served by the thread that accepted them");
+        assert_eq!(workers.links[0].open.load(Ordering::Relaxed), 3);
+        assert_eq!(workers.links[1].open.load(Ordering::Relaxed), RETIRED);
+        assert_eq!(slots.available_permits(), 5);
     }
 }

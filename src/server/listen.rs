@@ -24,7 +24,7 @@ use crate::config::{RuntimeLayout, ServerSettings};
 
 use super::{
     App,
-    balance::{Handoff, Placed, Workers},
+    balance::{Handoff, Load, Placed, Workers},
 };
 
 /// The API port's sockets, bound before serving (so a port taken fails at startup): one
@@ -359,6 +359,12 @@ async fn accept(
                         Ok(slot) => slot,
                         Err(_) => break,
                     },
+                    // A connection handed over holds a slot already: serving it is what
+                    // may free the slots this thread waits for.
+                    Some(handoff) = handed_over(&mut lane) => {
+                        take_over(handoff, &app, &shared, &graceful, &mut connections);
+                        continue;
+                    }
                     () = stop.cancelled() => break,
                 }
             }
@@ -368,13 +374,10 @@ async fn accept(
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             // A connection another thread accepted, with its own slot (this one's is
             // given back).
-            Some(handoff) = handed_over(&mut lane) => match Workers::received(handoff) {
-                Ok((stream, peer, slot, load)) => (stream, peer, slot, Some(load)),
-                Err(e) => {
-                    tracing::debug!(error = %e, "a connection handed over is unusable");
-                    continue;
-                }
-            },
+            Some(handoff) = handed_over(&mut lane) => {
+                take_over(handoff, &app, &shared, &graceful, &mut connections);
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     accept_errors.recovered();
@@ -394,82 +397,28 @@ async fn accept(
             },
             () = stop.cancelled() => break,
         };
-        if settings.tcp_nodelay
-            && let Err(e) = stream.set_nodelay(true)
-        {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-        let progress = crate::connection::Progress::default();
-        let stalls = crate::connection::Stalls::default();
-        let service = {
-            let (app, shared, started) = (app.clone(), shared.clone(), progress.clone());
-            let watched = stalls.clone();
-            hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                started.mark();
-                let mut request = request.map(Body::new);
-                let trusted = &shared.trusted_proxies;
-                let client =
-                    crate::auth::attempts::client_ip(peer.ip(), request.headers(), trusted);
-                request
-                    .extensions_mut()
-                    .insert(crate::context::ClientIp(client));
-                let watched = watched.clone();
-                let http1 = request.version() < http::Version::HTTP_2;
-                let readiness = shared.readiness.clone();
-                app.clone().oneshot(request).map_ok(move |response| {
-                    let mut response = response.map(|body| watched.watch(body));
-                    if http1 && readiness.current().draining {
-                        response
-                            .headers_mut()
-                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    }
-                    response
-                })
-            })
-        };
-        let io = crate::connection::Watched::new(stream, progress.clone());
-        let connection = shared
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        let handshake_timeout = settings.handshake_timeout;
-        let send_timeout = settings.send_timeout;
-        connections.spawn(async move {
-            let (_slot, _load) = (slot, load);
-            tokio::pin!(connection);
-            let handshake = tokio::time::sleep(handshake_timeout);
-            tokio::pin!(handshake);
-            let mut handshaken = false;
-            let mut check = tokio::time::interval((send_timeout / 2).min(Duration::from_secs(5)));
-            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let outcome = loop {
-                tokio::select! {
-                    outcome = &mut connection => break outcome,
-                    () = &mut handshake, if !handshaken => {
-                        if !progress.made() {
-                            tracing::debug!(%peer, "closing a connection that sent no request");
-                            return;
-                        }
-                        handshaken = true;
-                    }
-                    _ = check.tick() => {
-                        if stalls.longest().is_some_and(|waited| waited > send_timeout) {
-                            tracing::info!(%peer, ?send_timeout, "closing a connection whose client stopped reading its responses");
-                            return;
-                        }
-                    }
-                }
-            };
-            if let Err(e) = outcome {
-                tracing::debug!(%peer, error = %e, "connection closed with error");
-            }
-        });
+        serve_connection(
+            Accepted {
+                stream,
+                peer,
+                slot,
+                load,
+            },
+            &app,
+            &shared,
+            &graceful,
+            &mut connections,
+        );
     }
     drop(listener);
-    // No thread hands this one more connections: a late handoff is served by its sender.
+    // No thread hands this one more connections (a later handoff is served by its
+    // sender); the ones already handed over are served, and drained with the rest.
     if let Some(lane) = &mut lane {
         lane.inbox.close();
+        lane.workers.retire(lane.me);
+        while let Ok(handoff) = lane.inbox.try_recv() {
+            take_over(handoff, &app, &shared, &graceful, &mut connections);
+        }
     }
     tracing::info!("listener closed; waiting for in-flight requests");
     if tokio::time::timeout(settings.shutdown_timeout, graceful.shutdown())
@@ -479,6 +428,124 @@ async fn accept(
         tracing::warn!(timeout = ?settings.shutdown_timeout, "requests still open at shutdown timeout; closing them");
         connections.abort_all();
     }
+}
+
+/// Serves a connection another thread accepted and handed to this one.
+fn take_over(
+    handoff: Handoff,
+    app: &App,
+    shared: &Arc<Shared>,
+    graceful: &GracefulShutdown,
+    connections: &mut tokio::task::JoinSet<()>,
+) {
+    match Workers::received(handoff) {
+        Ok((stream, peer, slot, load)) => {
+            let accepted = Accepted {
+                stream,
+                peer,
+                slot,
+                load: Some(load),
+            };
+            serve_connection(accepted, app, shared, graceful, connections);
+        }
+        Err(e) => tracing::debug!(error = %e, "a connection handed over is unusable"),
+    }
+}
+
+/// A connection to serve on this thread: accepted here or handed over, with its place
+/// under the connection limit and (per-core) its count against this thread.
+struct Accepted {
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    slot: tokio::sync::OwnedSemaphorePermit,
+    load: Option<Load>,
+}
+
+/// Serves one connection on a task of this thread's runtime, watched for the drain.
+fn serve_connection(
+    accepted: Accepted,
+    app: &App,
+    shared: &Arc<Shared>,
+    graceful: &GracefulShutdown,
+    connections: &mut tokio::task::JoinSet<()>,
+) {
+    let Accepted {
+        stream,
+        peer,
+        slot,
+        load,
+    } = accepted;
+    let settings = &shared.settings;
+    if settings.tcp_nodelay
+        && let Err(e) = stream.set_nodelay(true)
+    {
+        tracing::debug!(error = %e, "TCP_NODELAY not set");
+    }
+    let progress = crate::connection::Progress::default();
+    let stalls = crate::connection::Stalls::default();
+    let service = {
+        let (app, shared, started) = (app.clone(), shared.clone(), progress.clone());
+        let watched = stalls.clone();
+        hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+            started.mark();
+            let mut request = request.map(Body::new);
+            let trusted = &shared.trusted_proxies;
+            let client = crate::auth::attempts::client_ip(peer.ip(), request.headers(), trusted);
+            request
+                .extensions_mut()
+                .insert(crate::context::ClientIp(client));
+            let watched = watched.clone();
+            let http1 = request.version() < http::Version::HTTP_2;
+            let readiness = shared.readiness.clone();
+            app.clone().oneshot(request).map_ok(move |response| {
+                let mut response = response.map(|body| watched.watch(body));
+                if http1 && readiness.current().draining {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
+            })
+        })
+    };
+    let io = crate::connection::Watched::new(stream, progress.clone());
+    let connection = shared
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    let connection = graceful.watch(connection);
+    let handshake_timeout = settings.handshake_timeout;
+    let send_timeout = settings.send_timeout;
+    connections.spawn(async move {
+        let (_slot, _load) = (slot, load);
+        tokio::pin!(connection);
+        let handshake = tokio::time::sleep(handshake_timeout);
+        tokio::pin!(handshake);
+        let mut handshaken = false;
+        let mut check = tokio::time::interval((send_timeout / 2).min(Duration::from_secs(5)));
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut connection => break outcome,
+                () = &mut handshake, if !handshaken => {
+                    if !progress.made() {
+                        tracing::debug!(%peer, "closing a connection that sent no request");
+                        return;
+                    }
+                    handshaken = true;
+                }
+                _ = check.tick() => {
+                    if stalls.longest().is_some_and(|waited| waited > send_timeout) {
+                        tracing::info!(%peer, ?send_timeout, "closing a connection whose client stopped reading its responses");
+                        return;
+                    }
+                }
+            }
+        };
+        if let Err(e) = outcome {
+            tracing::debug!(%peer, error = %e, "connection closed with error");
+        }
+    });
 }
 
 /// Accept failures (descriptors exhausted, …): retried with a growing pause, logged when
