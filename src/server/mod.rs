@@ -3,6 +3,7 @@
 //! middleware every request passes through; `listen` accepts HTTP/1.1 and h2c on one
 //! socket.
 
+mod accept;
 mod balance;
 mod listen;
 mod routes;
