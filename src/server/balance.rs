@@ -167,6 +167,35 @@ fn less_loaded(open: &[usize], me: usize) -> Option<usize> {
 mod tests {
     use super::*;
 
+    /// A loopback port with eight connection slots; its clients stay open with it.
+    struct Port {
+        listener: tokio::net::TcpListener,
+        slots: Arc<tokio::sync::Semaphore>,
+        clients: tokio::sync::Mutex<Vec<TcpStream>>,
+    }
+
+    impl Port {
+        async fn open() -> Port {
+            Port {
+                listener: tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind"),
+                slots: Arc::new(tokio::sync::Semaphore::new(8)),
+                clients: Default::default(),
+            }
+        }
+
+        /// A new connection, accepted, with its slot.
+        async fn accept(&self) -> (TcpStream, SocketAddr, OwnedSemaphorePermit) {
+            let addr = self.listener.local_addr().expect("addr");
+            let client = TcpStream::connect(addr).await.expect("connect");
+            self.clients.lock().await.push(client);
+            let (stream, peer) = self.listener.accept().await.expect("accept");
+            let slot = self.slots.clone().try_acquire_owned().expect("slot");
+            (stream, peer, slot)
+        }
+    }
+
     #[test]
     fn a_connection_goes_to_a_thread_with_fewer() {
         assert_eq!(less_loaded(&[0, 0], 0), None, "even: stay");
@@ -184,21 +213,16 @@ mod tests {
 
     #[tokio::test]
     async fn four_connections_accepted_by_one_thread_end_up_two_and_two() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let slots = Arc::new(tokio::sync::Semaphore::new(8));
+        let port = Port::open().await;
         let (workers, mut inboxes) = Workers::new(2);
-        let (mut clients, mut here, mut away) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut here, mut away) = (Vec::new(), Vec::new());
         for _ in 0..4 {
-            clients.push(TcpStream::connect(addr).await.expect("connect"));
-            let (stream, peer) = listener.accept().await.expect("accept");
-            let slot = slots.clone().try_acquire_owned().expect("slot");
+            let (stream, peer, slot) = port.accept().await;
             if let Placed::Here(stream, slot, load) = workers.place(0, stream, peer, slot) {
                 here.push((stream, slot, load));
             }
         }
+        let slots = &port.slots;
         while let Ok(handoff) = inboxes[1].try_recv() {
             away.push(Workers::received(handoff).expect("taken over"));
         }
@@ -219,19 +243,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_thread_that_serves_no_more_is_handed_nothing() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let slots = Arc::new(tokio::sync::Semaphore::new(8));
+        let port = Port::open().await;
         let (workers, mut inboxes) = Workers::new(2);
         drop(inboxes.pop()); // thread 1 is gone
-        let mut clients = Vec::new();
         let mut here = Vec::new();
         for _ in 0..3 {
-            clients.push(TcpStream::connect(addr).await.expect("connect"));
-            let (stream, peer) = listener.accept().await.expect("accept");
-            let slot = slots.clone().try_acquire_owned().expect("slot");
+            let (stream, peer, slot) = port.accept().await;
             match workers.place(0, stream, peer, slot) {
                 Placed::Here(stream, slot, load) => here.push((stream, slot, load)),
                 Placed::Away => panic!("handed to a thread that is gone"),
@@ -240,6 +257,6 @@ mod tests {
         assert_eq!(here.len(), 3, "all served by the thread that accepted them");
         assert_eq!(workers.links[0].open.load(Ordering::Relaxed), 3);
         assert_eq!(workers.links[1].open.load(Ordering::Relaxed), RETIRED);
-        assert_eq!(slots.available_permits(), 5);
+        assert_eq!(port.slots.available_permits(), 5);
     }
 }
