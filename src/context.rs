@@ -61,6 +61,17 @@ impl Protocol {
     }
 }
 
+/// The request's media type: its `content-type` without parameters (`; charset=…` does
+/// not change the encoding); empty when there is none.
+pub fn media_type(headers: &axum::http::HeaderMap) -> &str {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_default()
+        .trim()
+}
+
 /// `…/package.Service/Method`: the path of a gRPC method (after any base path). No REST
 /// route ends so — a capitalised last segment after one with a dot.
 fn is_method_path(path: &str) -> bool {

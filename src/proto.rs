@@ -2,7 +2,7 @@
 
 use std::{collections::HashSet, sync::LazyLock};
 
-use prost_reflect::DescriptorPool;
+use prost_reflect::{DescriptorPool, MethodDescriptor};
 
 pub mod conduit {
     pub mod v1 {
@@ -51,6 +51,29 @@ fn add_new_files(pool: &mut DescriptorPool, set: &[u8]) {
     if let Err(error) = pool.add_file_descriptor_protos(files) {
         tracing::error!(%error, "an embedded descriptor set does not resolve");
     }
+}
+
+/// The method a path names (`/conduit.v1.ArticleService/ListArticles`), if the
+/// descriptors hold it.
+pub fn method(path: &str) -> Option<MethodDescriptor> {
+    let (service, name) = path.strip_prefix('/')?.split_once('/')?;
+    descriptors()
+        .get_service_by_name(service)?
+        .methods()
+        .find(|method| method.name() == name)
+}
+
+/// Whether the protos mark the method `idempotency_level = NO_SIDE_EFFECTS`, which is
+/// what lets Connect clients call it with GET (and caches keep the answer).
+pub fn side_effect_free(method: &MethodDescriptor) -> bool {
+    method
+        .method_descriptor_proto()
+        .options
+        .as_ref()
+        .is_some_and(|options| {
+            options.idempotency_level()
+                == prost_types::method_options::IdempotencyLevel::NoSideEffects
+        })
 }
 
 /// Every conduit gRPC method, as `/package.Service/Method`, from the descriptor set.

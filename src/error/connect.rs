@@ -75,7 +75,7 @@ fn debug_json(name: &str, value: &[u8]) -> Option<Value> {
 }
 
 /// Connect's name for a code (`not_found`).
-pub fn code_name(code: Code) -> &'static str {
+fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "ok",
         Code::Cancelled => "canceled",

@@ -13,10 +13,8 @@ use crate::context::Protocol;
 impl AppError {
     /// The error in the caller's protocol, for layers that answer before any handler.
     pub fn into_response_for(self, protocol: Protocol) -> Response {
-        if protocol.is_grpc() {
-            grpc_error(protocol, self.into())
-        } else if protocol == Protocol::Connect {
-            connect_error(self.into())
+        if protocol.is_rpc() {
+            rpc_error(protocol, self.into())
         } else {
             self.into_response()
         }
@@ -65,11 +63,18 @@ pub fn layer_error(
     field: &str,
     message: &str,
 ) -> Response {
-    if protocol.is_grpc() {
-        return grpc_error(protocol, status);
-    }
-    if protocol == Protocol::Connect {
-        return connect_error(status);
+    if protocol.is_rpc() {
+        return rpc_error(protocol, status);
     }
     (http, Json(json!({ "errors": { field: [message] } }))).into_response()
+}
+
+/// `status` as an RPC protocol carries it: trailers-only gRPC or gRPC-Web, or Connect's
+/// JSON error.
+fn rpc_error(protocol: Protocol, status: tonic::Status) -> Response {
+    if protocol == Protocol::Connect {
+        connect_error(status)
+    } else {
+        grpc_error(protocol, status)
+    }
 }

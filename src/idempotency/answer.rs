@@ -13,13 +13,9 @@ use blake2::{Blake2b512, Digest};
 use bytes::Bytes;
 use http_body_util::StreamBody;
 use hyper::body::Frame;
-use tonic::Code;
 
 use super::store::Stored;
-use crate::{
-    context::Protocol,
-    error::{self, AppError, Reason, layer_error},
-};
+use crate::{context::Protocol, error::Reason};
 
 /// Marks an answer given again, not run again.
 const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -145,31 +141,5 @@ pub(super) fn body_of(bytes: Bytes, trailers: Option<HeaderMap>) -> Body {
                 frames.into_iter().map(Ok::<_, Infallible>),
             )))
         }
-    }
-}
-
-pub(super) fn unreadable_body(protocol: Protocol, error: &axum::Error) -> Response {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    let mut too_large = false;
-    while let Some(e) = source {
-        too_large |= e.is::<http_body_util::LengthLimitError>()
-            || e.downcast_ref::<tonic::Status>()
-                .is_some_and(|s| s.code() == tonic::Code::ResourceExhausted);
-        source = e.source();
-    }
-    if too_large {
-        AppError::PayloadTooLarge.into_response_for(protocol)
-    } else {
-        layer_error(
-            protocol,
-            error::status(
-                Code::InvalidArgument,
-                Reason::RequestUnreadable,
-                "request body could not be read",
-            ),
-            StatusCode::BAD_REQUEST,
-            "body",
-            "could not be read",
-        )
     }
 }

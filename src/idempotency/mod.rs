@@ -52,8 +52,7 @@ use tracing::Instrument;
 pub use self::store::purge_expired;
 use self::{
     answer::{
-        MAX_KEY_LEN, body_of, encode_headers, fingerprint, replay, unreadable_body, valid_key,
-        worth_replaying,
+        MAX_KEY_LEN, body_of, encode_headers, fingerprint, replay, valid_key, worth_replaying,
     },
     store::{Claim, KeyRef, Stored},
 };
@@ -62,7 +61,7 @@ use crate::{
     context::{self, Protocol},
     db::Store,
     error::{self, AppError, Reason, layer_error},
-    middleware::{shed, timeout},
+    middleware::{body_limit, shed, timeout},
     operations::{Effect, Identified},
     state::AppState,
 };
@@ -178,7 +177,7 @@ async fn guard(idempotency: Idempotency, request: Request, next: Inner) -> Respo
     let (parts, body) = request.into_parts();
     let bytes = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(e) => return unreadable_body(protocol, &e),
+        Err(e) => return body_limit::unreadable(protocol, &e),
     };
     let key = KeyRef {
         scope: format!("user:{user_id}").into(),

@@ -65,6 +65,35 @@ pub fn bounded_grpc(
     })
 }
 
+/// The answer to a request body that could not be read to its end: over the limit
+/// (413 / RESOURCE_EXHAUSTED), or broken off (400 / INVALID_ARGUMENT), for whatever reads
+/// a body below this layer.
+pub fn unreadable(protocol: Protocol, error: &axum::Error) -> Response {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut too_large = false;
+    while let Some(e) = source {
+        too_large |= e.is::<http_body_util::LengthLimitError>()
+            || e.downcast_ref::<tonic::Status>()
+                .is_some_and(|s| s.code() == tonic::Code::ResourceExhausted);
+        source = e.source();
+    }
+    if too_large {
+        crate::error::AppError::PayloadTooLarge.into_response_for(protocol)
+    } else {
+        layer_error(
+            protocol,
+            crate::error::status(
+                tonic::Code::InvalidArgument,
+                crate::error::Reason::RequestUnreadable,
+                "request body could not be read",
+            ),
+            StatusCode::BAD_REQUEST,
+            "body",
+            "could not be read",
+        )
+    }
+}
+
 /// The bound on a raw request body: gRPC-Web text is base64, a third larger than the
 /// messages it carries (which are bounded after decoding, `bounded_grpc`).
 pub fn raw_limit(limit: usize, protocol: Protocol) -> usize {

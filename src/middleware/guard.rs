@@ -44,13 +44,7 @@ fn unsupported_encoding(protocol: Protocol, request: &Request) -> Option<Respons
     if !protocol.is_grpc() {
         return None;
     }
-    let content_type = request
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    // Parameters (`; charset=…`) do not change the encoding.
-    let media_type = content_type.split(';').next().unwrap_or_default().trim();
+    let media_type = crate::context::media_type(request.headers());
     if PROTOBUF_CONTENT_TYPES
         .iter()
         .any(|t| media_type.eq_ignore_ascii_case(t))

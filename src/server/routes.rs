@@ -268,16 +268,11 @@ mod tests {
     /// table says changes nothing: two statements of one fact, held together here.
     #[test]
     fn the_protos_side_effect_free_methods_are_the_tables_reads() {
-        let pool = crate::proto::descriptors();
         for path in crate::proto::method_paths() {
-            let (service, name) = path[1..].split_once('/').expect("/Service/Method");
-            let method = pool
-                .get_service_by_name(service)
-                .and_then(|s| s.methods().find(|m| m.name() == name))
-                .expect("in the descriptors");
+            let method = crate::proto::method(path).expect("in the descriptors");
             let row = operations().grpc(path).expect("a row");
             assert_eq!(
-                crate::middleware::connect::side_effect_free(&method),
+                crate::proto::side_effect_free(&method),
                 row.effect == crate::operations::Effect::Read,
                 "{path}: idempotency_level = NO_SIDE_EFFECTS exactly when the row is a Read"
             );

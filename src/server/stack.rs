@@ -84,9 +84,7 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
         // 8. Connect and gRPC-Web → gRPC translations, so every layer above saw the
         //    original (and the router's route layers — operation name, access policy,
         //    idempotency keys — see the three alike: their retries share one stored answer)
-        .layer(middleware::connect::ConnectLayer {
-            body_limit: server.body_limit_bytes,
-        })
+        .layer(middleware::connect::ConnectLayer)
         .layer(SharedLayer)
         .layer(middleware::grpc_web::GrpcWebOnlyLayer {
             body_limit: server.body_limit_bytes,

@@ -1,10 +1,10 @@
 //! The messages of a Connect call: its encoding, a GET's query, transcoding between
 //! Connect's JSON or protobuf and the gRPC call's protobuf, and the answer's one frame.
 
-use axum::http::{HeaderMap, HeaderValue, header::CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue};
 use base64::{
-    Engine,
-    engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD},
+    Engine, alphabet,
+    engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
 };
 use bytes::Bytes;
 use prost::Message;
@@ -29,9 +29,7 @@ impl Encoding {
     }
 
     pub(super) fn of_content_type(headers: &HeaderMap) -> Option<Encoding> {
-        let content_type = headers.get(CONTENT_TYPE)?.to_str().ok()?;
-        // Parameters (`; charset=utf-8`) do not change the encoding.
-        let media_type = content_type.split(';').next()?.trim();
+        let media_type = crate::context::media_type(headers);
         let subtype = media_type
             .get(..12)
             .filter(|prefix| prefix.eq_ignore_ascii_case("application/"))
@@ -77,20 +75,20 @@ pub(super) fn get_query(query: &str) -> Result<(Encoding, Bytes), Refused> {
         encoding.ok_or_else(|| malformed("a GET needs encoding=json or encoding=proto".into()))?;
     let message = message.unwrap_or_default();
     let message = if base64 {
-        // Connect clients may leave the padding off, or keep it.
-        let text = message
-            .strip_suffix(b"==")
-            .or_else(|| message.strip_suffix(b"="))
-            .unwrap_or(&message);
-        URL_SAFE_NO_PAD
-            .decode(text)
-            .or_else(|_| URL_SAFE.decode(&message))
+        BASE64URL
+            .decode(&message)
             .map_err(|e| malformed(format!("message is not base64url: {e}")))?
     } else {
         message
     };
     Ok((encoding, message.into()))
 }
+
+/// base64url, with or without padding: Connect clients may leave it off, or keep it.
+const BASE64URL: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
 /// `application/x-www-form-urlencoded` decoding, to bytes: a message need not be UTF-8.
 pub(super) fn form_decoded(value: &str) -> Vec<u8> {
@@ -207,7 +205,10 @@ mod tests {
     fn content_types_name_the_encoding() {
         let of = |value: &'static str| {
             let mut headers = HeaderMap::new();
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static(value));
+            headers.insert(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static(value),
+            );
             Encoding::of_content_type(&headers)
         };
         assert!(of("application/json") == Some(Encoding::Json));

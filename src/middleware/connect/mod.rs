@@ -40,26 +40,19 @@ use crate::{
     error::{AppError, Reason, connect_error, status},
 };
 
-/// `body_limit` is `server.body_limit`, for the message of a request that went over it.
-#[derive(Clone, Copy)]
-pub struct ConnectLayer {
-    pub body_limit: usize,
-}
+#[derive(Clone, Copy, Default)]
+pub struct ConnectLayer;
 
 impl<S> Layer<S> for ConnectLayer {
     type Service = Connect<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Connect {
-            inner,
-            body_limit: self.body_limit,
-        }
+        Connect { inner }
     }
 }
 
 #[derive(Clone)]
 pub struct Connect<S> {
     inner: S,
-    body_limit: usize,
 }
 
 impl<S> Service<Request> for Connect<S>
@@ -81,9 +74,8 @@ where
         if Protocol::of(&request) != Protocol::Connect {
             return Either::Left(inner.oneshot(request));
         }
-        let body_limit = self.body_limit;
         Either::Right(Box::pin(async move {
-            Ok(unary(inner, body_limit, request)
+            Ok(unary(inner, request)
                 .await
                 .unwrap_or_else(|refused| *refused))
         }))
@@ -98,7 +90,7 @@ fn refuse(status: tonic::Status) -> Refused {
     Box::new(connect_error(status))
 }
 
-async fn unary<S>(inner: S, body_limit: usize, request: Request) -> Result<Response, Refused>
+async fn unary<S>(inner: S, request: Request) -> Result<Response, Refused>
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
@@ -132,9 +124,9 @@ where
                     .get(CONTENT_ENCODING)
                     .and_then(|v| v.to_str().ok()),
             )?;
-            (encoding, read_body(body, body_limit).await?)
+            (encoding, read_body(body).await?)
         }
-        Method::GET if side_effect_free(&method) => {
+        Method::GET if crate::proto::side_effect_free(&method) => {
             get_query(parts.uri.query().unwrap_or_default())?
         }
         _ => return Err(method_not_allowed(&method)),
@@ -143,7 +135,9 @@ where
 
     let mut frame = BytesMut::with_capacity(5 + message.len());
     frame.put_u8(0);
-    frame.put_u32(u32::try_from(message.len()).map_err(|_| too_large(body_limit))?);
+    let length =
+        u32::try_from(message.len()).map_err(|_| refuse(AppError::PayloadTooLarge.into()))?;
+    frame.put_u32(length);
     frame.extend_from_slice(&message);
     parts.method = Method::POST;
     parts.uri = Uri::try_from(parts.uri.path()).map_err(|e| internal(e.into()))?;
@@ -238,16 +232,7 @@ fn is_grpc_header(name: &HeaderName) -> bool {
 
 /// The method a path names (`/conduit.v1.ArticleService/ListArticles`), when it is unary.
 fn procedure(path: &str) -> Result<MethodDescriptor, Refused> {
-    let found = path
-        .strip_prefix('/')
-        .and_then(|path| path.split_once('/'))
-        .and_then(|(service, name)| {
-            crate::proto::descriptors()
-                .get_service_by_name(service)?
-                .methods()
-                .find(|method| method.name() == name)
-        });
-    match found {
+    match crate::proto::method(path) {
         Some(method) if !method.is_client_streaming() && !method.is_server_streaming() => {
             Ok(method)
         }
@@ -262,19 +247,6 @@ fn procedure(path: &str) -> Result<MethodDescriptor, Refused> {
             format!("unknown method {path}"),
         ))),
     }
-}
-
-/// Whether the protos mark the method `idempotency_level = NO_SIDE_EFFECTS`, which is
-/// what lets Connect clients call it with GET (and caches keep the answer).
-pub fn side_effect_free(method: &MethodDescriptor) -> bool {
-    method
-        .method_descriptor_proto()
-        .options
-        .as_ref()
-        .is_some_and(|options| {
-            options.idempotency_level()
-                == prost_types::method_options::IdempotencyLevel::NoSideEffects
-        })
 }
 
 /// Only uncompressed messages are read; Connect asks for UNIMPLEMENTED otherwise.
@@ -295,23 +267,14 @@ fn compression(coding: Option<&str>) -> Result<(), Refused> {
     }
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, Refused> {
+/// The request body, read to its end under the guard's limit.
+async fn read_body(body: Body) -> Result<Bytes, Refused> {
     match body.collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) => {
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
-            while let Some(e) = source {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    return Err(too_large(limit));
-                }
-                source = e.source();
-            }
-            Err(refuse(status(
-                Code::InvalidArgument,
-                Reason::RequestUnreadable,
-                "request body could not be read",
-            )))
-        }
+        Err(error) => Err(Box::new(super::body_limit::unreadable(
+            Protocol::Connect,
+            &error,
+        ))),
     }
 }
 
@@ -320,14 +283,6 @@ fn malformed(message: String) -> Refused {
         Code::InvalidArgument,
         Reason::MalformedMessage,
         message,
-    ))
-}
-
-fn too_large(limit: usize) -> Refused {
-    refuse(status(
-        Code::ResourceExhausted,
-        Reason::RequestTooLarge,
-        format!("request body is larger than {limit} bytes"),
     ))
 }
 
@@ -351,7 +306,7 @@ fn unsupported_media_type() -> Refused {
 }
 
 fn method_not_allowed(method: &MethodDescriptor) -> Refused {
-    let get = side_effect_free(method);
+    let get = crate::proto::side_effect_free(method);
     let mut refused = connect_error(status(
         Code::Unimplemented,
         Reason::MethodNotAllowed,
@@ -367,27 +322,4 @@ fn method_not_allowed(method: &MethodDescriptor) -> Refused {
         HeaderValue::from_static(if get { "GET, POST" } else { "POST" }),
     );
     Box::new(refused)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_are_the_methods_marked_side_effect_free() {
-        let pool = crate::proto::descriptors();
-        let method = |service: &str, name: &str| {
-            pool.get_service_by_name(service)
-                .and_then(|s| s.methods().find(|m| m.name() == name))
-                .expect("method")
-        };
-        assert!(side_effect_free(&method(
-            "conduit.v1.ArticleService",
-            "ListArticles"
-        )));
-        assert!(!side_effect_free(&method(
-            "conduit.v1.ArticleService",
-            "CreateArticle"
-        )));
-    }
 }
