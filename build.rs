@@ -28,6 +28,16 @@ fn main() -> Result<(), Box<dyn Error>> {
         // binary does not link tonic's client transport.
         .build_transport(false)
         .build_server(true)
+        // The two article lists are one hand-written message that the server can also
+        // write from encodings kept with the read model's pages (src/proto/articles_response.rs).
+        .extern_path(
+            ".conduit.v1.ListArticlesResponse",
+            "crate::proto::ArticlesResponse",
+        )
+        .extern_path(
+            ".conduit.v1.FeedArticlesResponse",
+            "crate::proto::ArticlesResponse",
+        )
         .compile_protos(&protos, &[PathBuf::from("proto"), well_known])?;
 
     // Build identity for the conduit_build_info metric; CONDUIT_GIT_SHA wins (release builds

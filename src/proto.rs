@@ -4,9 +4,17 @@ use std::{collections::HashSet, sync::LazyLock};
 
 use prost_reflect::{DescriptorPool, MethodDescriptor};
 
+mod articles_response;
+
+pub use articles_response::{ArticlesResponse, EncodedArticles};
+
 pub mod conduit {
     pub mod v1 {
         tonic::include_proto!("conduit.v1");
+
+        // Both lists are `ArticlesResponse` (build.rs); their proto names stay usable.
+        pub use crate::proto::ArticlesResponse as FeedArticlesResponse;
+        pub use crate::proto::ArticlesResponse as ListArticlesResponse;
     }
 }
 

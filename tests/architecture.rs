@@ -50,6 +50,8 @@ const LAYERS: &[(&str, Layer)] = &[
     ("modules/*/mod.rs", Layer::Transport),
     ("modules/*/rest.rs", Layer::Transport),
     ("modules/*/grpc.rs", Layer::Transport),
+    ("modules/*/rest/**", Layer::Transport),
+    ("modules/*/grpc/**", Layer::Transport),
     ("modules/**", Layer::Features),
     ("auth/**", Layer::Shared),
     ("idempotency/**", Layer::Shared),
@@ -69,6 +71,7 @@ const LAYERS: &[(&str, Layer)] = &[
     ("metrics/**", Layer::Infra),
     ("entities/**", Layer::Infra),
     ("proto.rs", Layer::Infra),
+    ("proto/**", Layer::Infra),
 ];
 
 /// Edges that break the rules today and are known; each must still exist (so the list

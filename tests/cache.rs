@@ -5,7 +5,8 @@
 
 mod common;
 
-use common::{Rest, TestDb, TestServer, unique};
+use common::{Grpc, Rest, TestDb, TestServer, grpc_request, unique};
+use conduit::proto::conduit::v1::{self as pb, article_service_client::ArticleServiceClient};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -184,6 +185,93 @@ async fn cached_reads_are_per_viewer_and_follow_writes() {
     assert!(status.is_success());
     assert_eq!(rest.get(&path, None).await.0, StatusCode::NOT_FOUND);
     assert_eq!(rest.get(&list, None).await.1["articlesCount"], 0);
+}
+
+/// The article a tag's list shows first, as `token`'s user sees it over REST and over gRPC
+/// (read twice each: the second answer is written from what the first kept).
+async fn listed_both_ways(
+    rest: &Rest,
+    grpc: &Grpc,
+    tag: &str,
+    token: Option<&str>,
+) -> (Value, pb::Article) {
+    let path = format!("/api/articles?tag={tag}");
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let (status, page) = rest.get(&path, token).await;
+        assert_eq!(status, StatusCode::OK);
+        let request = pb::ListArticlesRequest {
+            tag: Some(tag.into()),
+            ..Default::default()
+        };
+        let listed = ArticleServiceClient::new(grpc.channel())
+            .list_articles(grpc_request(request, token))
+            .await
+            .expect("ListArticles")
+            .into_inner();
+        answers.push((page["articles"][0].clone(), listed.articles[0].clone()));
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "a kept answer is the one first written"
+    );
+    answers.remove(0)
+}
+
+/// Lists are answered from encodings kept with the page (JSON and protobuf), with the
+/// viewer's flags written in: every write the page shows moves both encodings on.
+#[tokio::test]
+async fn kept_list_encodings_follow_writes_on_both_protocols() {
+    let server = TestServer::start().await;
+    let (rest, grpc) = (Rest::new(&server), Grpc::new(&server).await);
+    let author_name = unique("penned");
+    let author = rest.register(&author_name).await;
+    let fan = rest.register(&unique("reader")).await;
+    let tag = unique("encoded");
+    publish(&rest, &author, &tag).await;
+    let slug = article_slug(&rest, &tag).await;
+    let seen = |(json, message): &(Value, pb::Article)| {
+        let author = message.author.clone().unwrap_or_default();
+        assert_eq!(json["slug"], message.slug.as_str());
+        assert_eq!(json["description"], message.description.as_str());
+        assert_eq!(json["favoritesCount"], message.favorites_count);
+        assert_eq!(json["favorited"], message.favorited);
+        assert_eq!(json["author"]["following"], author.following);
+        assert_eq!(json["author"]["bio"], json!(author.bio));
+        (
+            message.description.clone(),
+            message.favorites_count,
+            message.favorited,
+            author.following,
+            author.bio,
+        )
+    };
+
+    let anyone = listed_both_ways(&rest, &grpc, &tag, None).await;
+    let before = seen(&anyone);
+    assert_eq!(before, ("d".into(), 0, false, false, None));
+    assert_eq!(
+        seen(&listed_both_ways(&rest, &grpc, &tag, Some(&fan)).await),
+        before
+    );
+
+    rest.favorite(&fan, &slug).await;
+    rest.follow(&fan, &author_name).await;
+    let (status, _) = rest
+        .put(
+            &format!("/api/articles/{slug}"),
+            Some(&author),
+            json!({"article": {"description": "edited"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    rest.update_user(&author, json!({"bio": "rewritten"})).await;
+
+    let for_fan = seen(&listed_both_ways(&rest, &grpc, &tag, Some(&fan)).await);
+    let bio = Some("rewritten".to_string());
+    assert_eq!(for_fan, ("edited".into(), 1, true, true, bio.clone()));
+    let for_anyone = seen(&listed_both_ways(&rest, &grpc, &tag, None).await);
+    assert_eq!(for_anyone, ("edited".into(), 1, false, false, bio));
 }
 
 #[tokio::test]

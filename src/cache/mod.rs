@@ -16,6 +16,7 @@
 //! - **Bounded memory.** Parts are weighed in estimated bytes (`cache.max_bytes`) and
 //!   expire after `cache.ttl` whatever happens.
 
+mod renders;
 pub mod topic;
 mod versions;
 
@@ -34,7 +35,7 @@ use futures_util::{FutureExt, future::Shared};
 use moka::sync::Cache;
 
 pub(crate) use self::versions::Versions;
-pub use self::{topic::Topic, versions::Deps};
+pub use self::{renders::Renders, topic::Topic, versions::Deps};
 use crate::{config::CacheSettings, error::AppResult};
 
 pub const LOOKUPS: &str = "conduit_cache_lookups_total";

@@ -6,12 +6,14 @@ use super::service::{ArticleChanges, ArticleFilter, ArticleService, ArticleView,
 use crate::{
     auth::Auth,
     grpc::{UpdateMask, timestamp},
-    pagination::{Page, PageQuery},
+    pagination::PageQuery,
     proto::conduit::v1::{
         self as pb,
         article_service_server::{ArticleService as ArticleApi, ArticleServiceServer},
     },
 };
+
+mod list;
 
 pub struct ArticleGrpc(ArticleService);
 
@@ -34,11 +36,6 @@ impl From<ArticleView> for pb::Article {
             author: Some(a.author.into()),
         }
     }
-}
-
-fn articles(page: Page<ArticleView>) -> (Vec<pb::Article>, String) {
-    let articles = page.items.into_iter().map(Into::into).collect();
-    (articles, page.next_page_token)
 }
 
 fn page_query(page_size: i32, page_token: String) -> PageQuery {
@@ -65,11 +62,11 @@ impl ArticleApi for ArticleGrpc {
             favorited: r.favorited,
         };
         let query = page_query(r.page_size, r.page_token);
-        let (articles, next_page_token) = articles(self.0.list_page(viewer, filter, query).await?);
-        Ok(Response::new(pb::ListArticlesResponse {
-            articles,
-            next_page_token,
-        }))
+        let page = self.0.list_page(viewer, filter, query).await?;
+        Ok(Response::new(list::response(
+            page.articles,
+            page.next_page_token,
+        )))
     }
 
     async fn feed_articles(
@@ -79,11 +76,11 @@ impl ArticleApi for ArticleGrpc {
         let viewer = Auth::of(&request).required()?;
         let r = request.into_inner();
         let query = page_query(r.page_size, r.page_token);
-        let (articles, next_page_token) = articles(self.0.feed_page(viewer, query).await?);
-        Ok(Response::new(pb::FeedArticlesResponse {
-            articles,
-            next_page_token,
-        }))
+        let page = self.0.feed_page(viewer, query).await?;
+        Ok(Response::new(list::response(
+            page.articles,
+            page.next_page_token,
+        )))
     }
 
     async fn get_article(

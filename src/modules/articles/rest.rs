@@ -22,6 +22,10 @@ use crate::{
     validation::Violations,
 };
 
+mod list;
+
+pub(crate) use list::ArticlesJson;
+
 const TAG: &str = "Articles";
 const FAVORITES: &str = "Favorites";
 
@@ -112,10 +116,16 @@ pub(crate) struct MultipleArticlesResponse {
     articles_count: u64,
 }
 
+/// What the list answers are written as (`list::ArticlesJson` writes the same bytes).
 impl From<ArticlePage> for MultipleArticlesResponse {
     fn from(page: ArticlePage) -> Self {
         MultipleArticlesResponse {
-            articles: page.articles.into_iter().map(Into::into).collect(),
+            articles: page
+                .articles
+                .into_views()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
             articles_count: page.total,
         }
     }
@@ -213,7 +223,7 @@ async fn list_articles(
     State(state): State<AppState>,
     MaybePrincipal(viewer): MaybePrincipal,
     Query(params): Query<ListParams>,
-) -> AppResult<Json<MultipleArticlesResponse>> {
+) -> AppResult<ArticlesJson> {
     let filter = ArticleFilter {
         tag: params.tag,
         author: params.author,
@@ -223,11 +233,10 @@ async fn list_articles(
         limit: params.limit,
         offset: params.offset,
     };
-    Ok(Json(
+    Ok(ArticlesJson::new(
         ArticleService::new(&state)
             .list(viewer, filter, page)
-            .await?
-            .into(),
+            .await?,
     ))
 }
 
@@ -244,13 +253,13 @@ pub(crate) async fn feed(
     State(state): State<AppState>,
     viewer: Principal,
     Query(params): Query<PageParams>,
-) -> AppResult<Json<MultipleArticlesResponse>> {
+) -> AppResult<ArticlesJson> {
     let page = PageRequest {
         limit: params.limit,
         offset: params.offset,
     };
-    Ok(Json(
-        ArticleService::new(&state).feed(viewer, page).await?.into(),
+    Ok(ArticlesJson::new(
+        ArticleService::new(&state).feed(viewer, page).await?,
     ))
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, IntoActiveModel, Set, SqlErr};
 
+pub use super::reads::{ArticleList, Flags, Rendered};
 pub use super::repo::Hold;
 use super::{
     fields::{normalize_tags, validate_fields},
@@ -18,7 +19,7 @@ use crate::{
     entities::articles,
     error::{AppError, AppResult, Reason},
     modules::{profiles::service::ProfileView, users::repo::caller_or},
-    pagination::{Page, PageQuery, PageRequest, PageScope, PageTokens},
+    pagination::{PageQuery, PageRequest, PageScope, PageTokens},
     state::AppState,
     validation::{Violations, normalize_name},
     values::Slug,
@@ -46,10 +47,16 @@ pub struct ArticleFilter {
     pub favorited: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+/// A page by offset (REST): the list's total with it.
 pub struct ArticlePage {
-    pub articles: Vec<ArticleView>,
+    pub articles: ArticleList,
     pub total: u64,
+}
+
+/// A page by keyset (gRPC): no total, a token for the next page (empty on the last).
+pub struct ArticleKeysetPage {
+    pub articles: ArticleList,
+    pub next_page_token: String,
 }
 
 pub struct NewArticle {
@@ -91,7 +98,7 @@ impl ArticleService {
         viewer: Option<Principal>,
         filter: ArticleFilter,
         query: PageQuery,
-    ) -> AppResult<Page<ArticleView>> {
+    ) -> AppResult<ArticleKeysetPage> {
         let filter = filter.normalized()?;
         let scope = PageScope::new("articles")
             .with(filter.tag.as_deref())
@@ -105,8 +112,8 @@ impl ArticleService {
             Slice::Keyset(keyset),
         )
         .await?;
-        Ok(Page {
-            items: page.articles,
+        Ok(ArticleKeysetPage {
+            articles: page.articles,
             next_page_token: self.pages.next(&scope, page.next),
         })
     }
@@ -116,7 +123,7 @@ impl ArticleService {
         &self,
         viewer: Principal,
         query: PageQuery,
-    ) -> AppResult<Page<ArticleView>> {
+    ) -> AppResult<ArticleKeysetPage> {
         let scope = PageScope::new("feed").with(Some(&viewer.user_id.to_string()));
         let keyset = self.pages.open(&scope, &query)?;
         let page = reads::page(
@@ -126,8 +133,8 @@ impl ArticleService {
             Slice::Keyset(keyset),
         )
         .await?;
-        Ok(Page {
-            items: page.articles,
+        Ok(ArticleKeysetPage {
+            articles: page.articles,
             next_page_token: self.pages.next(&scope, page.next),
         })
     }

@@ -14,9 +14,9 @@ use super::{GrpcServices, Module};
 use crate::{
     auth::Principal,
     error::{AppResult, GenericErrorModel},
-    modules::articles::rest::{MultipleArticlesResponse, PageParams, feed},
+    modules::articles::rest::{ArticlesJson, MultipleArticlesResponse, PageParams, feed},
     operations::{Access::Required, Effect::Read, rest_only},
-    rest::{Json, Query},
+    rest::Query,
     state::AppState,
 };
 
@@ -52,7 +52,7 @@ async fn legacy_feed(
     params: Query<PageParams>,
 ) -> AppResult<impl IntoResponse> {
     let sunset = state.settings.features.legacy_sunset;
-    let answer: Json<MultipleArticlesResponse> = feed(state, viewer, params).await?;
+    let answer: ArticlesJson = feed(state, viewer, params).await?;
     Ok((deprecation_headers(sunset), answer))
 }
 

@@ -4,7 +4,10 @@
 //! - each article's document (`article`) and body (`body`), its author as shown
 //!   (`author`) and its favourite count (`count`);
 //! - the viewer's favourites and follows (`viewer`), for the flags;
-//! - which article a slug names (`slug`), which user a username names (`username`).
+//! - which article a slug names (`slug`), which user a username names (`username`);
+//! - a page as anyone sees it (`page`), composed of the above, with what its answers are
+//!   encoded to (`list`): an answer writes those bytes with the viewer's flags, so a warm
+//!   page is not encoded again per request.
 //!
 //! Each part is stamped with the topics it was read from, so a write invalidates only
 //! what it touched: a favourite, one count and one viewer's set; an edit, one document;
@@ -25,9 +28,11 @@ use crate::{
     pagination::{Cursor, Keyset},
 };
 
+mod list;
 mod lists;
 mod parts;
 
+pub use list::{ArticleList, Flags, Rendered};
 use lists::{count, load_window, resolve, user_named};
 pub(super) use parts::view_of;
 use parts::{compose, keep_parts};
@@ -48,7 +53,7 @@ pub(super) enum Slice {
 /// A page as composed: the articles, the list's total (offset pages), the next cursor
 /// (keyset pages).
 pub(super) struct Composed {
-    pub articles: Vec<ArticleView>,
+    pub articles: ArticleList,
     pub total: u64,
     pub next: Option<Cursor>,
 }
@@ -206,6 +211,7 @@ pub(super) async fn one(
     };
     compose(store, None, &[id], viewer, true)
         .await?
+        .into_views()
         .pop()
         .ok_or(AppError::NotFound(Reason::ArticleNotFound))
 }
@@ -277,7 +283,7 @@ async fn uncached_page(
                     ),
                 };
                 Ok(Composed {
-                    articles: rows.into_iter().map(view_of).collect(),
+                    articles: ArticleList::from_views(rows.into_iter().map(view_of).collect()),
                     total,
                     next,
                 })
@@ -288,7 +294,7 @@ async fn uncached_page(
 
 fn empty() -> Composed {
     Composed {
-        articles: Vec::new(),
+        articles: ArticleList::from_views(Vec::new()),
         total: 0,
         next: None,
     }

@@ -6,6 +6,7 @@ use std::{collections::HashMap, sync::Arc};
 use chrono::{DateTime, Utc};
 
 use super::{
+    list::{ArticleList, Flags},
     lists::{WindowIds, viewer_sets},
     viewer_id,
 };
@@ -15,7 +16,7 @@ use crate::modules::articles::{
 };
 use crate::{
     auth::Principal,
-    cache::{Deps, Found, ReadCache, Since, Topic},
+    cache::{Deps, Found, ReadCache, Renders, Since, Topic},
     db::Store,
     error::AppResult,
     modules::profiles::service::ProfileView,
@@ -135,10 +136,14 @@ pub(super) struct Parts {
     pub(super) body: Option<Arc<String>>,
 }
 
-/// Articles as anyone sees them (no viewer flags), with what each was read from: the
-/// outer part a page is kept as.
+/// Articles as anyone sees them (no viewer flags): the outer part a page is kept as, with
+/// what its answers render it to (kept with it, so exactly as fresh).
+#[derive(Default)]
 pub(super) struct Shared {
-    pub(super) items: Vec<(i64, i64, ArticleView)>,
+    /// Per article: its id and its author's, which the viewer's flags are looked up by.
+    pub(super) ids: Vec<(i64, i64)>,
+    pub(super) views: Vec<ArticleView>,
+    pub(super) renders: Renders,
 }
 
 /// The articles `ids` names, in that order, as anyone sees them, and what they were read
@@ -219,28 +224,27 @@ pub(super) async fn compose_shared(
             );
         }
     }
-    let items = ids
-        .iter()
-        .filter_map(|id| {
-            let parts = found.remove(id)?;
-            let author_id = parts.doc.author_id;
-            Some((*id, author_id, view(parts, false, false)))
-        })
-        .collect();
-    Ok((Shared { items }, deps))
+    let mut shared = Shared::default();
+    for id in ids {
+        if let Some(parts) = found.remove(id) {
+            shared.ids.push((*id, parts.doc.author_id));
+            shared.views.push(view(parts, false, false));
+        }
+    }
+    Ok((shared, deps))
 }
 
 /// The articles `ids` names as `viewer` sees them. As anyone sees them they are kept as
 /// one part under `key` (a page), read from its window and its articles' parts, so a
 /// page costs one lookup and one check of what it depends on; concurrent misses compose
-/// it once. The viewer's flags are laid over from the viewer's sets.
+/// it once. The viewer's flags are looked up in the viewer's sets.
 pub(super) async fn compose(
     store: &Store,
     key: Option<(String, &Found<WindowIds>)>,
     ids: &[i64],
     viewer: Option<Principal>,
     with_body: bool,
-) -> AppResult<Vec<ArticleView>> {
+) -> AppResult<ArticleList> {
     let cache = store.cache();
     let shared = match key {
         Some((key, window)) => {
@@ -249,12 +253,7 @@ pub(super) async fn compose(
                 .load(
                     "page",
                     key,
-                    |page: &Shared| {
-                        page.items
-                            .iter()
-                            .map(|(_, _, v)| view_weight(v))
-                            .sum::<usize>()
-                    },
+                    |page: &Shared| page_weight(&page.views),
                     move || async move {
                         let (shared, mut deps) = compose_shared(&store, &ids, with_body).await?;
                         deps.extend(&window_deps);
@@ -266,25 +265,30 @@ pub(super) async fn compose(
         }
         None => Arc::new(compose_shared(store, ids, with_body).await?.0),
     };
-    let sets = match viewer_id(viewer) {
-        Some(user) => Some(viewer_sets(store, user).await?.value),
-        None => None,
+    let flags = match viewer_id(viewer) {
+        Some(user) => {
+            let sets = viewer_sets(store, user).await?.value;
+            shared
+                .ids
+                .iter()
+                .map(|(id, author_id)| Flags {
+                    favorited: sets.favorites.contains(id),
+                    following: sets.follows.contains(author_id),
+                })
+                .collect()
+        }
+        None => vec![Flags::default(); shared.views.len()],
     };
-    Ok(shared
-        .items
-        .iter()
-        .map(|(id, author_id, view)| {
-            let mut view = view.clone();
-            if let Some(sets) = &sets {
-                view.favorited = sets.favorites.contains(id);
-                view.author.following = sets.follows.contains(author_id);
-            }
-            view
-        })
-        .collect())
+    Ok(ArticleList::new(shared, flags))
 }
 
-pub(super) fn view_weight(view: &ArticleView) -> usize {
+/// A kept page weighs its views and what they are rendered to (`Shared::renders`): JSON
+/// and protobuf, each about as large as the views' text.
+fn page_weight(views: &[ArticleView]) -> usize {
+    3 * views.iter().map(view_weight).sum::<usize>()
+}
+
+fn view_weight(view: &ArticleView) -> usize {
     std::mem::size_of::<ArticleView>()
         + view.slug.len()
         + view.title.len()

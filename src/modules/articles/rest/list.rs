@@ -1,0 +1,174 @@
+//! A page of articles as RealWorld JSON (`MultipleArticlesResponse`), written from each
+//! article's JSON kept with the page (`ArticleList::render`) with the viewer's two flags
+//! written into it: the values of `"favorited":` and of the author's `"following":`. The
+//! bytes are those serde writes for the same answer (the tests hold them equal).
+
+use std::io::Write;
+
+use axum::{
+    http::{HeaderValue, header},
+    response::{IntoResponse, Response},
+};
+
+use super::ArticleSummary;
+use crate::{
+    error::{AppError, AppResult},
+    modules::articles::service::{ArticleList, ArticlePage, ArticleView, Flags, Rendered},
+};
+
+/// One article's JSON as anyone sees it, with where its two `false` flags are.
+struct SummaryJson {
+    json: Box<[u8]>,
+    favorited_at: usize,
+    following_at: usize,
+}
+
+const FALSE: &[u8] = b"false";
+
+impl SummaryJson {
+    /// `None` only if serde's JSON lacked either key: it cannot, as a key is the only
+    /// place an unescaped `"` may start `"favorited":` (inside a string every `"` is
+    /// escaped) and each key occurs once.
+    fn new(view: &ArticleView) -> Option<Self> {
+        let json = serde_json::to_vec(&ArticleSummary::from(view.clone())).ok()?;
+        let favorited_at = value_of(&json, b"\"favorited\":")?;
+        let following_at = value_of(&json, b"\"following\":")?;
+        Some(Self {
+            json: json.into_boxed_slice(),
+            favorited_at,
+            following_at,
+        })
+    }
+
+    fn write(&self, flags: Flags, out: &mut Vec<u8>) {
+        let json = &self.json[..];
+        out.extend_from_slice(&json[..self.favorited_at]);
+        out.extend_from_slice(flag(flags.favorited));
+        out.extend_from_slice(&json[self.favorited_at + FALSE.len()..self.following_at]);
+        out.extend_from_slice(flag(flags.following));
+        out.extend_from_slice(&json[self.following_at + FALSE.len()..]);
+    }
+}
+
+/// Where the `false` after `key` starts.
+fn value_of(json: &[u8], key: &[u8]) -> Option<usize> {
+    let at = json.windows(key.len()).position(|w| w == key)? + key.len();
+    json[at..].starts_with(FALSE).then_some(at)
+}
+
+fn flag(on: bool) -> &'static [u8] {
+    if on { b"true" } else { FALSE }
+}
+
+/// A page's articles as JSON, kept with the page; `None` if one could not be made.
+struct PageJson(Option<Vec<SummaryJson>>);
+
+/// `{"articles":[…],"articlesCount":N}` for this viewer.
+pub(crate) struct ArticlesJson {
+    rendered: Rendered<PageJson>,
+    total: u64,
+}
+
+impl ArticlesJson {
+    pub(crate) fn new(page: ArticlePage) -> Self {
+        Self::of(page.articles, page.total)
+    }
+
+    fn of(articles: ArticleList, total: u64) -> Self {
+        let rendered =
+            articles.render(|views| PageJson(views.iter().map(SummaryJson::new).collect()));
+        Self { rendered, total }
+    }
+
+    fn to_bytes(&self) -> AppResult<Vec<u8>> {
+        let Some(articles) = &self.rendered.page.0 else {
+            return Err(AppError::internal(anyhow::anyhow!(
+                "an article's JSON lacks a flag to write"
+            )));
+        };
+        let size: usize = articles.iter().map(|a| a.json.len() + 1).sum();
+        let mut out = Vec::with_capacity(size + 48);
+        out.extend_from_slice(b"{\"articles\":[");
+        for (i, (article, &flags)) in articles.iter().zip(&self.rendered.flags).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            article.write(flags, &mut out);
+        }
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "],\"articlesCount\":{}}}", self.total);
+        Ok(out)
+    }
+}
+
+impl IntoResponse for ArticlesJson {
+    fn into_response(self) -> Response {
+        match self.to_bytes() {
+            Ok(body) => (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                body,
+            )
+                .into_response(),
+            Err(error) => error.into_response(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::modules::{
+        articles::{rest::MultipleArticlesResponse, service::ArticlePage},
+        profiles::service::ProfileView,
+    };
+
+    fn view(i: usize, favorited: bool, following: bool) -> ArticleView {
+        ArticleView {
+            slug: format!("how-to-{i}"),
+            // What a key looks like, inside strings: escaped, so never taken for one.
+            title: format!("\"favorited\":false, \"following\":false {i}"),
+            description: "Ever wonder how? \u{1F409} \\ \n".into(),
+            body: None,
+            tag_list: (0..i).map(|t| format!("\"following\":{t}")).collect(),
+            created_at: Utc
+                .with_ymd_and_hms(2026, 1, i as u32 + 1, 0, 0, 0)
+                .unwrap(),
+            updated_at: Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap(),
+            favorited,
+            favorites_count: i as i64 * 7,
+            author: ProfileView {
+                username: format!("\"favorited\":false{i}"),
+                bio: i.is_multiple_of(2).then(|| "\"following\":false".into()),
+                image: None,
+                following,
+            },
+        }
+    }
+
+    fn views() -> Vec<ArticleView> {
+        (0..8).map(|i| view(i, i % 2 == 1, i % 4 >= 2)).collect()
+    }
+
+    #[test]
+    fn written_answers_are_the_bytes_serde_writes() {
+        for (views, total) in [(views(), 8), (Vec::new(), 0), (views()[..1].to_vec(), 31)] {
+            let expected = serde_json::to_vec(&MultipleArticlesResponse::from(ArticlePage {
+                articles: ArticleList::from_views(views.clone()),
+                total,
+            }))
+            .expect("serialises");
+            let written = ArticlesJson::of(ArticleList::from_views(views), total)
+                .to_bytes()
+                .expect("writes");
+            assert_eq!(
+                String::from_utf8_lossy(&written),
+                String::from_utf8_lossy(&expected)
+            );
+        }
+    }
+}
