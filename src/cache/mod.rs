@@ -36,7 +36,7 @@ use moka::sync::Cache;
 
 pub(crate) use self::versions::Versions;
 pub use self::{renders::Renders, topic::Topic, versions::Deps};
-use crate::{config::CacheSettings, error::AppResult};
+use crate::{config::CacheSettings, error::AppResult, metrics::handles::Kept};
 
 pub const LOOKUPS: &str = "conduit_cache_lookups_total";
 pub const STALENESS: &str = "conduit_cache_staleness_seconds";
@@ -100,7 +100,7 @@ pub struct ReadCache {
     /// Names this process (hex: safe inside SQL quotes); also the job-lease holder.
     replica: String,
     versions: Versions,
-    parts: Cache<PartKey, Stamped>,
+    parts: Cache<PartKey, Stamped, ahash::RandomState>,
     /// `cache.max_bytes = 0`: parts are always loaded, never kept.
     enabled: bool,
     inflight: Mutex<HashMap<PartKey, Inflight>>,
@@ -127,7 +127,9 @@ impl ReadCache {
                 .max_capacity(settings.max_bytes)
                 .weigher(|_: &PartKey, value: &Stamped| value.weight)
                 .time_to_live(settings.ttl)
-                .build(),
+                // aHash rather than SipHash: keys hold what callers typed (slugs, names,
+                // tags), so the hash stays keyed per process, at a fraction of the cost.
+                .build_with_hasher(ahash::RandomState::new()),
             enabled: settings.max_bytes > 0,
             inflight: Mutex::new(HashMap::new()),
             freshness: Freshness::new(settings.max_staleness),
@@ -232,7 +234,13 @@ impl ReadCache {
                 })
             });
         let result = if found.is_some() { "hit" } else { "miss" };
-        metrics::counter!(LOOKUPS, "cache" => kind, "result" => result).increment(1);
+        static COUNTERS: Kept<(&str, &str), metrics::Counter> = Kept::new();
+        COUNTERS
+            .get(
+                (kind, result),
+                || metrics::counter!(LOOKUPS, "cache" => kind, "result" => result),
+            )
+            .increment(1);
         found
     }
 

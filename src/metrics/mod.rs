@@ -7,6 +7,7 @@
 //! `middleware::observe`, `middleware::shed`, `cache`, `auth::attempts`, `auth::password`,
 //! `metrics::scrape`), when it is set up.
 
+pub mod handles;
 pub mod scrape;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};

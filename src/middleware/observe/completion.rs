@@ -23,7 +23,7 @@ use super::{
     info::InfoSlot,
     labels::{self, grpc_code, grpc_code_name, is_server_error},
 };
-use crate::context::Protocol;
+use crate::{context::Protocol, metrics::handles::Kept};
 
 pub(super) struct Completion {
     started: Instant,
@@ -57,7 +57,7 @@ impl Completion {
         span: Span,
     ) -> Self {
         if !quiet {
-            metrics::gauge!(ACTIVE, "protocol" => protocol.as_str()).increment(1.0);
+            active(protocol.as_str()).increment(1.0);
         }
         Completion {
             started: Instant::now(),
@@ -168,7 +168,7 @@ impl Drop for Completion {
             let (requests, duration) = labels::instruments(protocol, operation, outcome);
             requests.increment(1);
             duration.record(elapsed.as_secs_f64());
-            metrics::gauge!(ACTIVE, "protocol" => protocol).decrement(1.0);
+            active(protocol).decrement(1.0);
         }
 
         let principal = self.info.0.principal.get().copied();
@@ -252,4 +252,10 @@ impl http_body::Body for ObservedBody {
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// The in-flight gauge of `protocol`.
+fn active(protocol: &'static str) -> metrics::Gauge {
+    static GAUGES: Kept<&str, metrics::Gauge> = Kept::new();
+    GAUGES.get(protocol, || metrics::gauge!(ACTIVE, "protocol" => protocol))
 }

@@ -14,14 +14,14 @@ use std::{
 use metrics::{Counter, Histogram};
 
 use super::{DURATION, REQUESTS};
+use crate::metrics::handles::Kept;
 
 type Labels = (&'static str, &'static str, &'static str);
 
 static STRINGS: LazyLock<RwLock<HashSet<&'static str>>> = LazyLock::new(Default::default);
 static OPERATIONS: LazyLock<RwLock<HashMap<&'static str, HashMap<String, &'static str>>>> =
     LazyLock::new(Default::default);
-static INSTRUMENTS: LazyLock<RwLock<HashMap<Labels, (Counter, Histogram)>>> =
-    LazyLock::new(Default::default);
+static INSTRUMENTS: Kept<Labels, (Counter, Histogram)> = Kept::new();
 
 /// Only call with values from a bounded set: each distinct one lives forever.
 pub fn intern(value: &str) -> &'static str {
@@ -72,27 +72,17 @@ pub fn instruments(
     operation: &'static str,
     outcome: &'static str,
 ) -> (Counter, Histogram) {
-    let labels = (protocol, operation, outcome);
-    if let Some(found) = INSTRUMENTS
-        .read()
-        .ok()
-        .and_then(|i| i.get(&labels).cloned())
-    {
-        return found;
-    }
-    let set = [
-        ("protocol", protocol),
-        ("operation", operation),
-        ("outcome", outcome),
-    ];
-    let made = (
-        metrics::counter!(REQUESTS, &set),
-        metrics::histogram!(DURATION, &set),
-    );
-    if let Ok(mut instruments) = INSTRUMENTS.write() {
-        instruments.insert(labels, made.clone());
-    }
-    made
+    INSTRUMENTS.get((protocol, operation, outcome), || {
+        let set = [
+            ("protocol", protocol),
+            ("operation", operation),
+            ("outcome", outcome),
+        ];
+        (
+            metrics::counter!(REQUESTS, &set),
+            metrics::histogram!(DURATION, &set),
+        )
+    })
 }
 
 pub(super) fn grpc_code(headers: &HeaderMap) -> Option<i32> {
