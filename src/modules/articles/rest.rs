@@ -116,7 +116,8 @@ pub(crate) struct MultipleArticlesResponse {
     articles_count: u64,
 }
 
-/// What the list answers are written as (`list::ArticlesJson` writes the same bytes).
+/// The list answers' schema; `list::ArticlesJson` writes them, byte for byte what serde
+/// writes from this (its tests compare the two).
 impl From<ArticlePage> for MultipleArticlesResponse {
     fn from(page: ArticlePage) -> Self {
         MultipleArticlesResponse {

@@ -34,7 +34,10 @@ struct ArticleBytes {
 impl ArticleBytes {
     fn new(view: &ArticleView) -> Self {
         let mut article = pb::Article::from(view.clone());
-        let author = article.author.take().unwrap_or_default();
+        let mut author = article.author.take().unwrap_or_default();
+        // As anyone sees it: the viewer's flags are written per answer.
+        article.favorited = false;
+        author.following = false;
         let count = std::mem::take(&mut article.favorites_count);
         // Flags are false here, and a false bool, a zero count and a missing author are
         // not written: what is left is the fields before `favorited`.

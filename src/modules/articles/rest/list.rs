@@ -32,7 +32,8 @@ impl SummaryJson {
     fn new(view: &ArticleView) -> Option<Self> {
         let json = serde_json::to_vec(&ArticleSummary::from(view.clone())).ok()?;
         let favorited_at = value_of(&json, b"\"favorited\":")?;
-        let following_at = value_of(&json, b"\"following\":")?;
+        // The author (and its `following`) comes after `favorited`: `write` relies on it.
+        let following_at = favorited_at + value_of(&json[favorited_at..], b"\"following\":")?;
         Some(Self {
             json: json.into_boxed_slice(),
             favorited_at,
