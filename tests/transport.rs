@@ -356,6 +356,56 @@ async fn deadlines_answer_in_each_protocol() {
     assert_eq!(response.headers()["grpc-status"], "4", "DEADLINE_EXCEEDED");
 }
 
+/// CORS headers go on every answer a browser could read: anything sent with `Origin`,
+/// and every GET. A gRPC call without `Origin` comes from no browser (browsers send
+/// `Origin` on every POST) and gets none: they would only cost header encoding.
+#[tokio::test]
+async fn cors_headers_only_where_a_browser_reads_the_answer() {
+    let server = TestServer::start().await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let list_tags = |origin: Option<&str>| {
+        let mut call = h2
+            .post(server.url("/conduit.v1.TagService/ListTags"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(grpc_frame(&pb::ListTagsRequest {}));
+        if let Some(origin) = origin {
+            call = call.header("origin", origin);
+        }
+        call.send()
+    };
+    let from_a_service = list_tags(None).await.expect("grpc call");
+    assert_eq!(from_a_service.status(), StatusCode::OK);
+    let cors: Vec<_> = from_a_service
+        .headers()
+        .keys()
+        .filter(|name| name.as_str().starts_with("access-control-"))
+        .collect();
+    assert!(cors.is_empty(), "{cors:?}");
+    assert!(from_a_service.headers().contains_key("x-request-id"));
+
+    let from_a_page = list_tags(Some("http://app.example.com"))
+        .await
+        .expect("grpc call");
+    assert_eq!(from_a_page.headers()["access-control-allow-origin"], "*");
+    assert!(
+        from_a_page
+            .headers()
+            .contains_key("access-control-expose-headers")
+    );
+
+    let get = server
+        .http()
+        .get(server.url("/api/tags"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(get.headers()["access-control-allow-origin"], "*");
+}
+
 /// Splits a gRPC-Web response body into its data messages and its trailer block.
 fn grpc_web_parse(mut body: &[u8]) -> (Vec<Vec<u8>>, String) {
     let (mut messages, mut trailers) = (Vec::new(), String::new());

@@ -31,11 +31,7 @@
 mod answer;
 mod store;
 
-use std::{
-    convert::Infallible,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{convert::Infallible, time::Duration};
 
 use axum::{
     body::Body,
@@ -43,10 +39,9 @@ use axum::{
     http::{HeaderName, StatusCode},
     response::Response,
 };
-use futures_util::future::BoxFuture;
 use http_body_util::{BodyExt, Limited};
 use tonic::Code;
-use tower::{Layer, Service, ServiceExt, util::BoxCloneSyncService};
+use tower::{ServiceExt, util::BoxCloneSyncService};
 use tracing::Instrument;
 
 pub use self::store::purge_expired;
@@ -70,8 +65,10 @@ pub const HEADER: HeaderName = HeaderName::from_static("idempotency-key");
 /// Answers larger than this are passed on but not kept (mutations answer one resource).
 const MAX_KEPT_ANSWER: usize = 1 << 20;
 
+/// The third step of the route layer (`server::routed`), for requests that carry a
+/// key.
 #[derive(Clone)]
-struct Idempotency {
+pub struct Idempotency {
     store: Store,
     ttl: chrono::Duration,
     /// A claim this old belongs to a request that died before recording its answer.
@@ -80,7 +77,7 @@ struct Idempotency {
 }
 
 impl Idempotency {
-    fn new(state: &AppState) -> Self {
+    pub fn new(state: &AppState) -> Self {
         let settings = &state.settings;
         let to_chrono =
             |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
@@ -93,58 +90,12 @@ impl Idempotency {
     }
 }
 
-/// What runs after this layer (the route).
-type Inner = BoxCloneSyncService<Request, Response, Infallible>;
-
-/// A route layer of its own rather than `from_fn`: its work runs on a task of its own,
-/// which needs an owned inner service.
-#[derive(Clone)]
-pub struct IdempotencyLayer(Idempotency);
-
-impl IdempotencyLayer {
-    pub fn new(state: &AppState) -> Self {
-        Self(Idempotency::new(state))
-    }
-}
-
-impl<S> Layer<S> for IdempotencyLayer
-where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-{
-    type Service = Idempotent;
-    fn layer(&self, inner: S) -> Idempotent {
-        Idempotent {
-            inner: BoxCloneSyncService::new(inner),
-            idempotency: self.0.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Idempotent {
-    inner: Inner,
-    idempotency: Idempotency,
-}
-
-impl Service<Request> for Idempotent {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Each call drives a clone of the inner service with `oneshot`.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let (inner, idempotency) = (self.inner.clone(), self.idempotency.clone());
-        Box::pin(async move { Ok(guard(idempotency, request, inner).await) })
-    }
-}
+/// What runs after this step of the route layer (the route), owned: a keyed request
+/// runs on a task of its own.
+pub type Inner = BoxCloneSyncService<Request, Response, Infallible>;
 
 /// Passes through requests without a key, and requests a key means nothing to.
-async fn guard(idempotency: Idempotency, request: Request, next: Inner) -> Response {
+pub async fn guard(idempotency: Idempotency, request: Request, next: Inner) -> Response {
     let Some(value) = request.headers().get(HEADER) else {
         return call(next, request).await;
     };

@@ -4,6 +4,7 @@
 pub mod authenticate;
 pub mod body_limit;
 pub mod connect;
+pub mod cors;
 pub mod grpc_web;
 pub mod guard;
 pub mod observe;

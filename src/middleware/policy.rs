@@ -1,4 +1,4 @@
-//! Who may call what: this route layer finds each routed request's row in the operations
+//! Who may call what: the route layer (`server::routed`) finds each routed request's row in the operations
 //! table the modules state, marks the request with it ([`Identified`], which the
 //! idempotency layer reads next) and admits the request or not by the row's access rule.
 //! Only requests that matched a route are judged, so unknown paths still get their 404 /
@@ -7,8 +7,7 @@
 //! that none was forgotten.
 
 use axum::{
-    extract::{MatchedPath, Request, State},
-    middleware::Next,
+    extract::{MatchedPath, Request},
     response::Response,
 };
 
@@ -18,19 +17,14 @@ use crate::{
     operations::{Access, Identified, Operations},
 };
 
-/// Route layer: marks the request with its row, then refuses it when the row's rule does
-/// not admit it, in the caller's protocol (401 with the RealWorld body, or
-/// UNAUTHENTICATED).
-pub async fn enforce(
-    State(operations): State<&'static Operations>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let identified = identify(operations, &request);
+/// Second step of the route layer (`server::routed`): marks the request with its
+/// row, then answers the refusal when the row's rule does not admit it, in the caller's protocol
+/// (401 with the RealWorld body, or UNAUTHENTICATED).
+pub fn refusal(operations: &Operations, request: &mut Request) -> Option<Response> {
+    let identified = identify(operations, request);
     request.extensions_mut().insert(identified);
-    let Some(access) = Identified::access(Some(&identified)) else {
-        return next.run(request).await;
-    };
+    // No such gRPC method: left to the router's UNIMPLEMENTED.
+    let access = Identified::access(Some(&identified))?;
     let auth = request
         .extensions()
         .get::<Auth>()
@@ -41,10 +35,9 @@ pub async fn enforce(
         Access::Optional => auth.optional().map(drop),
         Access::Required => auth.required().map(drop),
     };
-    match admitted {
-        Ok(()) => next.run(request).await,
-        Err(refused) => refused.into_response_for(Protocol::of(&request)),
-    }
+    admitted
+        .err()
+        .map(|refused| refused.into_response_for(Protocol::of(request)))
 }
 
 /// What `request` calls, by its gRPC method or its routed REST template.

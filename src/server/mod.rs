@@ -6,6 +6,7 @@
 mod accept;
 mod balance;
 mod listen;
+mod routed;
 mod routes;
 mod stack;
 

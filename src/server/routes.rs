@@ -5,25 +5,18 @@
 use std::sync::LazyLock;
 
 use anyhow::Context;
-use axum::{
-    Router,
-    extract::Request,
-    http::StatusCode,
-    middleware::{from_fn, from_fn_with_state},
-    response::Response,
-};
+use axum::{Router, extract::Request, http::StatusCode, response::Response};
 use metrics_exporter_prometheus::PrometheusHandle;
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+use super::routed::RoutedLayer;
 use crate::{
     config::Settings,
     context::Protocol,
     docs,
     error::{Reason, layer_error},
-    idempotency::IdempotencyLayer,
     metrics,
-    middleware::{self},
     modules::{self, GrpcServices},
     operations::{Access::Public, Effect::Read, Operation, Operations, grpc_only},
     probes,
@@ -140,20 +133,11 @@ pub fn routers(
         }
     };
     Ok(Routers {
-        // Route layers, outermost first (only routed requests pass them; unrouted ones get
-        // 404 / UNIMPLEMENTED from the fallbacks):
-        // 1. the operation's name (route template or gRPC method) for metrics, spans and
-        //    logs, before anything can refuse the request (see `observe`);
-        // 2. deny by default: the operation's row of the table, marked on the request,
-        //    and its access rule judges every routed operation;
-        // 3. idempotency keys, for the authenticated writes the policy admitted.
+        // The route layer (server::routed): only routed requests pass it; unrouted
+        // ones get 404 / UNIMPLEMENTED from the fallbacks. It names the operation, judges
+        // it by its row of the operations table, and takes idempotency keys.
         api: api
-            .route_layer(IdempotencyLayer::new(&state))
-            .route_layer(from_fn_with_state(
-                operations(),
-                middleware::policy::enforce,
-            ))
-            .route_layer(from_fn(middleware::observe::record_route))
+            .route_layer(RoutedLayer::new(operations(), &state))
             .fallback(fallback)
             .method_not_allowed_fallback(method_not_allowed),
         admin,

@@ -1,22 +1,14 @@
 //! The one middleware stack every request passes through.
 
-use axum::{
-    Router,
-    http::{HeaderName, HeaderValue, Method, header},
-    middleware::from_fn_with_state,
-    response::IntoResponse,
-};
+use axum::{Router, http::HeaderValue, middleware::from_fn_with_state, response::IntoResponse};
 use tower::{ServiceBuilder, ServiceExt};
-use tower_http::{
-    compression::{
-        CompressionLayer, Predicate,
-        predicate::{DefaultPredicate, NotForContentType},
-    },
-    cors::{AllowOrigin, CorsLayer},
+use tower_http::compression::{
+    CompressionLayer, Predicate,
+    predicate::{DefaultPredicate, NotForContentType},
 };
 
 use crate::{
-    config::{CorsSettings, Settings},
+    config::Settings,
     middleware::{self, guard::GuardLayer, shared::SharedLayer},
     state::AppState,
 };
@@ -48,8 +40,8 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
         ))
         .layer(SharedLayer)
         // 4. CORS: answers preflights before deadlines, limits or auth get involved, and
-        //    puts its headers on every answer below, errors included
-        .layer(cors(&settings.cors))
+        //    puts its headers on every answer below a browser can read, errors included
+        .layer(middleware::cors::layer(&settings.cors))
         // 5. guards (middleware::guard): strip server.base_path before routing; a body
         //    over the limit → 413 / RESOURCE_EXHAUSTED; the deadline, server.request_timeout
         //    or a shorter grpc-timeout → 504 / DEADLINE_EXCEEDED; a panicking handler →
@@ -98,58 +90,4 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
 
 fn rest_only() -> impl Predicate {
     DefaultPredicate::new().and(NotForContentType::const_new("application/grpc"))
-}
-
-fn cors(settings: &CorsSettings) -> CorsLayer {
-    let origin = if settings.allowed_origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(
-            settings
-                .allowed_origins
-                .iter()
-                .filter_map(|o| HeaderValue::from_str(o).ok()),
-        )
-    };
-    let names = |list: &[&'static str]| {
-        list.iter()
-            .map(|h| HeaderName::from_static(h))
-            .collect::<Vec<_>>()
-    };
-    CorsLayer::new()
-        .allow_origin(origin)
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::DELETE,
-            Method::OPTIONS,
-        ])
-        .allow_headers(
-            [header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT]
-                .into_iter()
-                .chain(names(&[
-                    "x-request-id",
-                    "x-grpc-web",
-                    "x-user-agent",
-                    "grpc-timeout",
-                    "grpc-accept-encoding",
-                    "grpc-encoding",
-                    "traceparent",
-                    "tracestate",
-                    "idempotency-key",
-                    "connect-protocol-version",
-                    "connect-timeout-ms",
-                ]))
-                .collect::<Vec<_>>(),
-        )
-        .expose_headers(names(&[
-            "grpc-status",
-            "grpc-message",
-            "grpc-status-details-bin",
-            "grpc-encoding",
-            "x-request-id",
-            "idempotent-replayed",
-        ]))
-        .max_age(settings.max_age)
 }

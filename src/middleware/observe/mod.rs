@@ -30,18 +30,21 @@ use crate::{
     operations::Operations,
 };
 
-/// Route layer on the REST and gRPC routers: the matched template (`/api/articles/{slug}`,
-/// or `/conduit.v1.ArticleService/{*rest}` for a registered gRPC service) names the
-/// operation in metrics and spans, never a raw path a caller chose.
-pub async fn record_route(route: Option<MatchedPath>, request: Request, next: Next) -> Response {
-    if let (Some(route), Some(slot)) = (route, request.extensions().get::<InfoSlot>()) {
+/// First step of the route layer (`server::routed`): the matched template
+/// (`/api/articles/{slug}`, or `/conduit.v1.ArticleService/{*rest}` for a registered gRPC
+/// service) names the operation in metrics and spans, never a raw path a caller chose.
+pub fn record_route(request: &Request) {
+    let extensions = request.extensions();
+    if let (Some(route), Some(slot)) = (
+        extensions.get::<MatchedPath>(),
+        extensions.get::<InfoSlot>(),
+    ) {
         if route.as_str().ends_with("/{*rest}") {
             let _ = slot.0.grpc_method.set(request.uri().clone());
         } else {
-            let _ = slot.0.route.set(route);
+            let _ = slot.0.route.set(route.clone());
         }
     }
-    next.run(request).await
 }
 
 struct HeaderExtractor<'a>(&'a HeaderMap);
@@ -86,7 +89,7 @@ pub async fn observe(
     next: Next,
 ) -> Response {
     let protocol = Protocol::of(&request);
-    let id_header = request_id::ensure(request.headers_mut());
+    let mut id_header = request_id::ensure(request.headers_mut());
     let request_id = id_header.to_str().unwrap_or_default().to_string();
     let method = request.method().clone();
     let uri = request.uri().clone();
@@ -181,7 +184,11 @@ pub async fn observe(
     );
     let mut response = context::scope(ids, next.run(request).instrument(span)).await;
     completion.quote_ids(&mut response);
-    // Every answer names its request, errors from any layer below included.
+    // Every answer names its request, errors from any layer below included. Each id is
+    // new, so HTTP/2 must not index it: indexed, every answer would insert one more
+    // entry into the connection's HPACK table and push out those that repeat (the
+    // content type, the CORS headers), which would then be sent in full again.
+    id_header.set_sensitive(true);
     response
         .headers_mut()
         .entry(request_id::HEADER)
