@@ -1,14 +1,17 @@
 //! The request guards that need no I/O of their own, as one layer: the base-path rewrite
-//! (`rewrite`), the body limit (`body_limit`), the deadline (`timeout`) and the panic
-//! guard (`panic`). As four `from_fn` layers each cost a boxed future, a clone of the
-//! service below and a move of the request per request; here it is one of each.
+//! (`rewrite`), the body limit (`body_limit`), the deadline (`timeout`), the panic guard
+//! (`panic`) and load shedding (`shed`). As five `from_fn` layers each cost a boxed
+//! future, a clone of the service below and a move of the request per request; here it
+//! is one of each.
 //!
 //! It also refuses gRPC calls whose content type names an encoding other than protobuf.
 //!
 //! Order within: the path is rewritten before anything routes on it; an over-limit
 //! declared body is answered before the deadline starts; the deadline covers the handler
 //! and everything below; a panic — in the inner service's `call` or while its future
-//! runs — becomes INTERNAL / 500 for that request only.
+//! runs — becomes INTERNAL / 500 for that request only; a request takes its place among
+//! those in flight last (the base path is stripped, so probes are recognised) and holds
+//! it until its response headers are ready.
 
 use std::{
     convert::Infallible,
@@ -25,8 +28,12 @@ use axum::{
 use futures_util::{FutureExt, future::BoxFuture};
 use tower::{Layer, Service};
 
-use super::{body_limit, panic, rewrite, timeout};
-use crate::{context::Protocol, error::layer_error};
+use tokio::sync::Semaphore;
+
+use super::{body_limit, panic, rewrite, shed, timeout};
+use crate::{
+    config::ServerSettings, context::Protocol, error::layer_error, operations::Operations,
+};
 
 /// The gRPC and gRPC-Web content types whose messages are protobuf. Any other
 /// `application/grpc*` (`+json`, a made-up codec) is refused rather than decoded as
@@ -73,14 +80,18 @@ struct Limits {
     base_path: String,
     request_timeout: Duration,
     body_limit_bytes: usize,
+    places: Arc<Semaphore>,
+    operations: &'static Operations,
 }
 
 impl GuardLayer {
-    pub fn new(base_path: &str, request_timeout: Duration, body_limit_bytes: usize) -> Self {
+    pub fn new(server: &ServerSettings, operations: &'static Operations) -> Self {
         Self(Arc::new(Limits {
-            base_path: base_path.to_string(),
-            request_timeout,
-            body_limit_bytes,
+            base_path: server.base_path.clone(),
+            request_timeout: server.request_timeout,
+            body_limit_bytes: server.body_limit_bytes,
+            places: shed::places(server.concurrency_limit),
+            operations,
         }))
     }
 }
@@ -133,6 +144,11 @@ where
             at: tokio::time::Instant::now() + deadline,
             after: deadline,
         });
+        let place = match shed::take_place(&limits.places, limits.operations, &mut request) {
+            shed::Admission::Shed(refused) => return Box::pin(std::future::ready(Ok(refused))),
+            shed::Admission::Placed(place) => Some(place),
+            shed::Admission::Exempt => None,
+        };
         let inner = &mut self.inner;
         let called = std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request)));
         Box::pin(async move {
@@ -141,12 +157,14 @@ where
                 Err(payload) => return Ok(panic::answer(protocol, payload)),
             };
             let guarded = AssertUnwindSafe(future).catch_unwind();
-            Ok(match tokio::time::timeout(deadline, guarded).await {
+            let answer = match tokio::time::timeout(deadline, guarded).await {
                 Ok(Ok(Ok(response))) => response.into_response(),
                 Ok(Ok(Err(never))) => match never {},
                 Ok(Err(payload)) => panic::answer(protocol, payload),
                 Err(_) => timeout::timed_out(protocol, deadline),
-            })
+            };
+            drop(place);
+            Ok(answer)
         })
     }
 }

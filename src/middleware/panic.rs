@@ -31,7 +31,21 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::middleware::guard::GuardLayer;
+    use crate::{config::ServerSettings, middleware::guard::GuardLayer, operations::Operations};
+
+    fn settings() -> ServerSettings {
+        ServerSettings {
+            request_timeout: Duration::from_secs(5),
+            body_limit_bytes: 1024,
+            ..ServerSettings::default()
+        }
+    }
+
+    fn operations() -> &'static Operations {
+        static NONE: std::sync::LazyLock<Operations> =
+            std::sync::LazyLock::new(|| Operations::new(std::iter::empty()));
+        &NONE
+    }
 
     async fn boom() -> &'static str {
         panic!("secret internals")
@@ -40,7 +54,7 @@ mod tests {
     fn app() -> Router {
         Router::new()
             .route("/boom", post(boom))
-            .layer(GuardLayer::new("", Duration::from_secs(5), 1024))
+            .layer(GuardLayer::new(&settings(), operations()))
     }
 
     async fn call(content_type: &str) -> Response {

@@ -11,9 +11,8 @@
 use std::sync::Arc;
 
 use axum::{
-    extract::{Request, State},
+    extract::Request,
     http::{HeaderValue, StatusCode, header::RETRY_AFTER},
-    middleware::Next,
     response::Response,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -38,18 +37,22 @@ pub fn places(limit: usize) -> Arc<Semaphore> {
 #[derive(Clone)]
 pub struct Place(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
 
-pub async fn shed(
-    State((places, operations)): State<(Arc<Semaphore>, &'static Operations)>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// The last of the guards (`guard`): the request's place among those in flight, set on
+/// it for work it hands on and held by the caller until the response headers are ready;
+/// no place for probes, `/metrics` and gRPC health; or, when every place is taken, the
+/// 503 / RESOURCE_EXHAUSTED answer.
+pub fn take_place(
+    places: &Arc<Semaphore>,
+    operations: &Operations,
+    request: &mut Request,
+) -> Admission {
     if operations.is_never_shed(request.uri().path()) {
-        return next.run(request).await;
+        return Admission::Exempt;
     }
-    let Ok(place) = places.try_acquire_owned() else {
+    let Ok(place) = places.clone().try_acquire_owned() else {
         metrics::counter!(SHED).increment(1);
         let mut response = layer_error(
-            Protocol::of(&request),
+            Protocol::of(request),
             crate::error::status(
                 tonic::Code::ResourceExhausted,
                 Reason::Overloaded,
@@ -62,11 +65,17 @@ pub async fn shed(
         response
             .headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-        return response;
+        return Admission::Shed(response);
     };
-    let _place = Place(Arc::new(place));
-    request.extensions_mut().insert(_place.clone());
-    next.run(request).await
+    let place = Place(Arc::new(place));
+    request.extensions_mut().insert(place.clone());
+    Admission::Placed(place)
+}
+
+pub enum Admission {
+    Exempt,
+    Placed(Place),
+    Shed(Response),
 }
 
 /// Describes this module's metrics to the recorder (a no-op until one is installed).

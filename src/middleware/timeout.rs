@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use axum::{
-    http::{HeaderMap, StatusCode},
+    http::{HeaderMap, HeaderName, StatusCode},
     response::Response,
 };
 
@@ -32,9 +32,13 @@ pub fn deadline(default: Duration, protocol: Protocol, headers: &HeaderMap) -> D
     asked.map_or(default, |asked| asked.min(default))
 }
 
+// Names, not `&str`s, which each lookup on every request would parse first.
+const CONNECT_TIMEOUT_MS: HeaderName = HeaderName::from_static("connect-timeout-ms");
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
 /// `Connect-Timeout-Ms`: 1 to 10 digits of milliseconds.
 pub fn connect_timeout(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get("connect-timeout-ms")?.as_bytes();
+    let value = headers.get(CONNECT_TIMEOUT_MS)?.as_bytes();
     if value.is_empty() || value.len() > 10 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -65,7 +69,7 @@ pub fn timed_out(protocol: Protocol, deadline: Duration) -> Response {
 }
 
 pub fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let value = headers.get(GRPC_TIMEOUT)?.to_str().ok()?;
     if value.len() < 2 || value.len() > 9 {
         return None;
     }

@@ -45,22 +45,10 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
         // 5. guards (middleware::guard): strip server.base_path before routing; a body
         //    over the limit → 413 / RESOURCE_EXHAUSTED; the deadline, server.request_timeout
         //    or a shorter grpc-timeout → 504 / DEADLINE_EXCEEDED; a panicking handler →
-        //    500 / INTERNAL for that request only (inside observe: logged with its id)
-        .layer(GuardLayer::new(
-            &server.base_path,
-            server.request_timeout,
-            server.body_limit_bytes,
-        ))
-        // 5b. load shedding: past server.concurrency_limit requests in flight, 503 /
-        //     RESOURCE_EXHAUSTED at once; probes, /metrics and gRPC health are exempt
-        .layer(from_fn_with_state(
-            (
-                middleware::shed::places(server.concurrency_limit),
-                super::operations(),
-            ),
-            middleware::shed::shed,
-        ))
-        .layer(SharedLayer)
+        //    500 / INTERNAL for that request only (inside observe: logged with its id);
+        //    load shedding: past server.concurrency_limit requests in flight, 503 /
+        //    RESOURCE_EXHAUSTED at once (probes, /metrics and gRPC health are exempt)
+        .layer(GuardLayer::new(server, super::operations()))
         // 6. gzip for REST only: compressing gRPC or gRPC-Web frames breaks their framing
         .layer(
             CompressionLayer::new()

@@ -4,7 +4,7 @@
 //! each label set are registered once and reused. Also the gRPC code read off a response
 //! and its canonical name.
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 
 use std::{
     collections::{HashMap, HashSet},
@@ -85,8 +85,11 @@ pub fn instruments(
     })
 }
 
+/// A `HeaderName` rather than a `&str`, which each lookup would parse first.
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
 pub(super) fn grpc_code(headers: &HeaderMap) -> Option<i32> {
-    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+    headers.get(GRPC_STATUS)?.to_str().ok()?.parse().ok()
 }
 
 /// The canonical gRPC code name (`NOT_FOUND`), as grpc-go and the OpenTelemetry

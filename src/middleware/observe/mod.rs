@@ -11,7 +11,7 @@ mod labels;
 use axum::{
     body::Body,
     extract::{MatchedPath, Request, State},
-    http::HeaderMap,
+    http::{HeaderMap, HeaderName},
     middleware::Next,
     response::Response,
 };
@@ -140,7 +140,7 @@ pub async fn observe(
     } else {
         let caller = request
             .headers()
-            .get("traceparent")
+            .get(TRACEPARENT)
             .and_then(|v| v.to_str().ok())
             .and_then(crate::telemetry::trace_id_from_traceparent);
         Some(caller.map_or_else(crate::telemetry::new_trace_id, str::to_string))
@@ -211,6 +211,9 @@ pub async fn observe(
         })
     })
 }
+
+/// A `HeaderName`, not a `&str` that each request's lookup would parse first.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 pub const REQUESTS: &str = "http_server_requests_total";
 pub const DURATION: &str = "http_server_request_duration_seconds";
