@@ -160,7 +160,8 @@ pub struct Stalls(Arc<std::sync::Mutex<Waiting>>);
 #[derive(Default)]
 struct Waiting {
     next_id: u64,
-    since: std::collections::HashMap<u64, std::time::Instant>,
+    // aHash: written on every response; the keys are our own counter.
+    since: ahash::HashMap<u64, std::time::Instant>,
 }
 
 impl Stalls {

@@ -112,8 +112,8 @@ pub fn with_current<R>(f: impl FnOnce(&Ids) -> R) -> Option<R> {
     IDS.try_with(f).ok()
 }
 
-pub async fn scope<F: Future>(ids: Ids, future: F) -> F::Output {
-    IDS.scope(ids, future).await
+pub fn scope<F: Future>(ids: Ids, future: F) -> tokio::task::futures::TaskLocalFuture<Ids, F> {
+    IDS.scope(ids, future)
 }
 
 /// `future` with the current request's ids (if any) carried into it: for work spawned on

@@ -7,7 +7,9 @@
 //! layer and the OpenAPI document read the mark or the rows, so none of them names a
 //! feature's route or method.
 
-use std::collections::HashMap;
+// aHash (keyed per process) rather than SipHash: these are looked up several times on
+// every request, with keys of our own tables.
+use ahash::{HashMap, HashSet};
 
 use axum::http::Method;
 
@@ -195,7 +197,7 @@ enum Path {
 /// The paths of some operations, matched without allocating.
 #[derive(Debug, Default)]
 struct Paths {
-    exact: std::collections::HashSet<&'static str>,
+    exact: HashSet<&'static str>,
     prefixes: Vec<&'static str>,
 }
 
@@ -234,8 +236,8 @@ pub struct Operations {
 impl Operations {
     pub fn new<'a>(tables: impl IntoIterator<Item = &'a &'static [Operation]>) -> Self {
         let rows: Vec<&'static Operation> = tables.into_iter().flat_map(|t| t.iter()).collect();
-        let mut rest: HashMap<_, HashMap<_, _>> = HashMap::new();
-        let mut grpc = HashMap::new();
+        let mut rest: HashMap<_, HashMap<_, _>> = HashMap::default();
+        let mut grpc = HashMap::default();
         for op in &rows {
             if let Some((method, path)) = op.rest.and_then(|r| r.split_once(' ')) {
                 rest.entry(method).or_default().insert(path, *op);

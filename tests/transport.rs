@@ -358,7 +358,8 @@ async fn deadlines_answer_in_each_protocol() {
 
 /// CORS headers go on every answer a browser could read: anything sent with `Origin`,
 /// and every GET. A gRPC call without `Origin` comes from no browser (browsers send
-/// `Origin` on every POST) and gets none: they would only cost header encoding.
+/// `Origin` on every request but GET and HEAD) and gets none: they would only cost
+/// header encoding.
 #[tokio::test]
 async fn cors_headers_only_where_a_browser_reads_the_answer() {
     let server = TestServer::start().await;

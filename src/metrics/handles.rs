@@ -4,10 +4,12 @@
 //! hash of the labels and a clone.
 
 use std::{
-    collections::HashMap,
     hash::Hash,
     sync::{LazyLock, RwLock},
 };
+
+// aHash, not SipHash: looked up on every request, with label sets of our own.
+use ahash::HashMap;
 
 /// Handles by label set. Only for labels from a bounded set: each one is kept for good.
 pub struct Kept<L, H>(LazyLock<RwLock<HashMap<L, H>>>);

@@ -17,6 +17,7 @@ use std::{
     convert::Infallible,
     future::Ready,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -31,18 +32,21 @@ use crate::{
     state::AppState,
 };
 
+/// Behind one `Arc`: axum clones the layered route on every call.
 #[derive(Clone)]
-pub struct RoutedLayer {
+pub struct RoutedLayer(Arc<Steps>);
+
+struct Steps {
     operations: &'static Operations,
     idempotency: Idempotency,
 }
 
 impl RoutedLayer {
     pub fn new(operations: &'static Operations, state: &AppState) -> Self {
-        Self {
+        Self(Arc::new(Steps {
             operations,
             idempotency: Idempotency::new(state),
-        }
+        }))
     }
 }
 
@@ -72,13 +76,15 @@ where
     type Error = Infallible;
     type Future = RoutedFuture<S::Future>;
 
+    /// `S` is axum's `Route`, always ready: the refused and keyed paths leave it
+    /// uncalled, which a service that reserved capacity here would not allow.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.route.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
         observe::record_route(&request);
-        if let Some(refused) = policy::refusal(self.layer.operations, &mut request) {
+        if let Some(refused) = policy::refusal(self.layer.0.operations, &mut request) {
             return RoutedFuture::Answered {
                 answer: std::future::ready(Ok(refused)),
             };
@@ -86,7 +92,7 @@ where
         if request.headers().contains_key(idempotency::HEADER) {
             // The keyed path runs the route on a task of its own, which needs it owned.
             let route = BoxCloneSyncService::new(self.route.clone());
-            let idempotency = self.layer.idempotency.clone();
+            let idempotency = self.layer.0.idempotency.clone();
             return RoutedFuture::Keyed {
                 future: Box::pin(async move {
                     Ok(idempotency::guard(idempotency, request, route).await)

@@ -1,6 +1,6 @@
 //! The one middleware stack every request passes through.
 
-use axum::{Router, http::HeaderValue, middleware::from_fn_with_state, response::IntoResponse};
+use axum::{Router, http::HeaderValue, response::IntoResponse};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_http::compression::{
     CompressionLayer, Predicate,
@@ -9,7 +9,10 @@ use tower_http::compression::{
 
 use crate::{
     config::Settings,
-    middleware::{self, guard::GuardLayer, shared::SharedLayer},
+    middleware::{
+        self, authenticate::AuthenticateLayer, guard::GuardLayer, observe::ObserveLayer,
+        shared::SharedLayer,
+    },
     state::AppState,
 };
 
@@ -34,10 +37,7 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
         //    trailer). Every error answer from below leaves with the request id (gRPC: in
         //    its ErrorInfo, which tonic's own statuses get here too; an internal failure:
         //    in its message), and an internal failure is logged with both ids
-        .layer(from_fn_with_state(
-            super::operations(),
-            middleware::observe::observe,
-        ))
+        .layer(ObserveLayer::new(super::operations()))
         .layer(SharedLayer)
         // 4. CORS: answers preflights before deadlines, limits or auth get involved, and
         //    puts its headers on every answer below a browser can read, errors included
@@ -56,14 +56,11 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
                 .compress_when(rest_only()),
         )
         // 7. authentication: Authorization header / metadata → Auth extension
-        .layer(from_fn_with_state(
-            state.authenticator.clone(),
-            middleware::authenticate::resolve,
-        ))
+        .layer(AuthenticateLayer::new(state.authenticator.clone()))
         .layer(SharedLayer)
         // 8. Connect and gRPC-Web → gRPC translations, so every layer above saw the
-        //    original (and the router's route layers — operation name, access policy,
-        //    idempotency keys — see the three alike: their retries share one stored answer)
+        //    original (and the router's route layer — operation name, access policy,
+        //    idempotency keys — sees the three alike: their retries share one stored answer)
         .layer(middleware::connect::ConnectLayer)
         .layer(SharedLayer)
         .layer(middleware::grpc_web::GrpcWebOnlyLayer {

@@ -6,11 +6,9 @@
 
 use axum::http::{HeaderMap, HeaderName};
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::{LazyLock, RwLock},
-};
+use std::sync::{LazyLock, RwLock};
 
+use ahash::{HashMap, HashSet};
 use metrics::{Counter, Histogram};
 
 use super::{DURATION, REQUESTS};

@@ -8,15 +8,22 @@ mod completion;
 mod info;
 mod labels;
 
+use std::{
+    convert::Infallible,
+    pin::Pin,
+    task::{Context, Poll, ready},
+};
+
 use axum::{
     body::Body,
-    extract::{MatchedPath, Request, State},
-    http::{HeaderMap, HeaderName},
-    middleware::Next,
+    extract::{MatchedPath, Request},
+    http::{HeaderMap, HeaderName, HeaderValue},
     response::Response,
 };
 use opentelemetry::propagation::Extractor;
-use tracing::{Instrument, Span, field::Empty};
+use tokio::task::futures::TaskLocalFuture;
+use tower::{Layer, Service, ServiceExt, util::Oneshot};
+use tracing::{Instrument, Span, field::Empty, instrument::Instrumented};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use completion::{Completion, ObservedBody};
@@ -81,15 +88,101 @@ macro_rules! request_span {
     };
 }
 
-/// Probes, scrapes and doc viewers (the operations table's probe and tooling rows) are
-/// logged at debug, export no span and are not counted as API traffic.
-pub async fn observe(
-    State(operations): State<&'static Operations>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let protocol = Protocol::of(&request);
-    let mut id_header = request_id::ensure(request.headers_mut());
+/// The layer, outermost in the stack. Probes, scrapes and doc viewers (the operations
+/// table's probe and tooling rows) are logged at debug, export no span and are not
+/// counted as API traffic.
+///
+/// A service with a future of its own rather than `from_fn`, which boxed a `Next` and
+/// the future of every request.
+#[derive(Clone, Copy)]
+pub struct ObserveLayer(&'static Operations);
+
+impl ObserveLayer {
+    pub fn new(operations: &'static Operations) -> Self {
+        Self(operations)
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            inner,
+            operations: self.0,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Observe<S> {
+    inner: S,
+    operations: &'static Operations,
+}
+
+impl<S> Service<Request> for Observe<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Observed<Oneshot<S, Request>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Each call drives a clone of the inner service (a pointer: `SharedLayer` is
+        // under this one), made ready inside the request's span and ids.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let (answer, span, ids) = begin(self.operations, &mut request);
+        // The inner service is called when the future is first polled, so everything
+        // below runs inside the request's span and with its ids.
+        let inner = self.inner.clone().oneshot(request).instrument(span);
+        Observed {
+            inner: context::scope(ids, inner),
+            answer: Some(answer),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct Observed<F> {
+        #[pin]
+        inner: TaskLocalFuture<context::Ids, Instrumented<F>>,
+        answer: Option<Answer>,
+    }
+}
+
+impl<F> Future for Observed<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(response) = ready!(this.inner.poll(cx));
+        Poll::Ready(Ok(match this.answer.take() {
+            Some(answer) => answer.finish(response),
+            None => response,
+        }))
+    }
+}
+
+/// What the answer needs from the request: its id, and the completion that logs and
+/// counts it.
+pub struct Answer {
+    protocol: Protocol,
+    id_header: HeaderValue,
+    completion: Completion,
+}
+
+/// The work before the inner service: the request id, the span, the trace id, the
+/// completion that will log and count the request.
+fn begin(operations: &Operations, request: &mut Request) -> (Answer, Span, context::Ids) {
+    let protocol = Protocol::of(request);
+    let id_header = request_id::ensure(request.headers_mut());
     let request_id = id_header.to_str().unwrap_or_default().to_string();
     let method = request.method().clone();
     let uri = request.uri().clone();
@@ -171,7 +264,7 @@ pub async fn observe(
         trace_id: trace_id.clone(),
         client_ip,
     };
-    let mut completion = Completion::start(
+    let completion = Completion::start(
         protocol,
         method,
         uri.clone(),
@@ -182,34 +275,52 @@ pub async fn observe(
         info,
         span.clone(),
     );
-    let mut response = context::scope(ids, next.run(request).instrument(span)).await;
-    completion.quote_ids(&mut response);
-    // Every answer names its request, errors from any layer below included. Each id is
-    // new, so HTTP/2 must not index it: indexed, every answer would insert one more
-    // entry into the connection's HPACK table and push out those that repeat (the
-    // content type, the CORS headers), which would then be sent in full again.
-    id_header.set_sensitive(true);
-    response
-        .headers_mut()
-        .entry(request_id::HEADER)
-        .or_insert(id_header);
-    completion.status = response.status().as_u16();
-    // A Connect error's code travels with it (`error::connect_error`); a Connect success
-    // is reported from inside the translation, like gRPC-Web's outcomes.
-    completion.grpc_code = grpc_code(response.headers()).or_else(|| {
-        (protocol == Protocol::Connect)
-            .then(|| response.extensions().get::<tonic::Status>())
-            .flatten()
-            .map(|status| status.code() as i32)
-    });
-    // Even when the outcome is known now (REST, trailers-only gRPC), completion waits for
-    // the body so latency covers the whole response.
-    response.map(|body| {
-        Body::new(ObservedBody {
-            inner: body,
-            completion: Some(completion),
+    (
+        Answer {
+            protocol,
+            id_header,
+            completion,
+        },
+        span,
+        ids,
+    )
+}
+
+impl Answer {
+    fn finish(self, mut response: Response) -> Response {
+        let Answer {
+            protocol,
+            mut id_header,
+            mut completion,
+        } = self;
+        completion.quote_ids(&mut response);
+        // Every answer names its request, errors from any layer below included. Each id is
+        // new, so HTTP/2 must not index it: indexed, every answer would insert one more
+        // entry into the connection's HPACK table and push out those that repeat (the
+        // content type, the CORS headers), which would then be sent in full again.
+        id_header.set_sensitive(true);
+        response
+            .headers_mut()
+            .entry(request_id::HEADER)
+            .or_insert(id_header);
+        completion.status = response.status().as_u16();
+        // A Connect error's code travels with it (`error::connect_error`); a Connect success
+        // is reported from inside the translation, like gRPC-Web's outcomes.
+        completion.grpc_code = grpc_code(response.headers()).or_else(|| {
+            (protocol == Protocol::Connect)
+                .then(|| response.extensions().get::<tonic::Status>())
+                .flatten()
+                .map(|status| status.code() as i32)
+        });
+        // Even when the outcome is known now (REST, trailers-only gRPC), completion waits for
+        // the body so latency covers the whole response.
+        response.map(|body| {
+            Body::new(ObservedBody {
+                inner: body,
+                completion: Some(completion),
+            })
         })
-    })
+    }
 }
 
 /// A `HeaderName`, not a `&str` that each request's lookup would parse first.
