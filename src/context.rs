@@ -74,14 +74,23 @@ pub fn media_type(headers: &axum::http::HeaderMap) -> &str {
 
 /// `…/package.Service/Method`: the path of a gRPC method (after any base path). No REST
 /// route ends so — a capitalised last segment after one with a dot.
+///
+/// Asked several times per request of every REST GET and POST, so it reads bytes from the
+/// end and gives up at the first lowercase method, not splitting the path.
 fn is_method_path(path: &str) -> bool {
-    let mut segments = path.rsplit('/');
-    match (segments.next(), segments.next()) {
-        (Some(method), Some(service)) => {
-            method.starts_with(|c: char| c.is_ascii_uppercase()) && service.contains('.')
-        }
-        _ => false,
+    let bytes = path.as_bytes();
+    let Some(last) = bytes.iter().rposition(|&b| b == b'/') else {
+        return false;
+    };
+    if !bytes.get(last + 1).is_some_and(u8::is_ascii_uppercase) {
+        return false;
     }
+    let service = &bytes[..last];
+    let start = service
+        .iter()
+        .rposition(|&b| b == b'/')
+        .map_or(0, |slash| slash + 1);
+    service[start..].contains(&b'.')
 }
 
 /// What identifies the request being served, for whatever runs inside it.

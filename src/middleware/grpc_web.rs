@@ -11,7 +11,7 @@ use std::{
 
 use axum::{body::Body, extract::Request, response::Response};
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, Either};
 use http_body::Frame;
 use pin_project_lite::pin_project;
 use tonic_web::{GrpcWebLayer, GrpcWebService};
@@ -60,20 +60,22 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+    type Future = Either<F, BoxFuture<'static, Result<Response, Infallible>>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Both paths call a clone via `oneshot`, which drives readiness itself.
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Service::<Request>::poll_ready(&mut self.plain, cx)
     }
 
+    /// Everything but gRPC-Web passes straight through, with no clone and no boxed
+    /// future; gRPC-Web drives a clone of the translation.
     fn call(&mut self, request: Request) -> Self::Future {
         if Protocol::of(&request) == Protocol::GrpcWeb {
             let web = self.web.clone();
-            Box::pin(async move { web.oneshot(request).await.map(|r| r.map(Body::new)) })
+            Either::Right(Box::pin(async move {
+                web.oneshot(request).await.map(|r| r.map(Body::new))
+            }))
         } else {
-            let plain = self.plain.clone();
-            Box::pin(ServiceExt::<Request>::oneshot(plain, request))
+            Either::Left(Service::<Request>::call(&mut self.plain, request))
         }
     }
 }

@@ -26,8 +26,9 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
     let hsts = (!server.hsts.is_empty())
         .then(|| HeaderValue::from_str(&server.hsts).ok())
         .flatten();
-    // `SharedLayer` sits under each layer that clones its inner service per request, so
-    // that clone is one pointer (middleware::shared).
+    // Only `observe` clones the service below it per request; `SharedLayer` under it
+    // makes that clone one pointer (middleware::shared). The layers below call their
+    // inner service in place.
     ServiceBuilder::new()
         // nosniff, no-referrer, never framed, HSTS when configured: REST answers only
         .map_response(move |response| middleware::security_headers::add(response, hsts.as_ref()))
@@ -57,16 +58,13 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
         )
         // 7. authentication: Authorization header / metadata → Auth extension
         .layer(AuthenticateLayer::new(state.authenticator.clone()))
-        .layer(SharedLayer)
         // 8. Connect and gRPC-Web → gRPC translations, so every layer above saw the
         //    original (and the router's route layer — operation name, access policy,
         //    idempotency keys — sees the three alike: their retries share one stored answer)
         .layer(middleware::connect::ConnectLayer)
-        .layer(SharedLayer)
         .layer(middleware::grpc_web::GrpcWebOnlyLayer {
             body_limit: server.body_limit_bytes,
         })
-        .layer(SharedLayer)
         .layer(middleware::grpc_web::AxumBodyLayer)
         .service(router)
         .map_response(IntoResponse::into_response)

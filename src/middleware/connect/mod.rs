@@ -28,7 +28,7 @@ use futures_util::future::{BoxFuture, Either};
 use http_body_util::BodyExt;
 use prost_reflect::MethodDescriptor;
 use tonic::Code;
-use tower::{Layer, Service, ServiceExt, util::Oneshot};
+use tower::{Layer, Service, ServiceExt};
 
 mod message;
 
@@ -62,18 +62,20 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<Oneshot<S, Request>, BoxFuture<'static, Result<Response, Infallible>>>;
+    type Future = Either<S::Future, BoxFuture<'static, Result<Response, Infallible>>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Both paths call a clone via `oneshot`, which drives readiness itself.
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
     }
 
+    /// Every other protocol passes straight through, with no clone and no boxed future.
     fn call(&mut self, request: Request) -> Self::Future {
-        let inner = self.inner.clone();
         if Protocol::of(&request) != Protocol::Connect {
-            return Either::Left(inner.oneshot(request));
+            return Either::Left(self.inner.call(request));
         }
+        // The translation owns the service made ready; a fresh clone stays behind.
+        let fresh = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, fresh);
         Either::Right(Box::pin(async move {
             Ok(unary(inner, request)
                 .await
