@@ -62,6 +62,8 @@ where
     type Error = Infallible;
     type Future = Either<F, BoxFuture<'static, Result<Response, Infallible>>>;
 
+    /// A gRPC-Web call leaves `plain` ready and uncalled: sound because it is axum's
+    /// router, always ready, reserving nothing.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Service::<Request>::poll_ready(&mut self.plain, cx)
     }
@@ -154,7 +156,7 @@ impl http_body::Body for TrailerTap {
 }
 
 /// Takes requests with any body (axum's, or tonic's from inside the translation) and
-/// hands them on with axum's, for the `from_fn` layers and the router below.
+/// hands them on with axum's, for the router below.
 #[derive(Clone, Copy, Default)]
 pub struct AxumBodyLayer;
 

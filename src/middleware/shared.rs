@@ -1,7 +1,7 @@
 //! The rest of the stack behind one `Arc`, so a layer that clones its inner service per
-//! request (`from_fn`, and any layer whose future must own the service) copies a pointer,
-//! not everything below it. Without it each such layer cloned the whole remaining stack
-//! — every layer, two copies under the gRPC-Web split, the database handles — on every
+//! request (a layer whose future must own the service: today `observe`, whose future
+//! calls the rest inside the request's span and ids) copies a pointer, not everything
+//! below it. Without it each such layer cloned the whole remaining stack on every
 //! request: per-request work that grew with the square of the stack's depth.
 
 use std::{

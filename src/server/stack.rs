@@ -26,9 +26,10 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
     let hsts = (!server.hsts.is_empty())
         .then(|| HeaderValue::from_str(&server.hsts).ok())
         .flatten();
-    // Only `observe` clones the service below it per request; `SharedLayer` under it
-    // makes that clone one pointer (middleware::shared). The layers below call their
-    // inner service in place.
+    // Only `observe` clones the service below it on every request; `SharedLayer` under
+    // it makes that clone one pointer (middleware::shared). The layers below call their
+    // inner service in place, and clone it (a few `Arc`s) only on their rare paths: a
+    // credential to check, a Connect or gRPC-Web call.
     ServiceBuilder::new()
         // nosniff, no-referrer, never framed, HSTS when configured: REST answers only
         .map_response(move |response| middleware::security_headers::add(response, hsts.as_ref()))
