@@ -5,7 +5,7 @@
 //! `observe` writes the ids into those itself (`error::quote_ids`). Infrastructure: the layers below the transport read
 //! it without depending on the middleware that sets it.
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
 use axum::http::{Method, Request, header::CONTENT_TYPE};
 
@@ -112,17 +112,27 @@ pub fn client_ip() -> Option<std::net::IpAddr> {
     IDS.try_with(|ids| ids.client_ip).ok().flatten()
 }
 
+// Shared, so that setting them for a request's synchronous part and its future, or
+// carrying them into a task, copies a pointer.
 tokio::task_local! {
-    static IDS: Ids;
+    static IDS: Arc<Ids>;
 }
 
 /// Runs `f` with the current request's ids, without copying them.
 pub fn with_current<R>(f: impl FnOnce(&Ids) -> R) -> Option<R> {
-    IDS.try_with(f).ok()
+    IDS.try_with(|ids| f(ids)).ok()
 }
 
-pub fn scope<F: Future>(ids: Ids, future: F) -> tokio::task::futures::TaskLocalFuture<Ids, F> {
+pub fn scope<F: Future>(
+    ids: Arc<Ids>,
+    future: F,
+) -> tokio::task::futures::TaskLocalFuture<Arc<Ids>, F> {
     IDS.scope(ids, future)
+}
+
+/// Runs `f` (a service's `call`, which works before its future is polled) with `ids`.
+pub fn sync_scope<R>(ids: Arc<Ids>, f: impl FnOnce() -> R) -> R {
+    IDS.sync_scope(ids, f)
 }
 
 /// `future` with the current request's ids (if any) carried into it: for work spawned on

@@ -13,6 +13,5 @@ pub mod policy;
 pub mod request_id;
 pub mod rewrite;
 pub mod security_headers;
-pub mod shared;
 pub mod shed;
 pub mod timeout;

@@ -9,10 +9,7 @@ use tower_http::compression::{
 
 use crate::{
     config::Settings,
-    middleware::{
-        self, authenticate::AuthenticateLayer, guard::GuardLayer, observe::ObserveLayer,
-        shared::SharedLayer,
-    },
+    middleware::{self, authenticate::AuthenticateLayer, guard::GuardLayer, observe::ObserveLayer},
     state::AppState,
 };
 
@@ -26,10 +23,8 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
     let hsts = (!server.hsts.is_empty())
         .then(|| HeaderValue::from_str(&server.hsts).ok())
         .flatten();
-    // Only `observe` clones the service below it on every request; `SharedLayer` under
-    // it makes that clone one pointer (middleware::shared). The layers below call their
-    // inner service in place, and clone it (a few `Arc`s) only on their rare paths: a
-    // credential to check, a Connect or gRPC-Web call.
+    // Every layer calls the one below in place; they clone it (a few `Arc`s) only on
+    // their rare paths: a credential to check, a Connect or gRPC-Web call.
     ServiceBuilder::new()
         // nosniff, no-referrer, never framed, HSTS when configured: REST answers only
         .map_response(move |response| middleware::security_headers::add(response, hsts.as_ref()))
@@ -40,7 +35,6 @@ pub fn stack(router: Router, settings: &Settings, state: &AppState) -> App {
         //    its ErrorInfo, which tonic's own statuses get here too; an internal failure:
         //    in its message), and an internal failure is logged with both ids
         .layer(ObserveLayer::new(super::operations()))
-        .layer(SharedLayer)
         // 4. CORS: answers preflights before deadlines, limits or auth get involved, and
         //    puts its headers on every answer below a browser can read, errors included
         .layer(middleware::cors::layer(&settings.cors))

@@ -11,6 +11,7 @@ mod labels;
 use std::{
     convert::Infallible,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll, ready},
 };
 
@@ -22,7 +23,7 @@ use axum::{
 };
 use opentelemetry::propagation::Extractor;
 use tokio::task::futures::TaskLocalFuture;
-use tower::{Layer, Service, ServiceExt, util::Oneshot};
+use tower::{Layer, Service};
 use tracing::{Instrument, Span, field::Empty, instrument::Instrumented};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -122,25 +123,24 @@ pub struct Observe<S> {
 
 impl<S> Service<Request> for Observe<S>
 where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone,
+    S: Service<Request, Response = Response, Error = Infallible>,
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Observed<Oneshot<S, Request>>;
+    type Future = Observed<S::Future>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Each call drives a clone of the inner service (a pointer: `SharedLayer` is
-        // under this one), made ready inside the request's span and ids.
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
         let (answer, span, ids) = begin(self.operations, &mut request);
-        // The inner service is called when the future is first polled, so everything
-        // below runs inside the request's span and with its ids.
-        let inner = self.inner.clone().oneshot(request).instrument(span);
+        // Everything below runs inside the request's span and with its ids: the work
+        // the layers do in `call`, here, and their futures, below.
+        let called =
+            span.in_scope(|| context::sync_scope(ids.clone(), || self.inner.call(request)));
         Observed {
-            inner: context::scope(ids, inner),
+            inner: context::scope(ids, called.instrument(span)),
             answer: Some(answer),
         }
     }
@@ -149,7 +149,7 @@ where
 pin_project_lite::pin_project! {
     pub struct Observed<F> {
         #[pin]
-        inner: TaskLocalFuture<context::Ids, Instrumented<F>>,
+        inner: TaskLocalFuture<Arc<context::Ids>, Instrumented<F>>,
         answer: Option<Answer>,
     }
 }
@@ -180,7 +180,7 @@ pub struct Answer {
 
 /// The work before the inner service: the request id, the span, the trace id, the
 /// completion that will log and count the request.
-fn begin(operations: &Operations, request: &mut Request) -> (Answer, Span, context::Ids) {
+fn begin(operations: &Operations, request: &mut Request) -> (Answer, Span, Arc<context::Ids>) {
     let protocol = Protocol::of(request);
     let id_header = request_id::ensure(request.headers_mut());
     let request_id = id_header.to_str().unwrap_or_default().to_string();
@@ -259,11 +259,11 @@ fn begin(operations: &Operations, request: &mut Request) -> (Answer, Span, conte
     // Built before the handler runs: if the caller goes away before the response starts,
     // dropping this still logs the request, counts it and restores the in-flight gauge.
     let client_ip = request.extensions().get::<context::ClientIp>().map(|c| c.0);
-    let ids = context::Ids {
+    let ids = Arc::new(context::Ids {
         request_id: request_id.clone(),
         trace_id: trace_id.clone(),
         client_ip,
-    };
+    });
     let completion = Completion::start(
         protocol,
         method,
