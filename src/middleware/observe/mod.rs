@@ -129,6 +129,7 @@ where
     type Error = Infallible;
     type Future = Observed<S::Future>;
 
+    /// Outside the request's span and ids: the layers' `poll_ready` must not log.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
