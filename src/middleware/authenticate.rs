@@ -63,9 +63,7 @@ where
             request.extensions_mut().insert(Auth::Anonymous);
             return Either::Left(self.inner.call(request));
         }
-        // The service made ready is the one to call; a fresh clone stays behind.
-        let fresh = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, fresh);
+        let inner = super::take_ready(&mut self.inner);
         let authenticator = self.authenticator.clone();
         Either::Right(Box::pin(async move {
             let auth = Auth::from_headers(request.headers(), &authenticator).await;

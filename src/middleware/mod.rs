@@ -15,3 +15,11 @@ pub mod rewrite;
 pub mod security_headers;
 pub mod shed;
 pub mod timeout;
+
+/// The service in `slot`, which `poll_ready` made ready, for a future that must own it; a
+/// fresh clone stays behind for the next request (tower's contract: the service polled
+/// ready is the one called).
+pub fn take_ready<S: Clone>(slot: &mut S) -> S {
+    let fresh = slot.clone();
+    std::mem::replace(slot, fresh)
+}

@@ -1,6 +1,7 @@
-//! Who may call what: the route layer (`server::routed`) finds each routed request's row in the operations
-//! table the modules state, marks the request with it ([`Identified`], which the
-//! idempotency layer reads next) and admits the request or not by the row's access rule.
+//! Who may call what: the route layer (`server::routed`) finds each routed request's row
+//! in the operations table the modules state, marks the request with it ([`Identified`],
+//! which the idempotency step reads next) and admits the request or not by the row's
+//! access rule.
 //! Only requests that matched a route are judged, so unknown paths still get their 404 /
 //! UNIMPLEMENTED. A request without a row requires authentication: forgetting an entry
 //! fails closed. Handlers still ask for the caller they need; the rows are the guarantee
@@ -17,9 +18,9 @@ use crate::{
     operations::{Access, Identified, Operations},
 };
 
-/// Second step of the route layer (`server::routed`): marks the request with its
-/// row, then answers the refusal when the row's rule does not admit it, in the caller's protocol
-/// (401 with the RealWorld body, or UNAUTHENTICATED).
+/// Second step of the route layer (`server::routed`): marks the request with its row,
+/// then answers the refusal when the row's rule does not admit it, in the caller's
+/// protocol (401 with the RealWorld body, or UNAUTHENTICATED).
 pub fn refusal(operations: &Operations, request: &mut Request) -> Option<Response> {
     let identified = identify(operations, request);
     request.extensions_mut().insert(identified);

@@ -15,14 +15,12 @@
 
 use std::{
     convert::Infallible,
-    future::Ready,
-    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
 
 use axum::{extract::Request, response::Response};
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, Either};
 use tower::{Layer, Service, util::BoxCloneSyncService};
 
 use crate::{
@@ -74,7 +72,8 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = RoutedFuture<S::Future>;
+    /// The route's own future, or (a refusal, a keyed request) a boxed one.
+    type Future = Either<S::Future, BoxFuture<'static, Result<Response, Infallible>>>;
 
     /// `S` is axum's `Route`, always ready: the refused and keyed paths leave it
     /// uncalled, which a service that reserved capacity here would not allow.
@@ -85,46 +84,16 @@ where
     fn call(&mut self, mut request: Request) -> Self::Future {
         observe::record_route(&request);
         if let Some(refused) = policy::refusal(self.layer.0.operations, &mut request) {
-            return RoutedFuture::Answered {
-                answer: std::future::ready(Ok(refused)),
-            };
+            return Either::Right(Box::pin(std::future::ready(Ok(refused))));
         }
         if request.headers().contains_key(idempotency::HEADER) {
             // The keyed path runs the route on a task of its own, which needs it owned.
             let route = BoxCloneSyncService::new(self.route.clone());
             let idempotency = self.layer.0.idempotency.clone();
-            return RoutedFuture::Keyed {
-                future: Box::pin(async move {
-                    Ok(idempotency::guard(idempotency, request, route).await)
-                }),
-            };
+            return Either::Right(Box::pin(async move {
+                Ok(idempotency::guard(idempotency, request, route).await)
+            }));
         }
-        RoutedFuture::Route {
-            future: self.route.call(request),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    #[project = Projected]
-    pub enum RoutedFuture<F> {
-        Answered { answer: Ready<Result<Response, Infallible>> },
-        Route { #[pin] future: F },
-        Keyed { future: BoxFuture<'static, Result<Response, Infallible>> },
-    }
-}
-
-impl<F> Future for RoutedFuture<F>
-where
-    F: Future<Output = Result<Response, Infallible>>,
-{
-    type Output = Result<Response, Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            Projected::Answered { answer } => Pin::new(answer).poll(cx),
-            Projected::Route { future } => future.poll(cx),
-            Projected::Keyed { future } => future.as_mut().poll(cx),
-        }
+        Either::Left(self.route.call(request))
     }
 }

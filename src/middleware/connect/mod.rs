@@ -73,9 +73,7 @@ where
         if Protocol::of(&request) != Protocol::Connect {
             return Either::Left(self.inner.call(request));
         }
-        // The translation owns the service made ready; a fresh clone stays behind.
-        let fresh = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, fresh);
+        let inner = super::take_ready(&mut self.inner);
         Either::Right(Box::pin(async move {
             Ok(unary(inner, request)
                 .await
