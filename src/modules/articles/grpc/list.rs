@@ -84,13 +84,53 @@ impl ArticleBytes {
     }
 }
 
-/// A page's articles as protobuf, kept with the page.
-struct PageBytes(Vec<ArticleBytes>);
+/// A page's articles as protobuf, kept with the page: each article's runs, and the whole
+/// `articles` field as anyone sees it (every flag false), which is the answer to every
+/// viewer who sees no flag set (anyone signed out, most who are signed in) in one copy.
+struct PageBytes {
+    articles: Vec<ArticleBytes>,
+    as_anyone: Box<[u8]>,
+}
+
+impl PageBytes {
+    fn new(views: &[ArticleView]) -> Self {
+        let articles: Vec<ArticleBytes> = views.iter().map(ArticleBytes::new).collect();
+        let unflagged = vec![Flags::default(); articles.len()];
+        let mut as_anyone = Vec::with_capacity(field_len(&articles, &unflagged));
+        encode_field(&articles, &unflagged, &mut as_anyone);
+        Self {
+            articles,
+            as_anyone: as_anyone.into_boxed_slice(),
+        }
+    }
+}
+
+/// The length of the `articles` field with these flags.
+fn field_len(articles: &[ArticleBytes], flags: &[Flags]) -> usize {
+    articles
+        .iter()
+        .zip(flags)
+        .map(|(article, &flags)| {
+            let len = article.len(flags);
+            encoding::key_len(ARTICLES) + encoding::encoded_len_varint(len as u64) + len
+        })
+        .sum()
+}
+
+/// The `articles` field with these flags: each element with its key and length.
+fn encode_field(articles: &[ArticleBytes], flags: &[Flags], mut buf: &mut dyn BufMut) {
+    for (article, &flags) in articles.iter().zip(flags) {
+        encoding::encode_key(ARTICLES, WireType::LengthDelimited, &mut buf);
+        encoding::encode_varint(article.len(flags) as u64, &mut buf);
+        article.encode(flags, &mut *buf);
+    }
+}
 
 /// The `articles` field of one answer: the kept page and this viewer's flags.
 struct Spliced {
     rendered: Rendered<PageBytes>,
     len: usize,
+    as_anyone: bool,
 }
 
 impl EncodedArticles for Spliced {
@@ -98,30 +138,36 @@ impl EncodedArticles for Spliced {
         self.len
     }
 
-    fn encode(&self, mut buf: &mut dyn BufMut) {
-        for (article, &flags) in self.rendered.page.0.iter().zip(&self.rendered.flags) {
-            encoding::encode_key(ARTICLES, WireType::LengthDelimited, &mut buf);
-            encoding::encode_varint(article.len(flags) as u64, &mut buf);
-            article.encode(flags, &mut *buf);
+    fn encode(&self, buf: &mut dyn BufMut) {
+        let page = &self.rendered.page;
+        if self.as_anyone {
+            buf.put_slice(&page.as_anyone);
+        } else {
+            encode_field(&page.articles, &self.rendered.flags, buf);
         }
     }
 }
 
 /// The answer to ListArticles or FeedArticles.
 pub(super) fn response(articles: ArticleList, next_page_token: String) -> ArticlesResponse {
-    let rendered =
-        articles.render(|views| PageBytes(views.iter().map(ArticleBytes::new).collect()));
-    let len = rendered
-        .page
-        .0
+    let rendered = articles.render(PageBytes::new);
+    let as_anyone = rendered
+        .flags
         .iter()
-        .zip(&rendered.flags)
-        .map(|(article, &flags)| {
-            let len = article.len(flags);
-            encoding::key_len(ARTICLES) + encoding::encoded_len_varint(len as u64) + len
-        })
-        .sum();
-    ArticlesResponse::encoded(Spliced { rendered, len }, next_page_token)
+        .all(|&flags| flags == Flags::default());
+    let len = if as_anyone {
+        rendered.page.as_anyone.len()
+    } else {
+        field_len(&rendered.page.articles, &rendered.flags)
+    };
+    ArticlesResponse::encoded(
+        Spliced {
+            rendered,
+            len,
+            as_anyone,
+        },
+        next_page_token,
+    )
 }
 
 #[cfg(test)]
@@ -178,14 +224,26 @@ mod tests {
             .collect()
     }
 
+    /// The same views as anyone sees them: the page's kept field is the whole answer.
+    fn unflagged() -> Vec<ArticleView> {
+        views()
+            .into_iter()
+            .map(|mut view| {
+                view.favorited = false;
+                view.author.following = false;
+                view
+            })
+            .collect()
+    }
+
     #[test]
     fn spliced_answers_are_the_bytes_prost_writes() {
-        for token in ["", "token"] {
+        for (views, token) in [(views(), ""), (views(), "token"), (unflagged(), "token")] {
             let expected = ArticlesResponse::new(
-                views().into_iter().map(pb::Article::from).collect(),
+                views.iter().cloned().map(pb::Article::from).collect(),
                 token.into(),
             );
-            let spliced = response(ArticleList::from_views(views()), token.into());
+            let spliced = response(ArticleList::from_views(views), token.into());
             assert_eq!(spliced.encoded_len(), expected.encoded_len());
             assert_eq!(spliced.encode_to_vec(), expected.encode_to_vec());
             let decoded =

@@ -62,7 +62,43 @@ fn flag(on: bool) -> &'static [u8] {
 }
 
 /// A page's articles as JSON, kept with the page; `None` if one could not be made.
-struct PageJson(Option<Vec<SummaryJson>>);
+struct PageJson(Option<KeptJson>);
+
+struct KeptJson {
+    articles: Vec<SummaryJson>,
+    /// `{"articles":[…]` as anyone sees it (every flag false): the answer to every viewer
+    /// who sees no flag set (anyone signed out, most who are signed in) in one copy.
+    as_anyone: Box<[u8]>,
+}
+
+impl KeptJson {
+    fn new(views: &[ArticleView]) -> Option<Self> {
+        let articles = views
+            .iter()
+            .map(SummaryJson::new)
+            .collect::<Option<Vec<_>>>()?;
+        let unflagged = vec![Flags::default(); articles.len()];
+        let as_anyone = write_articles(&articles, &unflagged).into_boxed_slice();
+        Some(Self {
+            articles,
+            as_anyone,
+        })
+    }
+}
+
+/// `{"articles":[…]` with these flags, with room for the rest of the answer.
+fn write_articles(articles: &[SummaryJson], flags: &[Flags]) -> Vec<u8> {
+    let size: usize = articles.iter().map(|a| a.json.len() + 1).sum();
+    let mut out = Vec::with_capacity(size + 48);
+    out.extend_from_slice(b"{\"articles\":[");
+    for (i, (article, &flags)) in articles.iter().zip(flags).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        article.write(flags, &mut out);
+    }
+    out
+}
 
 /// `{"articles":[…],"articlesCount":N}` for this viewer.
 pub(crate) struct ArticlesJson {
@@ -76,26 +112,24 @@ impl ArticlesJson {
     }
 
     fn of(articles: ArticleList, total: u64) -> Self {
-        let rendered =
-            articles.render(|views| PageJson(views.iter().map(SummaryJson::new).collect()));
+        let rendered = articles.render(|views| PageJson(KeptJson::new(views)));
         Self { rendered, total }
     }
 
     fn to_bytes(&self) -> AppResult<Vec<u8>> {
-        let Some(articles) = &self.rendered.page.0 else {
+        let Some(kept) = &self.rendered.page.0 else {
             return Err(AppError::internal(anyhow::anyhow!(
                 "an article's JSON lacks a flag to write"
             )));
         };
-        let size: usize = articles.iter().map(|a| a.json.len() + 1).sum();
-        let mut out = Vec::with_capacity(size + 48);
-        out.extend_from_slice(b"{\"articles\":[");
-        for (i, (article, &flags)) in articles.iter().zip(&self.rendered.flags).enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            article.write(flags, &mut out);
-        }
+        let flags = &self.rendered.flags;
+        let mut out = if flags.iter().all(|&flags| flags == Flags::default()) {
+            let mut out = Vec::with_capacity(kept.as_anyone.len() + 32);
+            out.extend_from_slice(&kept.as_anyone);
+            out
+        } else {
+            write_articles(&kept.articles, flags)
+        };
         // Writing to a Vec cannot fail.
         let _ = write!(out, "],\"articlesCount\":{}}}", self.total);
         Ok(out)
@@ -151,13 +185,25 @@ mod tests {
         }
     }
 
+    fn view_as_anyone(mut view: ArticleView) -> ArticleView {
+        view.favorited = false;
+        view.author.following = false;
+        view
+    }
+
     fn views() -> Vec<ArticleView> {
         (0..8).map(|i| view(i, i % 2 == 1, i % 4 >= 2)).collect()
     }
 
     #[test]
     fn written_answers_are_the_bytes_serde_writes() {
-        for (views, total) in [(views(), 8), (Vec::new(), 0), (views()[..1].to_vec(), 31)] {
+        let unflagged = views().into_iter().map(view_as_anyone).collect::<Vec<_>>();
+        for (views, total) in [
+            (views(), 8),
+            (Vec::new(), 0),
+            (views()[..1].to_vec(), 31),
+            (unflagged, 8),
+        ] {
             let expected = serde_json::to_vec(&MultipleArticlesResponse::from(ArticlePage {
                 articles: ArticleList::from_views(views.clone()),
                 total,
