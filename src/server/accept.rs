@@ -236,7 +236,7 @@ fn serve_connection(
     let progress = crate::connection::Progress::default();
     let stalls = crate::connection::Stalls::default();
     let service = {
-        let (app, shared, started) = (app.clone(), shared.clone(), progress.clone());
+        let (app, shared, started) = (OneAtATime::new(app), shared.clone(), progress.clone());
         let watched = stalls.clone();
         hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
             started.mark();
@@ -249,7 +249,7 @@ fn serve_connection(
             let watched = watched.clone();
             let http1 = request.version() < http::Version::HTTP_2;
             let readiness = shared.readiness.clone();
-            app.clone().oneshot(request).map_ok(move |response| {
+            app.call(request).map_ok(move |response| {
                 let mut response = response.map(|body| watched.watch(body));
                 if http1 && readiness.current().draining {
                     response
@@ -298,6 +298,40 @@ fn serve_connection(
             tracing::debug!(%peer, error = %e, "connection closed with error");
         }
     });
+}
+
+/// A connection's copy of the app, called in place: hyper calls its service through `&self`,
+/// and a clone of the whole stack per request (a boxed service, CORS settings with a `Vec`)
+/// cost more than the layers' own work for a trivial request. A connection's requests
+/// are dispatched one after another from its task, so the lock is never contended.
+struct OneAtATime(std::sync::Mutex<App>);
+
+impl OneAtATime {
+    fn new(app: &App) -> Self {
+        Self(std::sync::Mutex::new(app.clone()))
+    }
+
+    fn call(
+        &self,
+        request: Request,
+    ) -> futures_util::future::Either<
+        <App as tower::Service<Request>>::Future,
+        tower::util::Oneshot<App, Request>,
+    > {
+        use futures_util::future::Either;
+        use std::task::{Context, Poll, Waker};
+        use tower::Service;
+        let mut app = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The stack is always ready (every layer defers to axum's router, which is); a
+        // layer that someday is not gets a clone of its own that waits.
+        match app.poll_ready(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Ok(())) => Either::Left(app.call(request)),
+            Poll::Pending => Either::Right(app.clone().oneshot(request)),
+        }
+    }
 }
 
 /// Accept failures (descriptors exhausted, …): retried with a growing pause, logged when
