@@ -197,7 +197,12 @@ pub fn trace_id_from_traceparent(value: &str) -> Option<&str> {
 
 /// A fresh trace id (32 lower-case hex digits, never all zero).
 pub fn new_trace_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    // Encoded in place: `to_string` would go through the formatting machinery.
+    let mut text = [0u8; uuid::fmt::Simple::LENGTH];
+    uuid::Uuid::new_v4()
+        .simple()
+        .encode_lower(&mut text)
+        .to_owned()
 }
 
 /// `span`'s trace id (32 hex digits), if there is a valid one.

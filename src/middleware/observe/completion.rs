@@ -3,6 +3,7 @@
 
 use std::{
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
@@ -23,7 +24,10 @@ use super::{
     info::InfoSlot,
     labels::{self, grpc_code, grpc_code_name, is_server_error},
 };
-use crate::{context::Protocol, metrics::handles::Kept};
+use crate::{
+    context::{Ids, Protocol},
+    metrics::handles::Kept,
+};
 
 pub(super) struct Completion {
     started: Instant,
@@ -31,9 +35,8 @@ pub(super) struct Completion {
     method: Method,
     uri: Uri,
     quiet: bool,
-    request_id: String,
-    trace_id: Option<String>,
-    client_ip: Option<std::net::IpAddr>,
+    /// The request's ids, shared with the task that serves it (`context`).
+    ids: Arc<Ids>,
     pub(super) status: u16,
     pub(super) grpc_code: Option<i32>,
     info: InfoSlot,
@@ -50,9 +53,7 @@ impl Completion {
         method: Method,
         uri: Uri,
         quiet: bool,
-        request_id: String,
-        trace_id: Option<String>,
-        client_ip: Option<std::net::IpAddr>,
+        ids: Arc<Ids>,
         info: InfoSlot,
         span: Span,
     ) -> Self {
@@ -65,9 +66,7 @@ impl Completion {
             method,
             uri,
             quiet,
-            request_id,
-            trace_id,
-            client_ip,
+            ids,
             status: CLIENT_CLOSED,
             grpc_code: None,
             info,
@@ -79,8 +78,8 @@ impl Completion {
     /// them (`error::quote_ids`).
     pub(super) fn quote_ids(&self, response: &mut axum::response::Response) {
         let ids = crate::error::AnswerIds {
-            request_id: &self.request_id,
-            trace_id: self.trace_id.as_deref(),
+            request_id: &self.ids.request_id,
+            trace_id: self.ids.trace_id.as_deref(),
             span: &self.span,
         };
         crate::error::quote_ids(response, self.protocol, ids);
@@ -187,9 +186,9 @@ impl Drop for Completion {
                     status = self.status,
                     grpc_code,
                     latency_ms,
-                    request_id = %self.request_id,
-                    trace_id = self.trace_id.as_deref(),
-                    client_ip = self.client_ip.map(tracing::field::display),
+                    request_id = %self.ids.request_id,
+                    trace_id = self.ids.trace_id.as_deref(),
+                    client_ip = self.ids.client_ip.map(tracing::field::display),
                     principal,
                     "request finished"
                 )

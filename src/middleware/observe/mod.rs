@@ -261,8 +261,8 @@ fn begin(operations: &Operations, request: &mut Request) -> (Answer, Span, Arc<c
     // dropping this still logs the request, counts it and restores the in-flight gauge.
     let client_ip = request.extensions().get::<context::ClientIp>().map(|c| c.0);
     let ids = Arc::new(context::Ids {
-        request_id: request_id.clone(),
-        trace_id: trace_id.clone(),
+        request_id,
+        trace_id,
         client_ip,
     });
     let completion = Completion::start(
@@ -270,9 +270,7 @@ fn begin(operations: &Operations, request: &mut Request) -> (Answer, Span, Arc<c
         method,
         uri.clone(),
         quiet,
-        request_id,
-        trace_id,
-        client_ip,
+        ids.clone(),
         info,
         span.clone(),
     );
