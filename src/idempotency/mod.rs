@@ -56,7 +56,7 @@ use crate::{
     context::{self, Protocol},
     db::Store,
     error::{self, AppError, Reason, layer_error},
-    middleware::{body_limit, shed, timeout},
+    middleware::{body_limit, guard, timeout},
     operations::{Effect, Identified},
     state::AppState,
 };
@@ -135,9 +135,10 @@ pub async fn guard(idempotency: Idempotency, request: Request, next: Inner) -> R
         key: key.into(),
         fingerprint: fingerprint(&parts.method, parts.uri.path(), &bytes).into(),
     };
-    let deadline = parts.extensions.get::<timeout::Deadline>().copied();
+    let admitted = parts.extensions.get::<guard::Admitted>().cloned();
+    let deadline = admitted.as_ref().map(|admitted| admitted.deadline);
     // Held by the task: work that outlives its caller still counts as in flight.
-    let place = parts.extensions.get::<shed::Place>().cloned();
+    let place = admitted.and_then(|admitted| admitted.place);
     let request = Request::from_parts(parts, Body::from(bytes));
     let store = idempotency.store.clone();
     let work = async move {

@@ -73,6 +73,16 @@ fn unsupported_encoding(protocol: Protocol, request: &Request) -> Option<Respons
     ))
 }
 
+/// What a request was admitted with, in its extensions (one entry, not one each): for
+/// work it hands to a task of its own, which the guard's timeout and its hold on the
+/// place do not reach.
+#[derive(Clone)]
+pub struct Admitted {
+    pub deadline: timeout::Deadline,
+    /// None for the requests never shed (probes, `/metrics`, gRPC health).
+    pub place: Option<shed::Place>,
+}
+
 #[derive(Clone)]
 pub struct GuardLayer(Arc<Limits>);
 
@@ -140,15 +150,18 @@ where
         }
         let mut request = body_limit::bounded(limit, protocol, request);
         let deadline = timeout::deadline(limits.request_timeout, protocol, request.headers());
-        request.extensions_mut().insert(timeout::Deadline {
-            at: tokio::time::Instant::now() + deadline,
-            after: deadline,
-        });
-        let place = match shed::take_place(&limits.places, limits.operations, &mut request) {
+        let place = match shed::take_place(&limits.places, limits.operations, &request) {
             shed::Admission::Shed(refused) => return Box::pin(std::future::ready(Ok(refused))),
             shed::Admission::Placed(place) => Some(place),
             shed::Admission::Exempt => None,
         };
+        request.extensions_mut().insert(Admitted {
+            deadline: timeout::Deadline {
+                at: tokio::time::Instant::now() + deadline,
+                after: deadline,
+            },
+            place: place.clone(),
+        });
         let inner = &mut self.inner;
         let called = std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request)));
         Box::pin(async move {

@@ -32,19 +32,20 @@ pub fn places(limit: usize) -> Arc<Semaphore> {
     }))
 }
 
-/// A request's place among those in flight, in its extensions: whoever holds a clone
-/// keeps it taken.
+/// A request's place among those in flight, in its extensions (`guard::Admitted`):
+/// whoever holds a clone keeps it taken.
 #[derive(Clone)]
 pub struct Place(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
 
-/// The last of the guards (`guard`): the request's place among those in flight, set on
-/// it for work it hands on and held by the caller until the response headers are ready;
+/// The last of the guards (`guard`): the request's place among those in flight, held by
+/// the caller until the response headers are ready (and set on the request by the guard,
+/// for work it hands on);
 /// no place for probes, `/metrics` and gRPC health; or, when every place is taken, the
 /// 503 / RESOURCE_EXHAUSTED answer.
 pub fn take_place(
     places: &Arc<Semaphore>,
     operations: &Operations,
-    request: &mut Request,
+    request: &Request,
 ) -> Admission {
     if operations.is_never_shed(request.uri().path()) {
         return Admission::Exempt;
@@ -67,9 +68,7 @@ pub fn take_place(
             .insert(RETRY_AFTER, HeaderValue::from_static("1"));
         return Admission::Shed(response);
     };
-    let place = Place(Arc::new(place));
-    request.extensions_mut().insert(place.clone());
-    Admission::Placed(place)
+    Admission::Placed(Place(Arc::new(place)))
 }
 
 pub enum Admission {

@@ -12,8 +12,8 @@ use axum::{
 
 use crate::{context::Protocol, error::layer_error};
 
-/// When the request's deadline passes, in its extensions: for work it hands to a task of
-/// its own, which the guard's timeout does not reach.
+/// When the request's deadline passes, in its extensions (`guard::Admitted`): for work
+/// it hands to a task of its own, which the guard's timeout does not reach.
 #[derive(Debug, Clone, Copy)]
 pub struct Deadline {
     pub at: tokio::time::Instant,
