@@ -304,20 +304,26 @@ fn serve_connection(
 /// and a clone of the whole stack per request (a boxed service, CORS settings with a `Vec`)
 /// cost more than the layers' own work for a trivial request. A connection's requests
 /// are dispatched one after another from its task, so the lock is never contended.
+///
+/// Over HTTP/2 the layers' `call` now runs on the connection's task rather than the
+/// stream's: a panic there (above the guard's own catch) is caught here and answered 500,
+/// so it cannot end every stream of the connection.
 struct OneAtATime(std::sync::Mutex<App>);
+
+type Called = futures_util::future::Either<
+    futures_util::future::Either<
+        <App as tower::Service<Request>>::Future,
+        tower::util::Oneshot<App, Request>,
+    >,
+    std::future::Ready<Result<axum::response::Response, std::convert::Infallible>>,
+>;
 
 impl OneAtATime {
     fn new(app: &App) -> Self {
         Self(std::sync::Mutex::new(app.clone()))
     }
 
-    fn call(
-        &self,
-        request: Request,
-    ) -> futures_util::future::Either<
-        <App as tower::Service<Request>>::Future,
-        tower::util::Oneshot<App, Request>,
-    > {
+    fn call(&self, request: Request) -> Called {
         use futures_util::future::Either;
         use std::task::{Context, Poll, Waker};
         use tower::Service;
@@ -325,11 +331,26 @@ impl OneAtATime {
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // The stack is always ready (every layer defers to axum's router, which is); a
-        // layer that someday is not gets a clone of its own that waits.
-        match app.poll_ready(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(Ok(())) => Either::Left(app.call(request)),
-            Poll::Pending => Either::Right(app.clone().oneshot(request)),
+        let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // The stack is always ready (every layer defers to axum's router, which is).
+            // A layer that someday is not: the request takes the copy that is waiting,
+            // with whatever it reserved, and the connection keeps a fresh one.
+            match app.poll_ready(&mut Context::from_waker(Waker::noop())) {
+                Poll::Ready(Ok(())) => Either::Left(app.call(request)),
+                Poll::Pending => {
+                    let fresh = app.clone();
+                    Either::Right(std::mem::replace(&mut *app, fresh).oneshot(request))
+                }
+            }
+        }));
+        match called {
+            Ok(future) => Either::Left(future),
+            Err(_) => {
+                tracing::error!("a layer panicked before the request's guards; answered 500");
+                let mut answer = axum::response::Response::default();
+                *answer.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                Either::Right(std::future::ready(Ok(answer)))
+            }
         }
     }
 }
