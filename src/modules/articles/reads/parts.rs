@@ -283,9 +283,10 @@ pub(super) async fn compose(
 }
 
 /// A kept page weighs its views and what they are rendered to (`Shared::renders`): JSON
-/// and protobuf, each about as large as the views' text.
+/// and protobuf, each kept twice (per article, and whole as anyone sees it), each copy
+/// about as large as the views' text.
 fn page_weight(views: &[ArticleView]) -> usize {
-    3 * views.iter().map(view_weight).sum::<usize>()
+    5 * views.iter().map(view_weight).sum::<usize>()
 }
 
 fn view_weight(view: &ArticleView) -> usize {
