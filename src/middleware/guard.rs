@@ -181,3 +181,54 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::{Extension, Router, body::Body, http::Request, routing::get};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::operations::{Access::Public, Effect::Read, Operation, rest_only};
+
+    const ROWS: &[Operation] = &[rest_only("GET /livez", Public, Read).probe()];
+
+    fn operations() -> &'static Operations {
+        static TABLE: std::sync::LazyLock<Operations> =
+            std::sync::LazyLock::new(|| Operations::new([&ROWS]));
+        &TABLE
+    }
+
+    /// What the handler found: its deadline, and whether it holds a place.
+    async fn admitted(Extension(admitted): Extension<Admitted>) -> String {
+        format!("{:?} {}", admitted.deadline.after, admitted.place.is_some())
+    }
+
+    async fn answer(path: &str) -> String {
+        let settings = ServerSettings {
+            request_timeout: Duration::from_secs(7),
+            concurrency_limit: 4,
+            ..ServerSettings::default()
+        };
+        let app = Router::new()
+            .route("/work", get(admitted))
+            .route("/livez", get(admitted))
+            .layer(GuardLayer::new(&settings, operations()));
+        let request = Request::get(path).body(Body::empty()).expect("request");
+        let response = app.oneshot(request).await.expect("infallible");
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .expect("body");
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    /// Work handed to a task of its own (the idempotent path) finds the request's
+    /// deadline and its place, which it keeps taken while it runs.
+    #[tokio::test]
+    async fn an_admitted_request_carries_its_deadline_and_place() {
+        assert_eq!(answer("/work").await, "7s true");
+        // A probe is never shed, so it holds no place.
+        assert_eq!(answer("/livez").await, "7s false");
+    }
+}
