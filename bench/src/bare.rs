@@ -34,8 +34,8 @@ use tower::util::BoxCloneService;
 
 /// The one answer it knows, kept encoded as the bare axum route keeps its JSON: a bare
 /// service that cloned a decoded message, encoded it and dropped it per call (some 95,000
-/// instructions for a page of 20) would flatter whatever is measured against it. Every other method is
-/// UNIMPLEMENTED.
+/// instructions for a page of 20) would flatter whatever is measured against it. Every
+/// other method is UNIMPLEMENTED.
 struct Articles(Bytes);
 
 /// The whole message as `EncodedArticles`: written as it is, with no `next_page_token` of

@@ -5,9 +5,10 @@
 //! PUT, PATCH, DELETE) without `Origin` comes from a client that ignores CORS, and
 //! nothing can store its answer for a browser later: gRPC from services, scripts. Those
 //! skip the layer, which would otherwise add its headers to every answer, at a cost in
-//! HPACK and in a header map per request on the gRPC path. GETs keep their CORS headers with or without
-//! `Origin`, since an HTTP cache may hand a same-origin answer to a cross-origin reader;
-//! OPTIONS always reaches the layer, which answers preflights itself.
+//! HPACK and in a header map per request on the gRPC path. GETs keep their CORS headers
+//! with or without `Origin`, since an HTTP cache may hand a same-origin answer to a
+//! cross-origin reader; OPTIONS always reaches the layer, which answers preflights
+//! itself.
 
 use axum::http::{HeaderName, HeaderValue, Method, Request, Response, header};
 use futures_util::future::Either;

@@ -39,9 +39,8 @@ pub struct Place(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
 
 /// The last of the guards (`guard`): the request's place among those in flight, held by
 /// the caller until the response headers are ready (and set on the request by the guard,
-/// for work it hands on);
-/// no place for probes, `/metrics` and gRPC health; or, when every place is taken, the
-/// 503 / RESOURCE_EXHAUSTED answer.
+/// for work it hands on); no place for probes, `/metrics` and gRPC health; or, when every
+/// place is taken, the 503 / RESOURCE_EXHAUSTED answer.
 pub fn take_place(
     places: &Arc<Semaphore>,
     operations: &Operations,

@@ -338,8 +338,7 @@ impl OneAtATime {
             match app.poll_ready(&mut Context::from_waker(Waker::noop())) {
                 Poll::Ready(Ok(())) => Either::Left(app.call(request)),
                 Poll::Pending => {
-                    let fresh = app.clone();
-                    Either::Right(std::mem::replace(&mut *app, fresh).oneshot(request))
+                    Either::Right(crate::middleware::take_ready(&mut *app).oneshot(request))
                 }
             }
         }));

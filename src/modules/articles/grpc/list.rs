@@ -151,10 +151,7 @@ impl EncodedArticles for Spliced {
 /// The answer to ListArticles or FeedArticles.
 pub(super) fn response(articles: ArticleList, next_page_token: String) -> ArticlesResponse {
     let rendered = articles.render(PageBytes::new);
-    let as_anyone = rendered
-        .flags
-        .iter()
-        .all(|&flags| flags == Flags::default());
+    let as_anyone = rendered.seen_as_anyone();
     let len = if as_anyone {
         rendered.page.as_anyone.len()
     } else {

@@ -87,3 +87,11 @@ pub struct Rendered<R> {
     pub page: Arc<R>,
     pub flags: Vec<Flags>,
 }
+
+impl<R> Rendered<R> {
+    /// This viewer sees no flag set (anyone signed out, most who are signed in): the
+    /// page as anyone sees it is the answer, if the rendering keeps it.
+    pub fn seen_as_anyone(&self) -> bool {
+        self.flags.iter().all(|&flags| flags == Flags::default())
+    }
+}

@@ -123,7 +123,7 @@ impl ArticlesJson {
             )));
         };
         let flags = &self.rendered.flags;
-        let mut out = if flags.iter().all(|&flags| flags == Flags::default()) {
+        let mut out = if self.rendered.seen_as_anyone() {
             let mut out = Vec::with_capacity(kept.as_anyone.len() + 32);
             out.extend_from_slice(&kept.as_anyone);
             out
